@@ -120,7 +120,12 @@ def center_crop(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 
 
 def _crop_size(size: int | tuple[int, int]) -> tuple[int, int]:
-    pair = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if isinstance(size, (int, np.integer)):
+        pair = (size, size)
+    elif isinstance(size, (tuple, list)):
+        pair = tuple(size)
+    else:
+        pair = ()
     if len(pair) != 2 or not all(
         isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in pair
     ):
@@ -146,7 +151,10 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         else:
             from skimage import io as skio
 
-            array = skio.imread(path)
+            with warnings.catch_warnings():
+                # imageio probes its legacy plugins on unknown files and some warn about themselves
+                warnings.simplefilter("ignore", DeprecationWarning)
+                array = skio.imread(path)
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "not an image we read"
         raise ValueError(f"path: cannot read {str(path)!r} as an image ({exc})") from exc
     return to_tensor(_to_rgb(np.asarray(array), name=str(path)))
