@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "save_image": "dipprior.io",
     "sample_image": "dipprior.io",
     "evaluate": "dipprior.metrics",
+    "results_table": "dipprior.metrics",
     "Denoise": "dipprior.operators",
     "Inpaint": "dipprior.operators",
     "SuperResolution": "dipprior.operators",
