@@ -1,0 +1,32 @@
+"""The diffusion prior: noise schedule, UNet, training, safe checkpoints and sampling.
+
+>>> from dipprior.diffusion import Scheduler, UNet, sample
+"""
+
+from dipprior.diffusion.checkpoint import (
+    available_pretrained,
+    is_checkpoint,
+    load,
+    load_pretrained,
+    save,
+)
+from dipprior.diffusion.data import PatchDataset
+from dipprior.diffusion.sampling import sample
+from dipprior.diffusion.scheduler import Scheduler, SchedulerOutput
+from dipprior.diffusion.train import TrainResult, train
+from dipprior.diffusion.unet import UNet
+
+__all__ = [
+    "Scheduler",
+    "SchedulerOutput",
+    "UNet",
+    "PatchDataset",
+    "train",
+    "TrainResult",
+    "save",
+    "load",
+    "is_checkpoint",
+    "load_pretrained",
+    "available_pretrained",
+    "sample",
+]

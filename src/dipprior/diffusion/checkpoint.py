@@ -1,0 +1,244 @@
+"""Safe checkpoints: safetensors weights plus JSON, written atomically, never unpickled.
+
+A checkpoint directory holds
+
+* ``config.json`` -- ``{"format", "format_version", "model_class", "model", "scheduler", ...}``
+* ``model.safetensors`` -- the (EMA) weights used for sampling,
+
+and, when written by :func:`dipprior.diffusion.train`, also
+
+* ``training_state.safetensors`` -- everything needed to resume: raw weights (``model.*``), EMA
+  weights (``ema.*``), optimizer tensors (``optim.*``), RNG states (``rng.*``) and the loss history
+  (``loss_history``); its JSON header metadata (key ``"state"``) holds the step, optimizer
+  hyper-parameters and the training arguments.  One file, so it is replaced atomically as a whole.
+* ``loss_history.csv`` -- ``step,loss`` for plotting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from dipprior.diffusion.scheduler import Scheduler
+from dipprior.diffusion.unet import UNet
+
+__all__ = ["save", "load", "load_pretrained", "available_pretrained", "is_checkpoint"]
+
+FORMAT = "dipprior.diffusion"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "training_state.safetensors"
+LOSS_FILE = "loss_history.csv"
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# ----------------------------------------------------------------- atomic I/O
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                 metadata: dict[str, str] | None = None) -> None:
+    """Atomically write ``tensors`` (moved to CPU, made contiguous) as safetensors."""
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, st_save(cpu, metadata=metadata))
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file; a missing, truncated or corrupt file raises ``ValueError``."""
+    if not path.is_file():
+        raise ValueError(f"checkpoint file {path} is missing")
+    data = path.read_bytes()
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8:8 + header_len]).get("__metadata__", {}) or {}
+    except Exception as exc:  # safetensors raises its own error types
+        raise ValueError(f"checkpoint file {path} is truncated or corrupt ({exc})") from None
+    return tensors, metadata
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ValueError(f"checkpoint file {path} is missing")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON (truncated or corrupt?): {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return obj
+
+
+# ------------------------------------------------------------- model configs
+def model_config(model: torch.nn.Module) -> dict[str, Any]:
+    if not isinstance(model, UNet):
+        raise TypeError(f"model must be a dipprior UNet, got {type(model).__name__}")
+    return dict(model.config)
+
+
+def checkpoint_config(model: torch.nn.Module, scheduler: Scheduler,
+                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    if not isinstance(scheduler, Scheduler):
+        raise TypeError(f"scheduler must be a Scheduler, got {type(scheduler).__name__}")
+    from dipprior import __version__
+
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_class": "UNet",
+              "model": model_config(model), "scheduler": scheduler.to_config(),
+              "dipprior_version": __version__}
+    config.update(extra or {})
+    return config
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict`` with a ``ValueError`` naming missing, unexpected and mis-shaped keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: {tuple(state[k].shape)} vs expected {tuple(v.shape)}"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}"
+                         f"{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append(f"wrong shapes {shapes[:5]}{' ...' if len(shapes) > 5 else ''}")
+        raise ValueError(f"weights in {source} do not match the model config: "
+                         + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+# ---------------------------------------------------------------- save / load
+def save(model: torch.nn.Module, scheduler: Scheduler, directory: str | os.PathLike,
+         *, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (a :class:`UNet`) and ``scheduler`` to ``directory``.
+
+    Writes ``model.safetensors`` and ``config.json`` (each atomically; the directory is created).
+    ``metadata`` adds JSON-able entries to ``config.json``.  Returns the directory.
+
+    >>> save(UNet(base_channels=8), Scheduler(), "/tmp/prior")  # doctest: +SKIP
+    """
+    directory = Path(directory)
+    config = checkpoint_config(model, scheduler, metadata)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_tensors(directory / WEIGHTS_FILE, model.state_dict(), {"format": "pt"})
+    atomic_write_json(directory / CONFIG_FILE, config)
+    return directory
+
+
+def _model_from_config(config: dict[str, Any], source: Path) -> UNet:
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{source} is not a dipprior diffusion checkpoint "
+                         f"(format={config.get('format')!r}, expected {FORMAT!r})")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{source} has format_version {config['format_version']}; this dipprior "
+                         f"reads up to {FORMAT_VERSION} -- upgrade dipprior")
+    if config.get("model_class") != "UNet" or not isinstance(config.get("model"), dict):
+        raise ValueError(f"{source} does not describe a UNet model")
+    try:
+        return UNet(**config["model"])
+    except TypeError as exc:
+        raise ValueError(f"{source} has an invalid model config: {exc}") from None
+
+
+def load(directory: str | os.PathLike, device: str | torch.device | None = "cpu"
+         ) -> tuple[UNet, Scheduler]:
+    """Read a checkpoint written by :func:`save` or by ``train`` -> ``(model, scheduler)``.
+
+    The model is returned in eval mode on ``device`` (``None``: CUDA if available, else CPU).
+    A missing directory or file, a truncated or corrupt file, or weights that do not match the
+    config raise ``ValueError``.  Works on a checkpoint directory that training is still writing.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"checkpoint directory {directory} does not exist")
+    config = read_json(directory / CONFIG_FILE)
+    model = _model_from_config(config, directory / CONFIG_FILE)
+    try:
+        scheduler = Scheduler.from_config(config.get("scheduler", {}))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{directory / CONFIG_FILE} has an invalid scheduler config: {exc}"
+                         ) from None
+    tensors, _ = read_tensors(directory / WEIGHTS_FILE)
+    load_state_into(model, tensors, str(directory / WEIGHTS_FILE))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval(), scheduler
+
+
+def is_checkpoint(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a resumable training state."""
+    return (Path(directory) / STATE_FILE).is_file()
+
+
+# ------------------------------------------------------------------ registry
+def _weights_root() -> Path:
+    return Path(str(resources.files("dipprior") / "weights"))
+
+
+def available_pretrained(root: str | os.PathLike | None = None) -> list[str]:
+    """Names of the pretrained priors shipped in ``dipprior/weights`` (or under ``root``)."""
+    root = _weights_root() if root is None else Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file())
+
+
+def load_pretrained(name: str | None = None, *, device: str | torch.device | None = None,
+                    root: str | os.PathLike | None = None) -> tuple[UNet, Scheduler]:
+    """Load a shipped prior by name -> ``(model, scheduler)`` (see :func:`load`).
+
+    ``name=None`` picks the only installed prior, or the one called ``"default"``.
+    An unknown name (or no installed prior) raises ``ValueError`` listing the available names.
+    ``root`` overrides the registry folder (default: the package's ``weights`` folder).
+    """
+    names = available_pretrained(root)
+    if name is None:
+        if len(names) == 1:
+            name = names[0]
+        elif "default" in names:
+            name = "default"
+        else:
+            raise ValueError(
+                "load_pretrained() needs a name: available pretrained priors: "
+                f"{names or '(none installed)'}; train one with `dipprior train`")
+    if name not in names:
+        raise ValueError(f"unknown pretrained prior {name!r}; available: "
+                         f"{names or '(none installed)'}")
+    base = _weights_root() if root is None else Path(root)
+    return load(base / name, device=device)

@@ -1,0 +1,405 @@
+"""Training the diffusion prior: EMA, warm-up, clipping, AMP, checkpoints, exact resume, DDP."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from dipprior.diffusion import checkpoint as ckpt
+from dipprior.diffusion.data import PatchDataset
+from dipprior.diffusion.scheduler import Scheduler
+from dipprior.diffusion.unet import UNet
+
+__all__ = ["train", "TrainResult"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        ema: a copy of the model holding the EMA weights (eval mode) -- use it for sampling.
+        loss_history: mean training loss of every step from step 1 (including resumed ones).
+        step: the number of optimisation steps done.
+        seconds: wall-clock time of this call.
+    """
+
+    ema: nn.Module
+    loss_history: list[float]
+    step: int
+    seconds: float
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def _setup_distributed(device: torch.device | None) -> _Dist:
+    """Join the process group ``torchrun`` describes (gloo on CPU, NCCL on CUDA), if any."""
+    if dist.is_available() and dist.is_initialized():
+        return _Dist(dist.get_rank(), dist.get_world_size(),
+                     int(os.environ.get("LOCAL_RANK", 0)))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    cuda = torch.cuda.is_available() if device is None else device.type == "cuda"
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
+                 owns_group=True)
+
+
+def _derive_seed(seed: int, rank: int, stream: int) -> int:
+    # distinct, reproducible streams per (rank, purpose)
+    return (seed * 1_000_003 + rank * 7919 + stream * 104_729) % (2**63 - 1)
+
+
+def _draw_batch(data: Any, batch_size: int, generator: torch.Generator,
+                shard: list[int]) -> torch.Tensor:
+    if isinstance(data, PatchDataset) or hasattr(data, "sample_batch"):
+        return data.sample_batch(batch_size, generator, shard)
+    picks = torch.randint(0, len(shard), (batch_size,), generator=generator).tolist()
+    return torch.stack([torch.as_tensor(data[shard[i]]) for i in picks])
+
+
+class _State:
+    """Everything that changes during training, and its (de)serialisation."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, ema: nn.Module,
+                 scaler: torch.amp.GradScaler | None, g_data: torch.Generator,
+                 g_noise: torch.Generator, device: torch.device) -> None:
+        self.model, self.optimizer, self.ema, self.scaler = model, optimizer, ema, scaler
+        self.g_data, self.g_noise, self.device = g_data, g_noise, device
+        self.step = 0
+        self.losses: list[float] = []
+
+    # RNG states of this process, as one uint8 vector (same length on every rank)
+    def rng_vector(self) -> torch.Tensor:
+        parts = [torch.get_rng_state(), self.g_data.get_state(), self.g_noise.get_state()]
+        if self.device.type == "cuda":
+            parts.append(torch.cuda.get_rng_state(self.device))
+        return torch.cat(parts)
+
+    def set_rng_vector(self, vec: torch.Tensor) -> None:
+        sizes = [t.numel() for t in (torch.get_rng_state(), self.g_data.get_state(),
+                                     self.g_noise.get_state())]
+        if self.device.type == "cuda":
+            sizes.append(torch.cuda.get_rng_state(self.device).numel())
+        if vec.numel() != sum(sizes):
+            raise ValueError("saved RNG state does not fit this device; cannot resume exactly")
+        parts = torch.split(vec.to(torch.uint8).cpu(), sizes)
+        torch.set_rng_state(parts[0].clone())
+        self.g_data.set_state(parts[1].clone())
+        self.g_noise.set_state(parts[2].clone())
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(parts[3].clone(), self.device)
+
+    def to_file(self, rng_per_rank: list[torch.Tensor],
+                meta: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        tensors: dict[str, torch.Tensor] = {}
+        tensors.update({f"model.{k}": v for k, v in self.model.state_dict().items()})
+        tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        opt = self.optimizer.state_dict()
+        opt_json: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
+        for pid, entries in opt["state"].items():
+            for name, value in entries.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optim.{pid}.{name}"] = value
+                else:
+                    opt_json["state"].setdefault(str(pid), {})[name] = value
+        for r, vec in enumerate(rng_per_rank):
+            tensors[f"rng.rank{r}"] = vec
+        tensors["loss_history"] = torch.tensor(self.losses, dtype=torch.float64)
+        state = {**meta, "step": self.step, "world_size": len(rng_per_rank), "optimizer": opt_json,
+                 "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None}
+        return tensors, {"format": ckpt.FORMAT + ".training_state",
+                         "format_version": str(ckpt.FORMAT_VERSION), "state": json.dumps(state)}
+
+    def from_file(self, tensors: dict[str, torch.Tensor], state: dict[str, Any], rank: int,
+                  world: int, source: str) -> None:
+        def prefixed(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        ckpt.load_state_into(self.model, prefixed("model."), source + " (model.*)")
+        ckpt.load_state_into(self.ema, prefixed("ema."), source + " (ema.*)")
+        opt_json = state["optimizer"]
+        opt_state: dict[int, dict[str, Any]] = {}
+        for key, value in prefixed("optim.").items():
+            pid, name = key.split(".", 1)
+            opt_state.setdefault(int(pid), {})[name] = value
+        for pid, entries in opt_json.get("state", {}).items():
+            opt_state.setdefault(int(pid), {}).update(entries)
+        groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g
+                  for g in opt_json["param_groups"]]
+        try:
+            self.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"optimizer state in {source} does not fit: {exc}") from None
+        if self.scaler is not None and state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
+        self.step = int(state["step"])
+        self.losses = tensors["loss_history"].tolist()
+        if len(self.losses) != self.step:
+            raise ValueError(f"{source}: loss history has {len(self.losses)} entries for step "
+                             f"{self.step} (corrupt training state)")
+        key = f"rng.rank{rank}"
+        if state.get("world_size") == world and key in tensors:
+            self.set_rng_vector(tensors[key])
+        else:
+            warnings.warn(f"{source} was written with world size {state.get('world_size')}, "
+                          f"now {world}: RNG streams are re-seeded, so the run will not be "
+                          "bitwise identical to an uninterrupted one", stacklevel=3)
+            seed = int(state.get("seed", 0))
+            torch.manual_seed(_derive_seed(seed, rank, 2 + self.step))
+            self.g_data.manual_seed(_derive_seed(seed, rank, 3 + self.step))
+            self.g_noise.manual_seed(_derive_seed(seed, rank, 4 + self.step))
+
+
+def _gather_rng(state: _State, dd: _Dist) -> list[torch.Tensor]:
+    vec = state.rng_vector()
+    if not dd.enabled:
+        return [vec]
+    comm_device = state.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    local = vec.to(comm_device)
+    out = [torch.empty_like(local) for _ in range(dd.world)]
+    dist.all_gather(out, local)
+    return [t.cpu() for t in out]
+
+
+def _write_checkpoint(directory: Path, state: _State, scheduler: Scheduler,
+                      meta: dict[str, Any], dd: _Dist) -> None:
+    rngs = _gather_rng(state, dd)  # collective: every rank takes part
+    if dd.rank != 0:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors, header = state.to_file(rngs, meta)
+    # training state first: if we die before the sampling weights, they are one interval old
+    ckpt.save_tensors(directory / ckpt.STATE_FILE, tensors, header)
+    ckpt.save(state.ema, scheduler, directory, metadata={"step": state.step})
+    lines = ["step,loss"] + [f"{i + 1},{v:.8g}" for i, v in enumerate(state.losses)]
+    ckpt.atomic_write_bytes(directory / ckpt.LOSS_FILE, ("\n".join(lines) + "\n").encode())
+
+
+def _read_checkpoint(directory: Path, state: _State, scheduler: Scheduler,
+                     meta: dict[str, Any], dd: _Dist) -> None:
+    source = str(directory / ckpt.STATE_FILE)
+    tensors, header = ckpt.read_tensors(directory / ckpt.STATE_FILE)
+    try:
+        saved = json.loads(header["state"])
+    except (KeyError, json.JSONDecodeError):
+        raise ValueError(f"{source} has no readable training-state header") from None
+    if saved.get("model") != meta["model"]:
+        raise ValueError(f"{source} was trained with model config {saved.get('model')}, "
+                         f"but the model passed has {meta['model']}; use the same architecture "
+                         "or another checkpoint_dir")
+    if saved.get("scheduler") != meta["scheduler"]:
+        raise ValueError(f"{source} was trained with scheduler {saved.get('scheduler')}, "
+                         f"but the scheduler passed is {meta['scheduler']}")
+    changed = {k: (saved.get(k), v) for k, v in meta["args"].items()
+               if saved.get("args", {}).get(k) != v}
+    if changed:
+        warnings.warn(f"resuming {source} with changed arguments (saved, now): {changed}",
+                      stacklevel=3)
+    state.from_file(tensors, saved, dd.rank, dd.world, source)
+
+
+def _resolve_device(device: str | torch.device | None, dd: _Dist) -> torch.device:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dd.local_rank if dd.enabled else torch.cuda.current_device())
+    return device
+
+
+def train(
+    model: nn.Module,
+    scheduler: Scheduler,
+    data: str | os.PathLike | torch.utils.data.Dataset,
+    *,
+    steps: int,
+    batch_size: int = 16,
+    lr: float = 2e-4,
+    ema_decay: float = 0.999,
+    warmup: int = 1000,
+    grad_clip: float | None = 1.0,
+    amp: bool = False,
+    patch_size: int = 64,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1000,
+    resume: bool = True,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    callback: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` to predict ``scheduler.prediction_type`` from ``x_t`` (uniform ``t``).
+
+    Args:
+        model: the network, trained in place (raw weights); a :class:`UNet` when checkpointing.
+        scheduler: the noise schedule.
+        data: a folder of images (wrapped in :class:`PatchDataset` with ``patch_size``) or a
+            dataset of (3, P, P) tensors in [0, 1] (one with ``sample_batch(n, generator,
+            indices)`` is sampled through it, others by uniform random index).
+        steps: total optimisation steps (a resumed run continues up to this number).
+        batch_size: images per step *per process*.
+        lr: Adam learning rate after a linear warm-up of ``warmup`` steps.
+        ema_decay: EMA decay; the effective decay is ``min(ema_decay, (1+s)/(10+s))`` at step s.
+        grad_clip: max gradient norm (``None`` disables clipping).
+        amp: mixed precision (float16 + GradScaler on CUDA, bfloat16 on CPU).
+        checkpoint_dir: where checkpoints go (every ``checkpoint_every`` steps and at the end);
+            with ``resume=True`` an existing training state there is continued exactly.
+        seed: seeds the data, noise and dropout streams (offset per DDP rank).
+        device: ``None`` -> CUDA if available, else CPU.
+        callback: called as ``callback(step, loss)`` after every step (and its checkpoint).
+
+    Under ``torchrun --nproc_per_node N`` the model is wrapped in DDP (gloo on CPU, NCCL on
+    CUDA), each rank samples its own shard of images with its own seed, and only rank 0 writes.
+    The global torch RNG is restored when training returns.
+
+    Example:
+        >>> net = UNet(base_channels=32)
+        >>> out = train(net, Scheduler(), "images/", steps=1000,
+        ...             checkpoint_dir="run")  # doctest: +SKIP
+        >>> sample(out.ema, Scheduler(), (4, 3, 64, 64), steps=50)  # doctest: +SKIP
+    """
+    for name, value, low in (("steps", steps, 0), ("batch_size", batch_size, 1),
+                             ("warmup", warmup, 0), ("checkpoint_every", checkpoint_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if not 0 <= ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip}")
+    if not isinstance(scheduler, Scheduler):
+        raise TypeError(f"scheduler must be a Scheduler, got {type(scheduler).__name__}")
+    if isinstance(data, (str, os.PathLike)):
+        data = PatchDataset(data, patch_size)
+    if len(data) == 0:
+        raise ValueError("data is empty")
+    if checkpoint_dir is not None and not isinstance(model, UNet):
+        raise TypeError("checkpointing needs a dipprior UNet model")
+
+    started = time.perf_counter()
+    dd = _setup_distributed(None if device is None else torch.device(device))
+    try:
+        dev = _resolve_device(device, dd)
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            return _train_loop(model, scheduler, data, dev, dd, started, steps=steps,
+                               batch_size=batch_size, lr=lr, ema_decay=ema_decay, warmup=warmup,
+                               grad_clip=grad_clip, amp=amp, checkpoint_dir=checkpoint_dir,
+                               checkpoint_every=checkpoint_every, resume=resume, seed=seed,
+                               progress=progress, callback=callback)
+    finally:
+        if dd.owns_group:
+            dist.destroy_process_group()
+
+
+def _train_loop(model: nn.Module, scheduler: Scheduler, data: Any, dev: torch.device,
+                dd: _Dist, started: float, *, steps: int, batch_size: int, lr: float,
+                ema_decay: float, warmup: int, grad_clip: float | None, amp: bool,
+                checkpoint_dir: str | os.PathLike | None, checkpoint_every: int, resume: bool,
+                seed: int, progress: bool,
+                callback: Callable[[int, float], None] | None) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(_derive_seed(seed, dd.rank, 2))
+    model.to(dev).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scaler = torch.amp.GradScaler("cuda") if amp and dev.type == "cuda" else None
+    g_data = torch.Generator().manual_seed(_derive_seed(seed, dd.rank, 0))
+    g_noise = torch.Generator(dev).manual_seed(_derive_seed(seed, dd.rank, 1))
+    state = _State(model, optimizer, ema, scaler, g_data, g_noise, dev)
+    meta = {"model": model.config if isinstance(model, UNet) else None,
+            "scheduler": scheduler.to_config(), "seed": seed,
+            "args": {"batch_size": batch_size, "lr": lr, "ema_decay": ema_decay,
+                     "warmup": warmup, "grad_clip": grad_clip, "amp": amp}}
+    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if directory is not None and resume and ckpt.is_checkpoint(directory):
+        _read_checkpoint(directory, state, scheduler, meta, dd)
+
+    n = len(data)
+    shard = list(range(dd.rank, n, dd.world)) if n >= dd.world else list(range(n))
+    net = model
+    if dd.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
+    params = [p for p in model.parameters()]
+    ema_params = [p for p in ema.parameters()]
+    T = scheduler.num_train_timesteps
+
+    bar = tqdm(total=steps, initial=state.step, disable=not progress or dd.rank != 0,
+               desc="train", dynamic_ncols=True)
+    while state.step < steps:
+        step = state.step
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+        x0 = _draw_batch(data, batch_size, g_data, shard).to(dev, non_blocking=True) * 2 - 1
+        t = torch.randint(0, T, (x0.shape[0],), generator=g_noise, device=dev)
+        noise = torch.randn(x0.shape, generator=g_noise, device=dev)
+        x_t = scheduler.add_noise(x0, noise, t)
+        target = scheduler.training_target(x0, noise, t)
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
+            pred = net(x_t, t)
+        loss = F.mse_loss(pred.float(), target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {step + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        with torch.no_grad():
+            decay = min(ema_decay, (1 + step) / (10 + step))
+            torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
+            for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+                b_ema.copy_(b)
+        logged = loss.detach()
+        if dd.enabled:
+            dist.all_reduce(logged)
+            logged = logged / dd.world
+        state.losses.append(float(logged))
+        state.step += 1
+        bar.update(1)
+        if state.step % 10 == 0 or state.step == steps:
+            bar.set_postfix(loss=f"{sum(state.losses[-10:]) / len(state.losses[-10:]):.4f}")
+        if directory is not None and (state.step % checkpoint_every == 0 or state.step == steps):
+            _write_checkpoint(directory, state, scheduler, meta, dd)
+        if callback is not None:
+            callback(state.step, state.losses[-1])
+    bar.close()
+    if dd.enabled:
+        dist.barrier()
+    return TrainResult(ema=ema, loss_history=list(state.losses), step=state.step,
+                       seconds=time.perf_counter() - started)
