@@ -6,8 +6,8 @@ backend) truncates to 8 bits; those use the small PNG codec in ``dipprior._png``
 Example:
     >>> from dipprior.io import sample_image, save_image, load_image
     >>> img = sample_image("astronaut", size=128)          # (3, 128, 128) float32 in [0, 1]
-    >>> save_image(img, "astronaut.png")
-    >>> load_image("astronaut.png").shape
+    >>> path = save_image(img, "astronaut.png")            # atomic; returns the Path
+    >>> load_image(path).shape
     torch.Size([3, 128, 128])
 """
 
