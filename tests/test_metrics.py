@@ -397,3 +397,25 @@ def test_results_table_bad_input():
         M.results_table(_rows(), columns=["Image", "FID"])
     with pytest.raises(ValueError, match="several values"):
         M.results_table([{"Image": "a", "psnr": np.array([1.0, 2.0])}])
+
+
+def test_example_metrics_table_runs(tmp_path):
+    """The README's main job: prints the seed's table for noisy sample images."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "metrics_table.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--size", "32", "--csv", str(tmp_path / "t.csv")],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "seed=0" in out
+    lines = [line for line in out.splitlines() if line.startswith("|")]
+    assert [c.strip() for c in lines[0].split("|")[1:-1]] == [
+        "Image", "PSNR", "SSIM", "MSE", "MAE", "Delta E"
+    ]
+    assert [line.split("|")[1].strip() for line in lines[2:]] == [
+        "astronaut", "chelsea", "coffee", "rocket", "Average"
+    ]
+    assert (tmp_path / "t.csv").read_text().startswith("Image,PSNR,SSIM,MSE,MAE,Delta E\n")
