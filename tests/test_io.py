@@ -215,6 +215,15 @@ def test_rgba_drops_alpha_with_warning(tmp_path):
     assert torch.equal(grey[2], torch.from_numpy(rgba[..., 0] / np.float32(255)))
 
 
+def test_cmyk_jpeg_converted_to_rgb(tmp_path):
+    rgb = np.zeros((8, 8, 3), np.uint8) + np.array([200, 100, 50], np.uint8)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load_image(tmp_path / "cmyk.jpg")
+    assert (loaded - to_tensor(rgb)).abs().max() < 3 / 255
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="path"):
         load_image(tmp_path / "missing.png")

@@ -1,7 +1,7 @@
 """Image I/O: load and save images as (3, H, W) float32 tensors in [0, 1], bundled sample images.
 
-Reading and writing go through scikit-image / imageio, except 16-bit PNGs, which Pillow (their
-backend) truncates to 8 bits; those use the small PNG codec in ``dipprior._png``.
+Reading and writing go through imageio (scikit-image's I/O library), except 16-bit PNGs, which
+Pillow (imageio's backend) truncates to 8 bits; those use the small PNG codec in ``dipprior._png``.
 
 Example:
     >>> from dipprior.io import sample_image, save_image, load_image
@@ -46,6 +46,8 @@ SAMPLE_IMAGES: tuple[str, ...] = (
     "retina",
 )
 
+# Pillow modes that are colour but not RGB; they are converted to RGB on reading.
+_CONVERT_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")
 _SAVE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 # Float inputs may overshoot [0, 1] by rounding error only.
 _RANGE_TOL = 1e-3
@@ -149,15 +151,30 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         if header is not None and header["bit_depth"] == 16:
             array = _png.decode_png(data)
         else:
-            from skimage import io as skio
-
-            with warnings.catch_warnings():
-                # imageio probes its legacy plugins on unknown files and some warn about themselves
-                warnings.simplefilter("ignore", DeprecationWarning)
-                array = skio.imread(path)
+            array = _imageio_read(data)
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "not an image we read"
         raise ValueError(f"path: cannot read {str(path)!r} as an image ({exc})") from exc
-    return to_tensor(_to_rgb(np.asarray(array), name=str(path)))
+    try:
+        return to_tensor(_to_rgb(np.asarray(array), name=str(path)))
+    except TypeError as exc:  # e.g. a 32-bit integer TIFF
+        raise ValueError(f"path: {str(path)!r} has unsupported pixel data ({exc})") from exc
+
+
+def _imageio_read(data: bytes) -> np.ndarray:
+    # imageio is what scikit-image's io reads with; called directly so that Pillow can be asked
+    # to convert colour models that are not RGB (a CMYK JPEG would otherwise look like RGBA).
+    import imageio.v3 as iio
+
+    with warnings.catch_warnings():
+        # imageio probes its legacy plugins on unknown files and some warn about themselves
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            mode = iio.immeta(data).get("mode")
+        except Exception:  # noqa: BLE001 - not every plugin reports metadata
+            mode = None
+        if mode in _CONVERT_TO_RGB:
+            return iio.imread(data, mode="RGB")
+        return iio.imread(data)
 
 
 def _to_rgb(array: np.ndarray, name: str) -> np.ndarray:
