@@ -64,10 +64,11 @@ class Scheduler:
         clip_sample: clamp the predicted ``x0`` to ``[-clip_sample_range, clip_sample_range]``.
         clip_sample_range: see ``clip_sample``.
 
-    The schedule is computed in float64; ``betas``, ``alphas`` and ``alphas_cumprod`` are float64
-    CPU tensors.  ``step`` follows diffusers' ``DDIMScheduler`` with ``set_alpha_to_one=True``
-    (stepping to ``prev_t < 0`` means ``abar_prev = 1``, i.e. the output is the predicted x0) and
-    ``use_clipped_model_output=False``.
+    The schedule is computed in float32 exactly as diffusers does and stored as float64 CPU
+    tensors ``betas``, ``alphas`` and ``alphas_cumprod``; step coefficients are float64.
+    ``step`` follows diffusers' ``DDIMScheduler`` with ``set_alpha_to_one=True`` (stepping to
+    ``prev_t < 0`` means ``abar_prev = 1``, i.e. the output is the predicted x0) and
+    ``use_clipped_model_output=False`` (the noise direction comes from the unclipped output).
 
     Example:
         >>> s = Scheduler()
@@ -111,16 +112,18 @@ class Scheduler:
         self.clip_sample = bool(clip_sample)
         self.clip_sample_range = float(clip_sample_range)
 
-        T = num_train_timesteps
+        # float32 exactly as diffusers computes it, so the numbers agree to the last bit
+        T, f32 = num_train_timesteps, torch.float32
         if self.beta_schedule == "linear":
-            betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+            betas = torch.linspace(beta_start, beta_end, T, dtype=f32)
         elif self.beta_schedule == "scaled_linear":
-            betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64) ** 2
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=f32) ** 2
         else:
-            betas = _cosine_betas(T)
-        self.betas = betas
-        self.alphas = 1.0 - betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+            betas = _cosine_betas(T).to(f32)
+        alphas = 1.0 - betas
+        self.betas = betas.double()
+        self.alphas = alphas.double()
+        self.alphas_cumprod = torch.cumprod(alphas, dim=0).double()
         # python floats: indexing these is far cheaper than indexing a tensor in the sampling loop
         self._abar = self.alphas_cumprod.tolist()
         self._sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
