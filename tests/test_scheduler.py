@@ -17,6 +17,15 @@ DIFFUSERS_NAME = {"linear": "linear", "scaled_linear": "scaled_linear",
 PREDICTIONS = ["epsilon", "sample", "v_prediction"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny tensors: extra threads only add OpenMP sync, which is slow on a busy 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _ddim(schedule, start, end, prediction="epsilon", clip=True):
     return diffusers.DDIMScheduler(
         num_train_timesteps=1000, beta_schedule=DIFFUSERS_NAME[schedule], beta_start=start,

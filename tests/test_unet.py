@@ -1,0 +1,131 @@
+import math
+
+import pytest
+import torch
+
+from dipprior.diffusion import UNet
+from dipprior.diffusion.unet import timestep_embedding
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny tensors: extra threads only add OpenMP sync, which is slow on a busy 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _net(**kw):
+    torch.manual_seed(0)
+    cfg = dict(base_channels=8, channel_mults=(1, 2, 2), num_res_blocks=1,
+               attention_resolutions=(2,), dropout=0.0)
+    net = UNet(**{**cfg, **kw})
+    # the output conv starts at zero (as in DDPM); make the output depend on the input
+    torch.nn.init.normal_(net.conv_out.weight, std=0.05)
+    for block in net.modules():
+        if hasattr(block, "conv2") or hasattr(block, "proj"):
+            for p in (block.conv2 if hasattr(block, "conv2") else block.proj).parameters():
+                torch.nn.init.normal_(p, std=0.2)
+    return net.eval()
+
+
+@pytest.mark.parametrize("hw", [(16, 16), (13, 21), (1, 1), (3, 17), (33, 8)])
+def test_any_size_keeps_shape(hw):
+    net = _net()
+    x = torch.randn(2, 3, *hw)
+    with torch.no_grad():
+        y = net(x, torch.tensor([3, 900]))
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_timestep_forms_agree():
+    net = _net()
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        a = net(x, 250)
+        b = net(x, torch.tensor([250, 250]))
+        c = net(x, torch.tensor(250))
+        d = net(x, 250.0)
+        e = net(x, torch.tensor([250, 600]))
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, c)
+    torch.testing.assert_close(a, d)
+    torch.testing.assert_close(a[0], e[0])
+    assert not torch.allclose(a[1], e[1])
+
+
+def test_batch_items_are_independent_and_deterministic():
+    net = _net()
+    x = torch.randn(3, 3, 8, 12)
+    t = torch.tensor([1, 50, 999])
+    with torch.no_grad():
+        full = net(x, t)
+        single = net(x[1:2], t[1:2])
+    torch.testing.assert_close(full[1:2], single, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        assert torch.equal(net(x, t), full)
+
+
+def test_channels_last_matches():
+    net = _net()
+    x = torch.randn(2, 3, 20, 12)
+    with torch.no_grad():
+        ref = net(x, 10)
+        cl = net.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last), 10)
+    torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_gradients_reach_every_parameter():
+    net = _net(dropout=0.1).train()
+    net(torch.randn(2, 3, 8, 8), torch.tensor([5, 500])).square().mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert missing == []
+
+
+def test_padding_is_cropped_not_resized():
+    """A prediction on a padded size equals the one on the exact multiple, cropped."""
+    net = _net(attention_resolutions=())
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        y_small = net(x[..., :15, :15], 7)
+        # reflect padding of the 15x15 crop is exactly what net pads internally
+        padded = torch.nn.functional.pad(x[..., :15, :15], (0, 1, 0, 1), mode="reflect")
+        y_ref = net(padded, 7)[..., :15, :15]
+    torch.testing.assert_close(y_small, y_ref)
+
+
+def test_timestep_embedding_values():
+    emb = timestep_embedding(torch.tensor([0.0, 1.0]), 8)
+    assert emb.shape == (2, 8)
+    torch.testing.assert_close(emb[0], torch.tensor([0.0] * 4 + [1.0] * 4))
+    freqs = [math.exp(-math.log(10000) * k / 4) for k in range(4)]
+    expected = [math.sin(f) for f in freqs] + [math.cos(f) for f in freqs]
+    torch.testing.assert_close(emb[1], torch.tensor(expected))
+
+
+def test_config_and_parameter_counts():
+    net = UNet(base_channels=32)
+    assert net.config == {"in_channels": 3, "base_channels": 32, "channel_mults": [1, 2, 2],
+                          "num_res_blocks": 2, "attention_resolutions": [], "dropout": 0.1}
+    n32 = sum(p.numel() for p in net.parameters())
+    n64 = sum(p.numel() for p in UNet(base_channels=64).parameters())
+    assert 1.0e6 < n32 < 2.5e6 and 3.5 < n64 / n32 < 4.1  # convs scale with channels squared
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="attention_resolutions"):
+        UNet(channel_mults=(1, 2), attention_resolutions=(4,))
+    with pytest.raises(ValueError, match="channel_mults"):
+        UNet(channel_mults=())
+    with pytest.raises(ValueError, match="dropout"):
+        UNet(dropout=1.0)
+    net = _net()
+    with pytest.raises(ValueError, match="x must have shape"):
+        net(torch.randn(1, 1, 8, 8), 3)
+    with pytest.raises(ValueError, match="x must have shape"):
+        net(torch.randn(3, 8, 8), 3)
+    with pytest.raises(ValueError, match="t must"):
+        net(torch.randn(2, 3, 8, 8), torch.tensor([1, 2, 3]))
+    with pytest.raises(TypeError, match="t must"):
+        net(torch.randn(2, 3, 8, 8), "5")
