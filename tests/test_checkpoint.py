@@ -1,0 +1,138 @@
+import json
+
+import pytest
+import torch
+
+from dipprior.diffusion import Scheduler, UNet, available_pretrained, load, load_pretrained, save
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model():
+    torch.manual_seed(0)
+    net = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, dropout=0.0)
+    torch.nn.init.normal_(net.conv_out.weight, std=0.1)
+    return net.eval()
+
+
+def test_roundtrip(tmp_path):
+    net, sched = _model(), Scheduler(beta_schedule="cosine", prediction_type="v_prediction")
+    save(net, sched, tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "config.json", "model.safetensors"]  # no temporary files left behind
+    net2, sched2 = load(tmp_path / "ckpt")
+    assert net2.config == net.config and not net2.training
+    assert sched2.to_config() == sched.to_config()
+    x = torch.randn(1, 3, 10, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(net2(x, 5), net(x, 5), rtol=0, atol=0)
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert config["format"] == "dipprior.diffusion" and config["model_class"] == "UNet"
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="config.json is missing"):
+        load(tmp_path / "empty")
+    save(_model(), Scheduler(), tmp_path / "c")
+    (tmp_path / "c" / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="model.safetensors is missing"):
+        load(tmp_path / "c")
+
+
+def test_truncated_checkpoint(tmp_path):
+    save(_model(), Scheduler(), tmp_path / "c")
+    weights = tmp_path / "c" / "model.safetensors"
+    data = weights.read_bytes()
+    for cut in (len(data) // 2, 100, 5):
+        weights.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="truncated or corrupt"):
+            load(tmp_path / "c")
+    weights.write_bytes(data)
+    cfg = tmp_path / "c" / "config.json"
+    text = cfg.read_text()
+    cfg.write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load(tmp_path / "c")
+
+
+def test_wrong_shape_checkpoint(tmp_path):
+    save(_model(), Scheduler(), tmp_path / "c")
+    cfg_path = tmp_path / "c" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model"]["base_channels"] = 16
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="wrong shapes"):
+        load(tmp_path / "c")
+    cfg["model"]["base_channels"] = 8
+    cfg["model"]["num_res_blocks"] = 2
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="missing keys"):
+        load(tmp_path / "c")
+
+
+def test_not_a_checkpoint(tmp_path):
+    save(_model(), Scheduler(), tmp_path / "c")
+    cfg_path = tmp_path / "c" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "format": "something-else"}))
+    with pytest.raises(ValueError, match="not a dipprior diffusion checkpoint"):
+        load(tmp_path / "c")
+    cfg_path.write_text(json.dumps({**cfg, "scheduler": {"beta_schedule": "nope"}}))
+    with pytest.raises(ValueError, match="invalid scheduler config"):
+        load(tmp_path / "c")
+    cfg_path.write_text(json.dumps({**cfg, "model": {**cfg["model"], "depth": 3}}))
+    with pytest.raises(ValueError, match="invalid model config"):
+        load(tmp_path / "c")
+
+
+def test_pickle_files_are_never_read(tmp_path):
+    """A torch.save'd (pickled) file renamed to model.safetensors is rejected, not unpickled."""
+    save(_model(), Scheduler(), tmp_path / "c")
+    torch.save(_model().state_dict(), tmp_path / "c" / "model.safetensors")
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load(tmp_path / "c")
+
+
+def test_save_rejects_bad_types(tmp_path):
+    with pytest.raises(TypeError, match="model"):
+        save(torch.nn.Linear(2, 2), Scheduler(), tmp_path / "c")
+    with pytest.raises(TypeError, match="scheduler"):
+        save(_model(), object(), tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def test_pretrained_registry(tmp_path):
+    root = tmp_path / "weights"
+    with pytest.raises(ValueError, match="none installed"):
+        load_pretrained(root=root)
+    root.mkdir()
+    save(_model(), Scheduler(), root / "tiny")
+    (root / "not-weights").mkdir()  # ignored: no config/model files
+    assert available_pretrained(root) == ["tiny"]
+    net, sched = load_pretrained(root=root, device="cpu")
+    assert net.config["base_channels"] == 8 and isinstance(sched, Scheduler)
+    net, _ = load_pretrained("tiny", root=root, device="cpu")
+    with pytest.raises(ValueError, match=r"unknown pretrained prior 'big'.*tiny"):
+        load_pretrained("big", root=root)
+    save(_model(), Scheduler(), root / "second")
+    with pytest.raises(ValueError, match="needs a name.*second.*tiny"):
+        load_pretrained(root=root)
+
+
+def test_shipped_registry_lists_names():
+    names = available_pretrained()
+    assert isinstance(names, list)
+    if not names:
+        with pytest.raises(ValueError, match="available"):
+            load_pretrained()
+    with pytest.raises(ValueError, match="unknown pretrained prior"):
+        load_pretrained("no-such-prior")
