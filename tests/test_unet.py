@@ -129,3 +129,17 @@ def test_bad_arguments():
         net(torch.randn(2, 3, 8, 8), torch.tensor([1, 2, 3]))
     with pytest.raises(TypeError, match="t must"):
         net(torch.randn(2, 3, 8, 8), "5")
+
+
+def test_diffusers_unet_wrapped_in_one_line_samples():
+    diffusers = pytest.importorskip("diffusers")
+    from dipprior.diffusion import Scheduler, sample
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
+                                 block_out_channels=(8, 16), norm_num_groups=4,
+                                 down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"))
+    x = sample(lambda x, t: unet(x, t).sample, Scheduler(), (1, 3, 8, 8), steps=3,
+               generator=torch.Generator().manual_seed(0), progress=False)
+    assert x.shape == (1, 3, 8, 8) and 0 <= x.min() and x.max() <= 1

@@ -43,6 +43,7 @@ def sample(
     The initial noise and any step noise come from ``generator``.  Returns images in [0, 1]
     (the model's [-1, 1] output mapped back and clamped), shape ``shape``.
 
+    >>> from dipprior.diffusion import Scheduler, UNet
     >>> x = sample(UNet(base_channels=16), Scheduler(), (1, 3, 16, 16), steps=5,
     ...            generator=torch.Generator().manual_seed(0), progress=False)
     >>> x.shape
