@@ -138,6 +138,14 @@ def test_train_accepts_a_plain_dataset():
     assert len(out.loss_history) == 3 and all(np.isfinite(out.loss_history))
 
 
+def test_amp_on_cpu_trains_in_bfloat16():
+    data = [torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    out = train(_net(), Scheduler(), data, steps=2, batch_size=2, amp=True, device="cpu",
+                progress=False)
+    assert len(out.loss_history) == 2 and all(np.isfinite(out.loss_history))
+    assert out.ema.conv_in.weight.dtype == torch.float32
+
+
 def test_bad_training_arguments(images):
     with pytest.raises(ValueError, match="steps"):
         train(_net(), Scheduler(), images, steps=-1)

@@ -175,7 +175,7 @@ def _model_from_config(config: dict[str, Any], source: Path) -> UNet:
         raise ValueError(f"{source} has an invalid model config: {exc}") from None
 
 
-def load(directory: str | os.PathLike, device: str | torch.device | None = "cpu"
+def load(directory: str | os.PathLike, device: str | torch.device | None = None
          ) -> tuple[UNet, Scheduler]:
     """Read a checkpoint written by :func:`save` or by ``train`` -> ``(model, scheduler)``.
 

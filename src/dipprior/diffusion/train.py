@@ -267,7 +267,8 @@ def train(
         grad_clip: max gradient norm (``None`` disables clipping).
         amp: mixed precision (float16 + GradScaler on CUDA, bfloat16 on CPU).
         checkpoint_dir: where checkpoints go (every ``checkpoint_every`` steps and at the end);
-            with ``resume=True`` an existing training state there is continued exactly.
+            with ``resume=True`` an existing training state there is continued exactly;
+            ``resume=False`` starts afresh and overwrites it.
         seed: seeds the data, noise and dropout streams (offset per DDP rank).
         device: ``None`` -> CUDA if available, else CPU.
         callback: called as ``callback(step, loss)`` after every step (and its checkpoint).
