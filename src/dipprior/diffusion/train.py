@@ -354,52 +354,55 @@ def _train_loop(model: nn.Module, scheduler: Scheduler, data: Any, dev: torch.de
 
     bar = tqdm(total=steps, initial=state.step, disable=not progress or dd.rank != 0,
                desc="train", dynamic_ncols=True)
-    while state.step < steps:
-        step = state.step
-        for group in optimizer.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
-        x0 = _draw_batch(data, batch_size, g_data, shard).to(dev, non_blocking=True) * 2 - 1
-        t = torch.randint(0, T, (x0.shape[0],), generator=g_noise, device=dev)
-        noise = torch.randn(x0.shape, generator=g_noise, device=dev)
-        x_t = scheduler.add_noise(x0, noise, t)
-        target = scheduler.training_target(x0, noise, t)
-        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
-            pred = net(x_t, t)
-        loss = F.mse_loss(pred.float(), target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {step + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(params, grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        with torch.no_grad():
-            decay = min(ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
-            for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
-                b_ema.copy_(b)
-        logged = loss.detach()
-        if dd.enabled:
-            dist.all_reduce(logged)
-            logged = logged / dd.world
-        state.losses.append(float(logged))
-        state.step += 1
-        bar.update(1)
-        if state.step % 10 == 0 or state.step == steps:
-            bar.set_postfix(loss=f"{sum(state.losses[-10:]) / len(state.losses[-10:]):.4f}")
-        if directory is not None and (state.step % checkpoint_every == 0 or state.step == steps):
-            _write_checkpoint(directory, state, scheduler, meta, dd)
-        if callback is not None:
-            callback(state.step, state.losses[-1])
-    bar.close()
+    try:
+        while state.step < steps:
+            step = state.step
+            for group in optimizer.param_groups:
+                group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+            x0 = _draw_batch(data, batch_size, g_data, shard).to(dev, non_blocking=True) * 2 - 1
+            t = torch.randint(0, T, (x0.shape[0],), generator=g_noise, device=dev)
+            noise = torch.randn(x0.shape, generator=g_noise, device=dev)
+            x_t = scheduler.add_noise(x0, noise, t)
+            target = scheduler.training_target(x0, noise, t)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
+                pred = net(x_t, t)
+            loss = F.mse_loss(pred.float(), target)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss is {loss.item()} at step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(params, grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            with torch.no_grad():
+                decay = min(ema_decay, (1 + step) / (10 + step))
+                torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
+                for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+                    b_ema.copy_(b)
+            logged = loss.detach()
+            if dd.enabled:
+                dist.all_reduce(logged)
+                logged = logged / dd.world
+            state.losses.append(float(logged))
+            state.step += 1
+            bar.update(1)
+            if state.step % 10 == 0 or state.step == steps:
+                bar.set_postfix(loss=f"{sum(state.losses[-10:]) / len(state.losses[-10:]):.4f}")
+            due = state.step % checkpoint_every == 0 or state.step == steps
+            if directory is not None and due:
+                _write_checkpoint(directory, state, scheduler, meta, dd)
+            if callback is not None:
+                callback(state.step, state.losses[-1])
+    finally:
+        bar.close()
     if dd.enabled:
         dist.barrier()
     return TrainResult(ema=ema, loss_history=list(state.losses), step=state.step,
