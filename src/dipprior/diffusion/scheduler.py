@@ -8,6 +8,7 @@ output.  All tensors live on the model's ``[-1, 1]`` scale.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,9 +180,9 @@ class Scheduler:
                 raise ValueError(f"t must be in [0, {self.num_train_timesteps - 1}]")
             abar = self.alphas_cumprod.to(x.device)[t.to(x.device).long()].to(x.dtype)
             return abar.view(-1, *([1] * (x.dim() - 1)))
-        if isinstance(t, bool) or not isinstance(t, int):
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
             raise TypeError(f"t must be an int or a tensor, got {type(t).__name__}")
-        return self._abar[self._check_t(t)]
+        return self._abar[self._check_t(int(t))]
 
     # ---------------------------------------------------------- forward process
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: TimestepLike) -> torch.Tensor:
@@ -325,9 +326,9 @@ class Scheduler:
             if t.numel() != 1:
                 raise ValueError(f"{name} must be a single timestep, got shape {tuple(t.shape)}")
             return int(t.item())
-        if isinstance(t, bool) or not isinstance(t, int):
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
             raise TypeError(f"{name} must be an int, got {type(t).__name__}")
-        return t
+        return int(t)
 
     # ----------------------------------------------------------- noise levels
     def noise_level(self, t: TimestepLike) -> float | torch.Tensor:
