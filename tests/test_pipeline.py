@@ -1,0 +1,423 @@
+"""DIPInitializedSampler and the baselines: NFE accounting, t0 handling, guidance, errors."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+
+from dipprior.diffusion import Scheduler, UNet
+from dipprior.dip import DIPConfig, fit
+from dipprior.operators import Denoise, Inpaint, SuperResolution, random_pixel_mask
+from dipprior.pipeline import (
+    CBM3DBaseline,
+    DIPBaseline,
+    DIPInitializedSampler,
+    SampleResult,
+    auto_t0,
+    estimate_error_std,
+    from_model,
+    image_to_model,
+    resolve_t0,
+    to_model,
+)
+
+SIGMA = 25 / 255
+DIP = DIPConfig(channels=8, depth=3, iterations=10, progress=False)
+
+
+def _smooth_image(size: int = 16, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 4, 4, generator=g)
+    up = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear",
+                                         align_corners=False)
+    return (0.15 + 0.7 * up[0]).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def model() -> UNet:
+    torch.manual_seed(0)
+    net = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, dropout=0.0)
+    with torch.no_grad():  # the zero-initialised output layers would make every output 0
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Scheduler:
+    return Scheduler()
+
+
+@pytest.fixture(scope="module")
+def clean() -> torch.Tensor:
+    return _smooth_image()
+
+
+@pytest.fixture(scope="module")
+def noisy(clean):
+    op = Denoise(SIGMA)
+    return op, op.degrade(clean, torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def dip_image(noisy):
+    op, y = noisy
+    return fit(y, op, config=DIP).image
+
+
+class Counting:
+    """Wraps a model and counts its calls (and keeps the inputs it saw)."""
+
+    def __init__(self, model):
+        self.model, self.calls, self.inputs = model, 0, []
+
+    def __call__(self, x, t):
+        self.calls += 1
+        self.inputs.append((x.clone(), t.clone()))
+        return self.model(x, t)
+
+
+# ----------------------------------------------------------------------------- NFE
+
+
+@pytest.mark.parametrize("init, t0, steps", [("dip", 60, 4), ("noise", "auto", 3),
+                                              ("observation", "auto", 5), ("dip", 0.05, 7)])
+def test_nfe_equals_model_calls(model, scheduler, noisy, dip_image, init, t0, steps):
+    op, y = noisy
+    counter = Counting(model)
+    sampler = DIPInitializedSampler(counter, scheduler, init=init, t0=t0, steps=steps,
+                                    dip=DIP, progress=False)
+    r = sampler(y, op, seed=0, dip_image=dip_image if init == "dip" else None)
+    assert isinstance(r, SampleResult)
+    assert r.nfe == counter.calls == steps == len(r.timesteps)
+    assert [int(t[0]) for _, t in counter.inputs] == r.timesteps
+    assert r.timesteps[0] == r.t0 and r.timesteps[-1] == 0
+    assert r.image.shape == y.shape and 0 <= float(r.image.min()) <= float(r.image.max()) <= 1
+    assert set(r.seconds) == {"dip", "diffusion", "total"}
+
+
+def test_auto_t0_clamps_steps_and_counts(model, scheduler, noisy, clean):
+    op, y = noisy
+    good = clean + 0.02 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    counter = Counting(model)
+    r = DIPInitializedSampler(counter, scheduler, steps=1000, progress=False)(
+        y, op, dip_image=good)
+    assert r.t0 == auto_t0(scheduler, r.error_std) < 100
+    assert r.nfe == counter.calls == r.t0 + 1
+    assert r.timesteps == list(range(r.t0, -1, -1))
+
+
+def test_full_dip_run_counts_and_times(model, scheduler, noisy):
+    op, y = noisy
+    counter = Counting(model)
+    r = DIPInitializedSampler(counter, scheduler, dip=DIP, t0=30, steps=3, progress=False)(y, op)
+    assert r.nfe == counter.calls == 3
+    assert r.dip_image is not None and r.dip_image.shape == y.shape
+    assert r.dip_iterations == DIP.iterations
+    assert r.seconds["dip"] > 0 and r.seconds["total"] >= r.seconds["dip"] + r.seconds[
+        "diffusion"] - 1e-6
+    assert torch.equal(r.dip_image, fit(y, op, config=DIP, seed=0).image)
+    base = DIPBaseline(DIP, progress=False)(y, op, seed=0)
+    assert torch.equal(base.image, r.dip_image.clamp(0, 1))
+    assert base.nfe == 0 and base.t0 is None and base.dip_iterations == DIP.iterations
+
+
+# ----------------------------------------------------------------------------- t0
+
+
+def test_resolve_t0():
+    assert resolve_t0(0, 1000) == 0
+    assert resolve_t0(999, 1000) == 999
+    assert resolve_t0(1.0, 1000) == 999
+    assert resolve_t0(0.25, 1000) == round(0.25 * 999) == 250
+    for bad in (-1, 1000, 0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="t0"):
+            resolve_t0(bad, 1000)
+    with pytest.raises(TypeError, match="t0"):
+        resolve_t0(True, 1000)
+
+
+def test_t0_zero_is_one_step_at_t0(model, scheduler, noisy, dip_image):
+    op, y = noisy
+    r = DIPInitializedSampler(model, scheduler, t0=0, steps=1, progress=False)(
+        y, op, dip_image=dip_image)
+    assert (r.t0, r.nfe, r.timesteps) == (0, 1, [0])
+    # at t=0 almost no noise is added and the prior barely moves the DIP image
+    assert float((r.image - dip_image.clamp(0, 1)).abs().mean()) < 0.05
+
+
+def test_t0_last_timestep(model, scheduler, noisy, dip_image):
+    op, y = noisy
+    r = DIPInitializedSampler(model, scheduler, t0=999, steps=2, progress=False)(
+        y, op, dip_image=dip_image)
+    assert r.timesteps == [999, 0]
+
+
+def test_strength_one_equals_noise_init_in_distribution(model, scheduler, noisy, dip_image):
+    """t0 = 1.0 starts at T-1, where x_t is 0.6% image and 99.99% noise: with the same seed
+    (same noise draws) it lands next to init="noise", far closer than another seed does."""
+    op, y = noisy
+    kw = dict(steps=4, eta=1.0, progress=False)
+    from_dip = DIPInitializedSampler(model, scheduler, t0=1.0, **kw)(y, op, seed=3,
+                                                                    dip_image=dip_image)
+    from_noise = DIPInitializedSampler(model, scheduler, init="noise", **kw)(y, op, seed=3)
+    other_seed = DIPInitializedSampler(model, scheduler, init="noise", **kw)(y, op, seed=4)
+    assert from_dip.t0 == from_noise.t0 == scheduler.num_train_timesteps - 1
+    assert from_dip.timesteps == from_noise.timesteps
+    same = float((from_dip.image - from_noise.image).abs().mean())
+    across = float((other_seed.image - from_noise.image).abs().mean())
+    assert same < 0.1 * across
+
+
+def test_observation_init_denoise_starts_at_matching_noise_level(model, scheduler, noisy):
+    op, y = noisy
+    counter = Counting(model)
+    r = DIPInitializedSampler(counter, scheduler, init="observation", steps=3,
+                              progress=False)(y, op)
+    assert r.t0 == scheduler.timestep_for_noise_level(2 * SIGMA)
+    abar = float(scheduler.alphas_cumprod[r.t0])
+    # y already holds the noise: x_t0 = sqrt(abar) (2y - 1), nothing added
+    torch.testing.assert_close(counter.inputs[0][0][0], abar ** 0.5 * (2 * y - 1),
+                               rtol=0, atol=1e-6)
+
+
+def test_observation_init_inpaint_adds_noise(model, scheduler, clean):
+    mask = random_pixel_mask((16, 16), 0.5, torch.Generator().manual_seed(0))
+    op = Inpaint(mask)
+    y = op.degrade(clean)
+    counter = Counting(model)
+    r = DIPInitializedSampler(counter, scheduler, init="observation", t0=200, steps=2,
+                              progress=False)(y, op, seed=5)
+    noise = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(5))
+    expected = scheduler.add_noise(2 * op.pseudo_inverse(y)[None] - 1, noise, 200)
+    torch.testing.assert_close(counter.inputs[0][0], expected, rtol=0, atol=1e-6)
+    assert r.t0 == 200
+
+
+# ----------------------------------------------------------------------------- guidance
+
+
+def test_one_proximal_step_matches_closed_form(model, scheduler, noisy, dip_image):
+    """steps=1 from t0: x0 = prox of the model's x0 estimate, computed here by hand."""
+    op, y = noisy
+    t0, lam_scale, seed = 80, 2.0, 7
+    r = DIPInitializedSampler(model, scheduler, t0=t0, steps=1, guidance_scale=lam_scale,
+                              progress=False)(y, op, seed=seed, dip_image=dip_image)
+    abar = float(scheduler.alphas_cumprod[t0])
+    eps = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(seed))
+    x_t = abar ** 0.5 * (2 * dip_image[None] - 1) + (1 - abar) ** 0.5 * eps
+    with torch.no_grad():
+        out = model(x_t, torch.tensor([t0]))
+    x0_hat = ((x_t - (1 - abar) ** 0.5 * out) / abar ** 0.5).clamp(-1, 1)
+    sigma_t2 = (1 - abar) / abar
+    lam = lam_scale * (2 * SIGMA) ** 2 / sigma_t2  # DiffPIR's rho_t
+    x0 = (lam * x0_hat + (2 * y[None] - 1)) / (1 + lam)
+    torch.testing.assert_close(r.image, ((x0[0] + 1) / 2).clamp(0, 1), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("init", ["dip", "noise", "observation"])
+def test_proximal_guidance_keeps_known_pixels(model, scheduler, clean, init):
+    mask = random_pixel_mask((16, 16), 0.5, torch.Generator().manual_seed(0))
+    op = Inpaint(mask)  # sigma_y = 0: the data term is a hard constraint
+    y = op.degrade(clean)
+    dip_image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
+    sampler = DIPInitializedSampler(model, scheduler, init=init, t0=999 if init == "noise"
+                                    else 150, steps=4, eta=0.5, progress=False)
+    r = sampler(y, op, dip_image=dip_image if init == "dip" else None,
+                return_intermediates=True)
+    known = mask.bool().expand(3, -1, -1)
+    torch.testing.assert_close(r.image[known], clean[known], rtol=0, atol=1e-6)
+    assert len(r.intermediates) == r.nfe
+    for step in r.intermediates:
+        torch.testing.assert_close(step["x0"][known], clean[known], rtol=0, atol=1e-6)
+    # and the missing pixels are filled by the prior, not left at the observation's zeros
+    assert float(r.image[~known].abs().mean()) > 0.05
+
+
+def test_sdedit_without_guidance_ignores_observation(model, scheduler, clean):
+    mask = random_pixel_mask((16, 16), 0.5, torch.Generator().manual_seed(0))
+    op = Inpaint(mask)
+    y = op.degrade(clean)
+    dip_image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
+    kw = dict(t0=150, steps=3, guidance=None, progress=False)
+    r = DIPInitializedSampler(model, scheduler, **kw)(y, op, dip_image=dip_image)
+    known = mask.bool().expand(3, -1, -1)
+    assert float((r.image[known] - clean[known]).abs().max()) > 1e-3
+    # plain SDEdit depends on the observation only through the DIP image
+    r2 = DIPInitializedSampler(model, scheduler, **kw)(torch.zeros_like(y), op,
+                                                       dip_image=dip_image)
+    assert torch.equal(r.image, r2.image)
+
+
+def test_super_resolution_runs_with_cg_proximal(model, scheduler, clean):
+    op = SuperResolution(2)
+    y = op.degrade(clean)
+    r = DIPInitializedSampler(model, scheduler, init="observation", t0=100, steps=2,
+                              progress=False)(y, op)
+    assert r.image.shape == clean.shape and y.shape == (3, 8, 8)
+    # sigma_y = 0: the result reproduces the low-resolution observation (up to CG tolerance and
+    # the final clamp to [0, 1], which moves a few overshooting pixels)
+    assert float((op(r.image) - y).abs().median()) < 1e-4
+    assert float((op(r.image) - y).abs().mean()) < 2e-3
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_result_different_seed_differs(model, scheduler, noisy):
+    op, y = noisy
+    sampler = DIPInitializedSampler(model, scheduler, dip=DIP.replace(iterations=4), t0=100,
+                                    steps=3, eta=1.0, progress=False)
+    a, b, c = sampler(y, op, seed=11), sampler(y, op, seed=11), sampler(y, op, seed=12)
+    assert torch.equal(a.image, b.image) and torch.equal(a.dip_image, b.dip_image)
+    assert not torch.equal(a.image, c.image) and not torch.equal(a.dip_image, c.dip_image)
+
+
+def test_batched_observation_keeps_rank(model, scheduler, noisy):
+    op, y = noisy
+    r = DIPInitializedSampler(model, scheduler, init="observation", steps=2, progress=False)(
+        y[None], op)
+    assert r.image.shape == (1, 3, 16, 16)
+
+
+def test_model_mode_restored(scheduler, noisy):
+    op, y = noisy
+    net = UNet(base_channels=8, channel_mults=(1,), num_res_blocks=1).train()
+    DIPInitializedSampler(net, scheduler, init="observation", steps=1, progress=False)(y, op)
+    assert net.training
+
+
+# ----------------------------------------------------------------------------- scales, auto
+
+
+def test_scale_conversions():
+    x = torch.rand(3, 8, 8)
+    mask = random_pixel_mask((8, 8), 0.5, torch.Generator().manual_seed(0))
+    op = Inpaint(mask)
+    torch.testing.assert_close(to_model(op(x), op), mask * (2 * x - 1))
+    torch.testing.assert_close(to_model(x, Denoise(0.1)), 2 * x - 1)
+    torch.testing.assert_close(from_model(image_to_model(x)), x)
+    assert float(from_model(torch.tensor([-3.0, 3.0])).min()) == 0.0
+
+
+def test_estimate_error_std_recovers_white_error():
+    clean = _smooth_image(64, seed=3)
+    g = torch.Generator().manual_seed(0)
+    op = Denoise(0.1)
+    y = op.degrade(clean, g)
+    for e in (0.02, 0.05, 0.1):
+        estimate = clean + e * torch.randn(clean.shape, generator=g)
+        assert estimate_error_std(estimate, y, op) == pytest.approx(e, rel=0.15)
+    # an exact fit of the noise (the estimate is y): its error is the noise itself
+    assert estimate_error_std(y, y, op) == pytest.approx(0.1, rel=0.15)
+
+
+def test_estimate_error_std_sees_missing_pixels():
+    clean = _smooth_image(64, seed=4)
+    mask = random_pixel_mask((64, 64), 0.5, torch.Generator().manual_seed(0))
+    op = Inpaint(mask)
+    y = op.degrade(clean)
+    assert estimate_error_std(clean, y, op) < 0.01
+    holes = clean * mask  # missing pixels left black: a large, pixel-scale error
+    assert estimate_error_std(holes, y, op) > 0.1
+
+
+def test_auto_t0_uses_noise_level_on_model_scale(scheduler):
+    for e in (0.01, 0.05, 0.2):
+        t = auto_t0(scheduler, e)
+        assert t == scheduler.timestep_for_noise_level(2 * e)
+        assert math.isclose(scheduler.noise_level(t), 2 * e, rel_tol=0.1)
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def test_cbm3d_baseline_needs_bm3d(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bm3d", None)
+    with pytest.raises(ImportError, match="pip install bm3d"):
+        CBM3DBaseline()
+
+
+def test_cbm3d_baseline_denoises_only(clean):
+    if "bm3d" not in sys.modules:
+        try:
+            import bm3d  # noqa: F401
+        except ImportError:
+            with pytest.raises(ImportError):
+                CBM3DBaseline()
+            return
+    mask = random_pixel_mask((16, 16), 0.5, torch.Generator().manual_seed(0))
+    op = Inpaint(mask)
+    with pytest.raises(ValueError, match="operator"):
+        CBM3DBaseline()(op.degrade(clean), op)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_bad_arguments(model, scheduler):
+    with pytest.raises(ValueError, match="init"):
+        DIPInitializedSampler(model, scheduler, init="pinv")
+    with pytest.raises(ValueError, match="guidance"):
+        DIPInitializedSampler(model, scheduler, guidance="dps")
+    with pytest.raises(ValueError, match="steps"):
+        DIPInitializedSampler(model, scheduler, t0=9, steps=11)
+    with pytest.raises(ValueError, match="steps"):
+        DIPInitializedSampler(model, scheduler, steps=0)
+    with pytest.raises(ValueError, match="t0"):
+        DIPInitializedSampler(model, scheduler, t0=1000)
+    with pytest.raises(ValueError, match="t0"):
+        DIPInitializedSampler(model, scheduler, t0="best")
+    with pytest.raises(ValueError, match="t0"):
+        DIPInitializedSampler(model, scheduler, init="noise", t0=100)
+    with pytest.raises(ValueError, match="eta"):
+        DIPInitializedSampler(model, scheduler, eta=-1)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        DIPInitializedSampler(model, scheduler, guidance_scale=0)
+    with pytest.raises(TypeError, match="model"):
+        DIPInitializedSampler("unet", scheduler)
+    with pytest.raises(TypeError, match="scheduler"):
+        DIPInitializedSampler(model, object())
+
+
+def test_bad_observations(model, scheduler, clean):
+    sampler = DIPInitializedSampler(model, scheduler, init="observation", steps=1,
+                                    progress=False)
+    op = Inpaint(torch.ones(16, 16))
+    with pytest.raises(ValueError, match="observation"):
+        sampler(torch.rand(3, 8, 8), op)  # mask 16x16 vs observation 8x8
+    with pytest.raises(ValueError, match="observation"):
+        sampler(clean * 255, Denoise(0.1))
+    with pytest.raises(ValueError, match="observation"):
+        sampler(torch.rand(2, 3, 16, 16), Denoise(0.1))
+    with pytest.raises(ValueError, match="observation"):
+        sampler(torch.rand(1, 16, 16), Denoise(0.1))
+    with pytest.raises(ValueError, match="observation"):
+        sampler(torch.full((3, 16, 16), float("nan")), Denoise(0.1))
+    with pytest.raises(TypeError, match="operator"):
+        sampler(clean, lambda x: x)
+    with pytest.raises(ValueError, match="dip_image"):
+        DIPInitializedSampler(model, scheduler, t0=10, steps=1, progress=False)(
+            clean, Denoise(0.1), dip_image=torch.rand(3, 8, 8))
+
+
+# ----------------------------------------------------------------------------- diffusers
+
+
+def test_diffusers_unet_in_one_line(scheduler, noisy):
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
+                       block_out_channels=(8, 16), norm_num_groups=8,
+                       down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D")).eval()
+    op, y = noisy
+    sampler = DIPInitializedSampler(lambda x, t: unet(x, t).sample, scheduler,
+                                    init="observation", steps=3, progress=False)
+    r = sampler(y, op, seed=0)
+    assert r.nfe == 3 and r.image.shape == y.shape
+    assert torch.isfinite(r.image).all()
