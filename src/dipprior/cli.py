@@ -76,6 +76,80 @@ def _run_train(args: argparse.Namespace) -> int:
 _SUBCOMMANDS.append(_add_train)
 
 
+def _add_restoration_options(p: argparse.ArgumentParser) -> None:
+    """Task, prior, sampler and DIP options shared by ``restore`` and ``compare``."""
+    p.add_argument("--task", required=True, choices=["denoise", "inpaint", "sr"])
+    p.add_argument("--sigma", type=float, default=25.0, help="denoise: noise std, 0..255 units")
+    p.add_argument("--keep", type=float, default=0.5,
+                   help="inpaint (simulated): fraction of pixels kept (default 0.5)")
+    p.add_argument("--factor", type=int, default=4, help="sr: down-sampling factor (default 4)")
+    p.add_argument("--model", metavar="DIR",
+                   help="diffusion prior checkpoint directory (from `dipprior train`)")
+    p.add_argument("--t0", default="auto",
+                   help="start timestep: int, strength in (0, 1] (e.g. 0.05) or auto")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
+    p.add_argument("--guidance-scale", type=float, default=1.0, help="DiffPIR lambda")
+    p.add_argument("--dip-iterations", type=int, default=1000, help="DIP budget (default 1000)")
+    p.add_argument("--dip-channels", type=int, default=64, help="DIP channels per scale")
+    p.add_argument("--early-stopping", action="store_true", help="DIP: ES-WMV early stopping")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: CUDA if available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_restore(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "restore", help="restore one image (DIP -> diffusion prior)",
+        description="Restore IMAGE, an observation (noisy image; image with holes plus --mask; "
+        "low-resolution image), with DIP-initialised diffusion. With --simulate, IMAGE is a "
+        "clean image that is degraded first (seeded) and the result is scored.")
+    p.add_argument("image", metavar="IMAGE")
+    _add_restoration_options(p)
+    p.add_argument("--mask", metavar="PNG", help="inpaint: mask image, white = known pixel")
+    p.add_argument("--simulate", action="store_true",
+                   help="IMAGE is clean: degrade it (--sigma/--keep/--factor) and report PSNR")
+    p.add_argument("--init", default="dip", choices=["dip", "noise", "observation"])
+    p.add_argument("--steps", type=int, default=50, help="reverse steps = NFE (default 50)")
+    p.add_argument("--no-guidance", action="store_true", help="plain SDEdit, no data term")
+    p.add_argument("--save-dip", metavar="PNG", help="also write the DIP image here")
+    p.add_argument("--out", required=True, metavar="OUT.png", help="output image (atomic)")
+    p.set_defaults(func=_run_restore)
+
+
+def _run_restore(args: argparse.Namespace) -> int:
+    from dipprior.experiments import run_restore
+
+    return run_restore(args)
+
+
+def _add_compare(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compare", help="compare DIP, DDPM, DIP->DDPM (and CBM3D) over a folder of images",
+        description="Degrade center crops of the images in FOLDER (seeded), restore them with "
+        "each method and write per-image and average tables (Markdown, CSV) to --out. Under "
+        "`torchrun --nproc_per_node N` the images are split over N processes.")
+    p.add_argument("folder", metavar="FOLDER")
+    _add_restoration_options(p)
+    p.add_argument("--n-images", type=int, help="first N images in sorted order (default all)")
+    p.add_argument("--size", type=int, default=128, help="center crop side (default 128)")
+    p.add_argument("--steps", type=int, default=10, help="warm-start steps (default 10)")
+    p.add_argument("--ddpm-steps", type=int, default=100, help="DDPM-only steps (default 100)")
+    p.add_argument("--no-cbm3d", action="store_true", help="skip CBM3D even if installed")
+    p.add_argument("--dip-cache", metavar="DIR", help="keep DIP fits here across runs")
+    p.add_argument("--out", metavar="DIR", help="write compare_<task>.md/.csv here")
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from dipprior.experiments import run_compare
+
+    return run_compare(args)
+
+
+_SUBCOMMANDS.extend([_add_restore, _add_compare])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
