@@ -1,0 +1,29 @@
+"""Deep Image Prior: the skip hourglass network, the fitting loop and early stopping.
+
+Example:
+    >>> import torch
+    >>> from dipprior import dip
+    >>> from dipprior.operators import Denoise
+    >>> op = Denoise(25 / 255)
+    >>> y = op.degrade(torch.rand(3, 32, 32), generator=torch.Generator().manual_seed(0))
+    >>> result = dip.fit(y, op, channels=8, iterations=10, progress=False)
+    >>> result.image.shape
+    torch.Size([3, 32, 32])
+"""
+
+from dipprior.dip.fit import DIPConfig, DIPResult, FitState, build_network, fit, resolve_device
+from dipprior.dip.net import SkipNet
+from dipprior.dip.stopping import WMV, SpikeGuard, wmv_stop_point
+
+__all__ = [
+    "WMV",
+    "DIPConfig",
+    "DIPResult",
+    "FitState",
+    "SkipNet",
+    "SpikeGuard",
+    "build_network",
+    "fit",
+    "resolve_device",
+    "wmv_stop_point",
+]

@@ -1,0 +1,377 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dipprior import dip
+from dipprior.dip import WMV, DIPConfig, SkipNet, SpikeGuard, wmv_stop_point
+from dipprior.operators import Denoise, Inpaint, SuperResolution, random_pixel_mask
+
+TINY = dict(channels=8, depth=3, input_depth=8, progress=False, check_every=10)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Correctness tests; one thread avoids OpenMP spin-waits on a busy 2-core machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def noisy(shape=(3, 24, 24), sigma=0.1, seed=0):
+    """A smooth random image (bilinear upsampling of a 4x4 one) and its noisy observation."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, shape[-3], 4, 4, generator=g)
+    x = torch.nn.functional.interpolate(coarse, size=shape[-2:], mode="bilinear")[0]
+    return x, Denoise(sigma).degrade(x, g)
+
+
+# ----------------------------------------------------------------------------- network
+
+
+def reference_parameter_count(c=128, s=4, d=32, depth=5):
+    """Counted by hand from the layers of the reference ``skip`` (models/skip.py)."""
+    total, cin = 0, d
+    for _ in range(depth):
+        total += cin * s + s + 2 * s  # skip: conv1x1 + BN
+        total += 9 * cin * c + c + 2 * c  # down: strided conv3x3 + BN
+        total += 9 * c * c + c + 2 * c  # down: conv3x3 + BN
+        total += 2 * (s + c)  # BN after the concat
+        total += 9 * (s + c) * c + c + 2 * c  # up: conv3x3 + BN
+        total += c * c + c + 2 * c  # up: conv1x1 + BN (need1x1_up)
+        cin = c
+    return total + 3 * c + 3  # final conv1x1 to RGB
+
+
+def test_skipnet_matches_reference_layout():
+    net = SkipNet()
+    assert sum(p.numel() for p in net.parameters()) == reference_parameter_count() == 2217831
+    assert sum(p.numel() for p in SkipNet(64).parameters()) == reference_parameter_count(64)
+    kinds = [type(m).__name__ for m in net.body.modules()]
+    assert kinds.count("LeakyReLU") == 5 * 5 and all(
+        m.negative_slope == 0.2 for m in net.modules() if isinstance(m, torch.nn.LeakyReLU))
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.padding_mode == "reflect" for m in convs if m.kernel_size == (3, 3))
+    assert sum(m.stride == (2, 2) for m in convs) == 5
+
+
+@pytest.mark.parametrize("h,w", [(17, 23), (5, 9), (32, 32), (1, 40)])
+def test_skipnet_any_size(h, w):
+    torch.manual_seed(0)
+    net = SkipNet(channels=[4, 6, 8], depth=3, skip_channels=[2, 0, 2], input_depth=5)
+    with torch.no_grad():
+        out = net(torch.rand(2, 5, h, w))
+    assert out.shape == (2, 3, h, w)
+    assert float(out.min()) > 0 and float(out.max()) < 1  # sigmoid
+
+
+def test_skipnet_errors():
+    with pytest.raises(ValueError, match="channels"):
+        SkipNet(channels=[8, 8], depth=3)
+    with pytest.raises(ValueError, match="upsample"):
+        SkipNet(upsample="bicubic")
+    with pytest.raises(ValueError, match="z"):
+        SkipNet(8, depth=2)(torch.rand(1, 3, 8, 8))
+
+
+def test_grouped_networks_equal_single_networks():
+    torch.manual_seed(0)
+    nets = [SkipNet(6, depth=3, input_depth=4) for _ in range(3)]
+    grouped = SkipNet.stack(nets)
+    z = torch.rand(3, 4, 20, 12)
+    out = grouped(z)
+    for i, net in enumerate(nets):
+        torch.testing.assert_close(out[i : i + 1], net(z[i : i + 1]), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(grouped.unstack(i).state_dict(), net.state_dict())
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def test_fit_shapes_for_each_task():
+    x, y = noisy((3, 24, 24))
+    assert dip.fit(y, Denoise(0.1), iterations=2, **TINY).image.shape == (3, 24, 24)
+    mask = random_pixel_mask((24, 24), 0.5, torch.Generator().manual_seed(0))
+    r = dip.fit(Inpaint(mask).degrade(x), Inpaint(mask), iterations=2, **TINY)
+    assert r.image.shape == r.last_image.shape == (3, 24, 24)
+    sr = SuperResolution(4)
+    r = dip.fit(sr.degrade(x), sr, iterations=2, **TINY)
+    assert r.image.shape == (3, 24, 24)  # the network output is the high-resolution image
+    rs = dip.fit(torch.stack([y, y]), iterations=2, **TINY)
+    assert isinstance(rs, list) and len(rs) == 2 and rs[1].image.shape == (3, 24, 24)
+    assert len(rs[0].history["loss"]) == 2 and rs[0].iterations == 2
+
+
+def test_fit_is_deterministic_and_seeded():
+    _, y = noisy()
+    a = dip.fit(y, Denoise(0.1), iterations=6, seed=3, **TINY)
+    b = dip.fit(y, Denoise(0.1), iterations=6, seed=3, **TINY)
+    c = dip.fit(y, Denoise(0.1), iterations=6, seed=4, **TINY)
+    assert torch.equal(a.image, b.image) and a.history["loss"] == b.history["loss"]
+    assert not torch.allclose(a.image, c.image)
+
+
+def test_config_and_keywords_are_the_same_thing():
+    _, y = noisy()
+    cfg = DIPConfig(iterations=4, lr=0.02, **TINY)
+    a = dip.fit(y, config=cfg)
+    b = dip.fit(y, iterations=4, lr=0.02, **TINY)
+    c = dip.fit(y, config=DIPConfig(iterations=50, **TINY), iterations=4, lr=0.02)
+    assert torch.equal(a.image, b.image) and torch.equal(a.image, c.image)
+    assert a.config == cfg
+    with pytest.raises(TypeError, match="chanels"):
+        dip.fit(y, chanels=8)
+    with pytest.raises(TypeError, match="iteration"):
+        cfg.replace(iteration=3)
+    with pytest.raises(ValueError, match="early_stopping"):
+        DIPConfig(early_stopping="wvm")
+    with pytest.raises(ValueError, match="ema"):
+        DIPConfig(ema=1.0)
+
+
+def test_reference_defaults():
+    cfg = DIPConfig()
+    assert (cfg.lr, cfg.iterations, cfg.ema, cfg.input_depth, cfg.depth, cfg.skip_channels) == (
+        0.01, 3000, 0.99, 32, 5, 4)
+    assert math.isclose(cfg.reg_noise_std, 1 / 30) and cfg.input_scale == 0.1
+    net, z = dip.build_network(cfg, 0, (16, 16))
+    assert z.shape == (1, 32, 16, 16) and 0 <= float(z.min()) and float(z.max()) < 0.1
+    assert float(z.mean()) == pytest.approx(0.05, abs=0.002)  # U(0, 0.1)
+
+
+def test_fit_loss_goes_down_and_history_is_complete():
+    x, y = noisy()
+    r = dip.fit(y, Denoise(0.1), iterations=30, ground_truth=x, **TINY)
+    assert len(r.history["loss"]) == len(r.history["psnr"]) == len(r.history["psnr_output"]) == 30
+    assert np.mean(r.history["loss"][-5:]) < 0.5 * np.mean(r.history["loss"][:5])
+    err = float(((r.image - x) ** 2).mean())
+    assert r.history["psnr"][-1] == pytest.approx(-10 * math.log10(err), abs=1e-3)
+    assert r.best_iteration == 29 and r.stopped_at is None and r.seconds > 0
+
+
+def test_ground_truth_never_steers_the_fit():
+    x, y = noisy()
+    kw = dict(iterations=25, early_stopping="wmv", wmv_window=5, wmv_patience=5, **TINY)
+    a = dip.fit(y, Denoise(0.1), ground_truth=x, **kw)
+    b = dip.fit(y, Denoise(0.1), **kw)
+    assert torch.equal(a.image, b.image) and a.stopped_at == b.stopped_at
+
+
+def test_clear_errors():
+    _, y = noisy()
+    with pytest.raises(ValueError, match="NaN"):
+        dip.fit(torch.full((3, 16, 16), float("nan")), iterations=1, **TINY)
+    with pytest.raises(ValueError, match="far outside"):
+        dip.fit(y * 255, Denoise(0.1), iterations=1, **TINY)
+    with pytest.raises(ValueError, match="mask"):
+        dip.fit(y, Inpaint(torch.ones(20, 20)), iterations=1, **TINY)
+    with pytest.raises(ValueError, match="ground_truth"):
+        dip.fit(y, ground_truth=torch.rand(3, 8, 8), iterations=1, **TINY)
+    with pytest.raises(TypeError, match="operator"):
+        dip.fit(y, "denoise", iterations=1, **TINY)
+    with pytest.raises(ValueError, match="observation"):
+        dip.fit(torch.rand(24, 24), iterations=1, **TINY)
+
+
+def test_callback_sees_every_step_and_can_stop():
+    _, y = noisy()
+    seen = []
+
+    def cb(state):
+        seen.append((state.iteration, state.output.shape, state.loss.shape))
+        return state.iteration == 6
+
+    r = dip.fit(y, iterations=50, callback=cb, **TINY)
+    assert [s[0] for s in seen] == list(range(7)) and r.iterations == 7
+    assert seen[0][1] == (1, 3, 24, 24) and seen[0][2] == (1,)
+    assert len(r.history["loss"]) == 7
+
+
+# ----------------------------------------------------------------------------- early stopping
+
+
+def test_wmv_stop_point_by_hand():
+    assert wmv_stop_point([5, 3, 2, 4, 4, 4, 1], patience=3) == (2, 5)
+    assert wmv_stop_point([math.nan, 3, 2, 1], patience=2) == (3, None)
+    assert wmv_stop_point([math.nan] * 3, patience=2) == (None, None)
+
+
+def naive_es_wmv(frames, window, patience):
+    """The ES-WMV notebook's algorithm: a list of the last W frames, per-step variance."""
+    coll, best, best_t, wait, var_hist = [], math.inf, None, 0, []
+    for t, f in enumerate(frames):
+        coll.append(f.reshape(-1).astype(np.float64))
+        if len(coll) > window:
+            coll.pop(0)
+        if len(coll) < window:
+            var_hist.append(math.nan)
+            continue
+        ave = np.mean(coll, axis=0)
+        var = float(np.mean([((ave - c) ** 2).sum() / c.size for c in coll]))
+        var_hist.append(var)
+        if var < best:
+            best, best_t, wait = var, t, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return best_t, t, var_hist
+    return best_t, None, var_hist
+
+
+def test_wmv_stops_on_a_synthetic_variance_curve():
+    """Frames jitter with an amplitude that falls then rises: stop P after the window minimum."""
+    g = torch.Generator().manual_seed(0)
+    steps, window, patience = 160, 12, 30
+    amp = [0.2 * abs(t - 60) / 60 + 0.01 for t in range(steps)]
+    base = torch.rand(2, 3, 8, 8, generator=g)
+    frames = [(base + a * torch.randn(base.shape, generator=g)).clamp(0, 1) for a in amp]
+    wmv = WMV(window, patience, base.shape, torch.device("cpu"))
+    images = []
+    for t, f in enumerate(frames):
+        images.append(f * 0.5)
+        wmv.update(t, f, images[-1])
+        if wmv.poll():
+            break
+    for n in range(2):
+        # the reference sees the same float16-rounded frames the window stores
+        ref = naive_es_wmv([f[n].half().double().numpy() for f in frames], window, patience)
+        assert ref[1] is not None and 40 < ref[0] < 80  # minimum near the amplitude's dip
+        assert int(wmv.best_iteration[n]) == ref[0] and int(wmv.stop_iteration[n]) == ref[1]
+        torch.testing.assert_close(wmv.best_image[n], images[ref[0]][n])
+    assert t == max(int(wmv.stop_iteration[0]), int(wmv.stop_iteration[1]))
+
+
+def test_fit_with_wmv_stops_and_returns_the_image_at_the_minimum():
+    x, y = noisy(sigma=0.2)
+    kw = dict(iterations=200, early_stopping="wmv", wmv_window=10, wmv_patience=15, **TINY)
+    r = dip.fit(y, Denoise(0.2), ground_truth=x, **kw)
+    best, stop = wmv_stop_point(r.history["variance"], 15)
+    assert r.stopped_at is not None and (r.best_iteration, r.stopped_at) == (best, stop)
+    assert r.iterations <= stop + 10  # stops at the next check
+    full = dip.fit(y, Denoise(0.2), ground_truth=x, **(kw | {"wmv_patience": 10**6}))
+    assert r.history["loss"] == full.history["loss"][: r.iterations]
+    err = float(((r.image - x) ** 2).mean())
+    assert full.history["psnr"][best] == pytest.approx(-10 * math.log10(err), abs=1e-3)
+
+
+# ----------------------------------------------------------------------------- spike recovery
+
+
+def small_training(seed=0):
+    torch.manual_seed(seed)
+    net = SkipNet(4, depth=2, input_depth=3)
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    image = torch.zeros(1, 3, 8, 8)
+    z, y = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+
+    def step():
+        out = net(z)
+        loss = ((out - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        image.copy_(out.detach())
+        return loss.detach()
+
+    return net, opt, image, step
+
+
+def state_of(net, opt, image):
+    s = {k: v.clone() for k, v in net.state_dict().items()} | {"image": image.clone()}
+    for i, st in enumerate(opt.state.values()):
+        s |= {f"{i}.{k}": v.clone() for k, v in st.items()}
+    return s
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_spike_guard_restores_weights_and_optimizer(first):
+    net, opt, image, step = small_training()
+    guard = SpikeGuard(3.0, net, opt, [image], networks=1)
+    guard.check(torch.stack([step() for _ in range(5)]).view(5, 1))
+    older = state_of(net, opt, image)
+    guard.check(torch.stack([step() for _ in range(5)]).view(5, 1))
+    last = state_of(net, opt, image)
+    losses = torch.stack([step() for _ in range(5)]).view(5, 1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(7.0)  # a blow-up
+    losses[0 if first else 3] *= 100.0
+    restored = guard.check(losses)
+    assert restored.tolist() == [True]
+    expected = older if first else last  # a spike at a chunk's first step blames the last snapshot
+    torch.testing.assert_close(state_of(net, opt, image), expected, rtol=0, atol=0)
+
+
+def test_spike_guard_ignores_normal_chunks_and_restores_one_network_of_many():
+    torch.manual_seed(0)
+    net = SkipNet.stack([SkipNet(4, depth=2, input_depth=3) for _ in range(2)])
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    image = torch.zeros(2, 3, 8, 8)
+    guard = SpikeGuard(3.0, net, opt, [image], networks=2)
+    z, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+
+    def chunk():
+        out = []
+        for _ in range(4):
+            per = ((net(z) - y) ** 2).mean(dim=(1, 2, 3))
+            opt.zero_grad()
+            per.sum().backward()
+            opt.step()
+            out.append(per.detach())
+        return torch.stack(out)
+
+    assert not guard.check(chunk()).any()
+    assert not guard.check(chunk()).any()
+    snap = {k: v.clone() for k, v in net.state_dict().items()}
+    losses = chunk()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    losses[2, 1] = float("nan")
+    assert guard.check(losses).tolist() == [False, True]
+    for k, v in net.state_dict().items():
+        halves = v.view(2, -1)
+        torch.testing.assert_close(halves[0], before[k].view(2, -1)[0])  # untouched
+        torch.testing.assert_close(halves[1], snap[k].view(2, -1)[1])  # restored
+
+
+def test_fit_recovers_from_an_injected_spike():
+    x, y = noisy()
+
+    def blow_up(state):
+        if state.iteration == 34:
+            with torch.no_grad():
+                for p in state.net.parameters():
+                    p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+
+    kw = dict(iterations=60, callback=blow_up, **TINY)
+    on = dip.fit(y, Denoise(0.1), **kw)
+    off = dip.fit(y, Denoise(0.1), spike_recovery=False, **kw)
+    clean = dip.fit(y, Denoise(0.1), iterations=60, **TINY)
+    assert on.restores == [39] and off.restores == []
+    assert on.history["loss"][:35] == clean.history["loss"][:35]
+    assert max(on.history["loss"][35:40]) > 3 * on.history["loss"][33]  # the spike happened
+    # after the restore the fit continues from iteration 29's state and stays at its level
+    assert np.mean(on.history["loss"][50:]) < 1.2 * np.mean(clean.history["loss"][25:30])
+    assert np.mean(off.history["loss"][50:]) > 2 * np.mean(on.history["loss"][50:])
+
+
+# ----------------------------------------------------------------------------- batched fits
+
+
+def test_batched_equals_sequential():
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 3, 24, 24, generator=g)
+    y = Denoise(0.1).degrade(x, g)
+    short = dip.fit(y, Denoise(0.1), iterations=3, **TINY)
+    for n in range(2):  # same init, inputs and perturbations as a single fit with seed + n
+        single = dip.fit(y[n], Denoise(0.1), iterations=3, seed=n, **TINY)
+        torch.testing.assert_close(short[n].image, single.image, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(short[n].history["loss"], single.history["loss"], rtol=1e-4)
+    long = dip.fit(y, Denoise(0.1), iterations=40, **TINY)
+    for n in range(2):  # float rounding differs, the fits stay statistically the same
+        single = dip.fit(y[n], Denoise(0.1), iterations=40, seed=n, **TINY)
+        assert abs(np.mean(long[n].history["loss"][-10:])
+                   - np.mean(single.history["loss"][-10:])) < 0.02 * np.mean(
+                       single.history["loss"][-10:])
+        assert float((long[n].image - single.image).abs().mean()) < 5e-3
