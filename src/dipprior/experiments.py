@@ -51,6 +51,7 @@ __all__ = [
     "init_distributed",
     "load_folder",
     "make_task",
+    "paired_difference",
     "plot_quality_vs_nfe",
     "prepare_images",
     "quality_vs_nfe",
@@ -673,6 +674,27 @@ def best_fixed_t0(table: ResultsTable) -> dict[str, Any]:
         out["auto_minus_oracle"] = out["auto_psnr"] - out["oracle_psnr"]
     return {k: (float(v) if isinstance(v, float) and math.isfinite(v) else v)
             for k, v in out.items()}
+
+
+def paired_difference(table: ResultsTable, method: str, baseline: str,
+                      metric: str = "PSNR") -> dict[str, Any]:
+    """Per-image ``metric(method) - metric(baseline)`` from a :func:`compare` table.
+
+    Returns ``{"per_image": {image: diff}, "mean": ..., "min": ..., "max": ..., "wins": n,
+    "images": n}`` over the images that have both methods (``wins``: images where the method
+    is strictly better).
+    """
+    values: dict[str, dict[str, float]] = {}
+    for row in table.rows:
+        if row["Image"] != "Average" and row.get("Method") in (method, baseline):
+            values.setdefault(row["Image"], {})[row["Method"]] = float(row[metric])
+    diffs = {img: v[method] - v[baseline] for img, v in values.items()
+             if method in v and baseline in v}
+    if not diffs:
+        raise ValueError(f"table: no image has both {method!r} and {baseline!r}")
+    d = np.array(list(diffs.values()))
+    return {"per_image": diffs, "mean": float(d.mean()), "min": float(d.min()),
+            "max": float(d.max()), "wins": int((d > 0).sum()), "images": len(d)}
 
 
 # ----------------------------------------------------------------------------- command line
