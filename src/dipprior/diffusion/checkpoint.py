@@ -38,6 +38,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
 LOSS_FILE = "loss_history.csv"
+# the prior load_pretrained() picks when no name is given (shipped in dipprior/weights)
+DEFAULT_PRETRAINED = "cbsd432-small"
 
 
 def _file_mode() -> int:
@@ -215,21 +217,24 @@ def available_pretrained(root: str | os.PathLike | None = None) -> list[str]:
     root = _weights_root() if root is None else Path(root)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir()
-                  if (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file())
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".")  # temp folders
+                  and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file())
 
 
 def load_pretrained(name: str | None = None, *, device: str | torch.device | None = None,
                     root: str | os.PathLike | None = None) -> tuple[UNet, Scheduler]:
     """Load a shipped prior by name -> ``(model, scheduler)`` (see :func:`load`).
 
-    ``name=None`` picks the only installed prior, or the one called ``"default"``.
+    ``name=None`` picks :data:`DEFAULT_PRETRAINED` (``"cbsd432-small"``) when installed, else
+    the only installed prior, or the one called ``"default"``.
     An unknown name (or no installed prior) raises ``ValueError`` listing the available names.
     ``root`` overrides the registry folder (default: the package's ``weights`` folder).
     """
     names = available_pretrained(root)
     if name is None:
-        if len(names) == 1:
+        if DEFAULT_PRETRAINED in names:
+            name = DEFAULT_PRETRAINED
+        elif len(names) == 1:
             name = names[0]
         elif "default" in names:
             name = "default"
