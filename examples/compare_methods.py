@@ -82,13 +82,9 @@ def setup(args: argparse.Namespace):
 def header(args: argparse.Namespace, world: int) -> str:
     import json
 
-    step = "?"
-    history = Path(args.model) / "loss_history.csv"
-    if history.is_file():
-        lines = history.read_text().strip().splitlines()
-        step = lines[-1].split(",")[0] if len(lines) > 1 else "?"
     cfg = json.loads((Path(args.model) / "config.json").read_text())
-    return (f"prior {args.model} (step {step} per loss_history.csv; model "
+    step = cfg.get("step", "?")  # written by `dipprior train`
+    return (f"prior {args.model} (training step {step}; model "
             f"{json.dumps(cfg.get('model'))}); data {args.data}, first {args.n_images} images "
             f"sorted, {args.size}x{args.size} center crops; seed {args.seed}; "
             f"{world} process(es), torch threads {torch.get_num_threads()}")
