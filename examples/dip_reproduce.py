@@ -165,7 +165,8 @@ def task_inpaint(args) -> dict:
     row = {"image": name, "degraded_psnr": psnr(y, x), "restored_psnr": psnr(r.image, x),
            "restored_ssim": float(metrics.ssim(r.image.clamp(0, 1), x)),
            "degraded_ssim": float(metrics.ssim(y.clamp(0, 1), x)),
-           "iterations": r.iterations, "seconds": r.seconds, **curve_summary(r.history["psnr"])}
+           "iterations": r.iterations, "seconds": r.seconds, "restores": r.restores,
+           **curve_summary(r.history["psnr"])}
     print(json.dumps({k: v for k, v in row.items() if k != "per_100"}), flush=True)
     return {"rows": [row]}
 
@@ -184,7 +185,8 @@ def task_sr(args) -> dict:
                                                  crop_border=4)),
            "bicubic_ssim": float(metrics.ssim(bicubic.clamp(0, 1), x)),
            "restored_ssim": float(metrics.ssim(r.image.clamp(0, 1), x)),
-           "iterations": r.iterations, "seconds": r.seconds, **curve_summary(r.history["psnr"])}
+           "iterations": r.iterations, "seconds": r.seconds, "restores": r.restores,
+           **curve_summary(r.history["psnr"])}
     print(json.dumps({k: v for k, v in row.items() if k != "per_100"}), flush=True)
     return {"rows": [row]}
 

@@ -250,7 +250,8 @@ def test_fit_with_wmv_stops_and_returns_the_image_at_the_minimum():
     best, stop = wmv_stop_point(r.history["variance"], 15)
     assert r.stopped_at is not None and (r.best_iteration, r.stopped_at) == (best, stop)
     assert r.iterations <= stop + 10  # stops at the next check
-    full = dip.fit(y, Denoise(0.2), ground_truth=x, **(kw | {"wmv_patience": 10**6}))
+    full = dip.fit(y, Denoise(0.2), ground_truth=x,
+                   **(kw | {"wmv_patience": 10**6, "iterations": r.iterations}))
     assert r.history["loss"] == full.history["loss"][: r.iterations]
     err = float(((r.image - x) ** 2).mean())
     assert full.history["psnr"][best] == pytest.approx(-10 * math.log10(err), abs=1e-3)
