@@ -264,7 +264,7 @@ def _task_label(config: DemoConfig) -> str:
 
 def _figure_title(config: DemoConfig) -> str:
     return (f"{_task_label(config)}; DIP {config.dip_iterations} it; DDPM {config.ddpm_steps} "
-            f"NFE; DIP->DDPM {config.steps} NFE")
+            f"NFE; DIP->DDPM <= {config.steps} NFE from t0={config.t0}")
 
 
 def _report(table: ResultsTable, config: DemoConfig, device: Any) -> str:
@@ -314,7 +314,7 @@ def save_figure(panels: dict[str, dict[str, torch.Tensor]],
     names = list(panels)
     columns = list(next(iter(panels.values())))
     fig, axes = plt.subplots(len(names), len(columns), squeeze=False,
-                             figsize=(1.9 * len(columns), 2.15 * len(names) + 0.35), dpi=100)
+                             figsize=(1.9 * len(columns), 2.15 * len(names) + 0.35), dpi=72)
     for r, name in enumerate(names):
         for c, column in enumerate(columns):
             ax = axes[r][c]
@@ -325,9 +325,9 @@ def save_figure(panels: dict[str, dict[str, torch.Tensor]],
             value = psnr.get((name, column))
             if value is not None:
                 label += f"\n{value:.2f} dB"
-            ax.set_title(label, fontsize=8)
+            ax.set_title(label, fontsize=9)
             if c == 0:
-                ax.set_ylabel(name, fontsize=8)
+                ax.set_ylabel(name, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
