@@ -98,7 +98,7 @@ class DemoConfig:
 
 
 # the `--quick` budget: about a minute on 2 CPU cores
-QUICK = {"images": DEFAULT_IMAGES[:2], "size": 64, "dip_iterations": 200, "ddpm_steps": 25,
+QUICK = {"images": DEFAULT_IMAGES[:2], "size": 64, "dip_iterations": 400, "ddpm_steps": 25,
          "steps": 5}
 
 
