@@ -57,12 +57,12 @@ from typing import Any
 import torch
 
 from dipprior.diffusion import checkpoint as ckpt
+from dipprior.experiments import load_folder
 from dipprior.pretrained import (
     DEFAULT_NAME,
     evaluate_denoiser,
     export_pretrained,
     fp16_roundtrip,
-    load_folder,
     read_training_state,
 )
 
@@ -131,7 +131,7 @@ def _summary(table: Any, images: int, args: argparse.Namespace) -> dict[str, Any
 
 def _evaluate(model: Any, scheduler: Any, folder: str, args: argparse.Namespace
               ) -> tuple[Any, dict[str, Any]]:
-    images = load_folder(folder, crop=args.crop, n_images=args.n_images)
+    images = load_folder(folder, args.n_images, args.crop)
     table = evaluate_denoiser(model, scheduler, images, sigma=args.sigma / 255, seed=args.seed,
                               progress=not args.no_progress)
     return table, _summary(table, len(images), args)

@@ -50,7 +50,6 @@ __all__ = [
     "evaluate_denoiser",
     "export_pretrained",
     "fp16_roundtrip",
-    "load_folder",
     "model_card",
     "one_step_denoise",
     "parameter_count",
@@ -64,7 +63,6 @@ DEFAULT_NAME = ckpt.DEFAULT_PRETRAINED
 CARD_FILE = "MODEL_CARD.md"
 LOSS_PLOT_FILE = "loss_curve.png"
 MAX_BYTES = 30 * 2**20  # the shipped folder's size limit
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def weights_root() -> Path:
@@ -117,28 +115,6 @@ def one_step_denoise(model: Any, scheduler: Scheduler, noisy: torch.Tensor, sigm
     x0 = scheduler.pred_x0(out.float(), t, x_t).clamp(-1.0, 1.0)
     image = ((x0 + 1.0) / 2.0).to(noisy.device)
     return image[0] if noisy.dim() == 3 else image
-
-
-def load_folder(folder: str | os.PathLike, *, crop: int | None = 128,
-                n_images: int | None = None) -> dict[str, torch.Tensor]:
-    """The images of ``folder`` (sorted by file name) as name -> (3, h, w), center-cropped."""
-    from dipprior.io import center_crop, load_image
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"data: {folder} is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"data: no images in {folder}")
-    if n_images is not None:
-        if n_images < 1:
-            raise ValueError(f"n_images: expected >= 1, got {n_images}")
-        files = files[:n_images]
-    out = {}
-    for path in files:
-        img = load_image(path)
-        out[path.stem] = center_crop(img, crop).contiguous() if crop else img
-    return out
 
 
 def evaluate_denoiser(
