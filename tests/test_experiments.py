@@ -299,9 +299,14 @@ def test_cli_restore_inpaint(tmp_path, prior_dir):
     assert load_image(out).shape == clean.shape
 
 
-def test_cli_restore_requires_model_and_mask(tmp_path, capsys, prior_dir):
+def test_cli_restore_requires_model_and_mask(tmp_path, capsys, prior_dir, monkeypatch):
     save_image(_images(1)["img0"], tmp_path / "in.png")
     out = tmp_path / "o.png"
+
+    def none_installed(*args, **kwargs):
+        raise ValueError("available pretrained priors: (none installed)")
+
+    monkeypatch.setattr("dipprior.diffusion.load_pretrained", none_installed)
     assert main(["restore", str(tmp_path / "in.png"), "--task", "denoise", "--out",
                  str(out)]) == 2
     assert "--model DIR is required" in capsys.readouterr().err

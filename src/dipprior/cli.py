@@ -84,7 +84,8 @@ def _add_restoration_options(p: argparse.ArgumentParser) -> None:
                    help="inpaint (simulated): fraction of pixels kept (default 0.5)")
     p.add_argument("--factor", type=int, default=4, help="sr: down-sampling factor (default 4)")
     p.add_argument("--model", metavar="DIR",
-                   help="diffusion prior checkpoint directory (from `dipprior train`)")
+                   help="diffusion prior checkpoint directory (from `dipprior train`); "
+                   "default: the shipped prior (dipprior.diffusion.load_pretrained())")
     p.add_argument("--t0", default="auto",
                    help="start timestep: int, strength in (0, 1] (e.g. 0.05) or auto")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")

@@ -720,8 +720,8 @@ def _load_prior(args: Any) -> tuple[Any, Any]:
     try:
         return load_pretrained(device=device)
     except ValueError as exc:
-        raise ValueError(f"--model DIR is required: no pretrained prior is installed yet "
-                         f"({exc})") from None
+        raise ValueError(f"--model DIR is required: no usable pretrained prior ({exc})"
+                         ) from None
 
 
 def _dip_from_args(args: Any) -> Any:
