@@ -173,12 +173,10 @@ def tables(result: dict[str, Any]) -> tuple[str, Any]:
 
 
 def plot(summary: list[dict[str, Any]], path: Path) -> Path | None:
-    try:
-        import matplotlib
+    from dipprior._mpl import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     ch = [s["Channels"] for s in summary]
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3), dpi=90)

@@ -85,8 +85,15 @@ def test_demo_is_deterministic_and_inpaints_with_a_given_model(tmp_path):
     assert 0.4 < float(missing) < 0.6  # half of the pixels are missing
 
 
-def test_figure_without_matplotlib_is_a_plain_grid(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+@pytest.mark.parametrize("stand_in", [None, "mock"])
+def test_figure_without_matplotlib_is_a_plain_grid(tmp_path, monkeypatch, stand_in):
+    # None: import matplotlib -> ImportError; "mock": what colour-science leaves in sys.modules
+    # when matplotlib is not installed
+    from unittest import mock
+
+    fake = mock.MagicMock() if stand_in else None
+    monkeypatch.setitem(sys.modules, "matplotlib", fake)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", fake)
     panels = {name: {c: torch.rand(3, 8, 10) for c in ("Ground truth", "Degraded", "DIP")}
               for name in ("a", "b")}
     path = save_figure(panels, None, tmp_path / "grid.png")

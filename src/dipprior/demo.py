@@ -304,12 +304,10 @@ def save_figure(panels: dict[str, dict[str, torch.Tensor]],
     """
     path = Path(path)
     psnr = psnr or {}
-    try:
-        import matplotlib
+    from dipprior._mpl import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return _save_grid(panels, path)
     names = list(panels)
     columns = list(next(iter(panels.values())))

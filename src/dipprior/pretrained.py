@@ -227,12 +227,10 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
 def plot_loss_curve(history: Sequence[tuple[int, float]], path: str | os.PathLike,
                     title: str = "training loss") -> Path | None:
     """A small PNG of the loss (raw and moving average, log scale); None without matplotlib."""
-    try:
-        import matplotlib
+    from dipprior._mpl import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     if not history:
         raise ValueError("history: empty")
