@@ -213,15 +213,15 @@ def test_quality_vs_nfe_rows(model):
     rows = ex.quality_vs_nfe(_images(2), Denoise(0.1), model, Scheduler(), steps=(1, 3, 30),
                              t0=20, dip=DIP, progress=False)
     got = [(r["Method"], r["Steps"], r["NFE"]) for r in rows]
-    # a warm start from t0=20 cannot take 30 steps: that setting is dropped
-    assert got == [("DIP->DDPM", 1, 1), ("DIP->DDPM", 3, 3), ("DDPM", 1, 1), ("DDPM", 3, 3),
+    # DIP alone first; a warm start from t0=20 cannot take 30 steps: that setting is dropped
+    assert got == [("DIP", 0, 0), ("DIP->DDPM", 1, 1), ("DIP->DDPM", 3, 3), ("DDPM", 1, 1),
+                   ("DDPM", 3, 3),
                    ("DDPM", 30, 30), ("Observation->DDPM", 1, 1),
                    ("Observation->DDPM", 3, 3)]
     for r in rows:
         assert r["Images"] == 2 and r["Seconds"] > 0 and 0 < r["PSNR"] < 100
     # the DIP fit is counted in the warm start's seconds
-    dip_row = rows[0]
-    assert dip_row["Seconds"] > rows[2]["Seconds"]
+    assert rows[1]["Seconds"] >= rows[0]["Seconds"] > rows[3]["Seconds"]
 
 
 def test_quality_vs_nfe_auto_clamps_and_dedupes(model):
@@ -234,7 +234,8 @@ def test_quality_vs_nfe_auto_clamps_and_dedupes(model):
 
 
 def test_plot_quality_vs_nfe_writes_png(tmp_path):
-    rows = [{"Method": "A", "NFE": 1, "PSNR": 20.0, "Seconds": 0.5},
+    rows = [{"Method": "DIP", "NFE": 0, "PSNR": 21.0, "Seconds": 3.0},
+            {"Method": "A", "NFE": 1, "PSNR": 20.0, "Seconds": 0.5},
             {"Method": "A", "NFE": 10, "PSNR": 25.0, "Seconds": 2.0},
             {"Method": "B", "NFE": 5, "PSNR": 22.0, "Seconds": 1.0}]
     path = tmp_path / "curve.png"

@@ -465,6 +465,7 @@ def quality_vs_nfe(
         Rows ``{"Method", "Steps", "NFE", "PSNR", "SSIM", "Seconds", "Images"}``, one per
         method and distinct requested ``steps``, means over the images ("NFE" is the mean NFE
         actually run, so a warm start with an auto ``t0`` may run fewer steps on some images).
+        With ``"dip"`` in ``inits`` the first row is DIP alone (Steps and NFE 0).
     """
     from tqdm.auto import tqdm
 
@@ -487,6 +488,8 @@ def quality_vs_nfe(
         if "dip" in inits:
             dip_image, dip_seconds = _fit_dip_cached(y, op, dip, seed + index, disk, device,
                                                      progress)
+            per_image.append({"Method": "DIP", "Steps": 0, "NFE": 0,
+                              **_scores(dip_image.clamp(0, 1), clean), "Seconds": dip_seconds})
         for init in inits:
             for n in steps:
                 start_t = T - 1 if init == "noise" else t0
@@ -503,6 +506,11 @@ def quality_vs_nfe(
                                   "Seconds": r.seconds["total"] + extra})
     per_image = gather(per_image)
     rows = []
+    dip_rows = [r for r in per_image if r["Method"] == "DIP"]
+    if dip_rows:  # the reference: DIP alone, NFE 0
+        rows.append({"Method": "DIP", "Steps": 0, "NFE": 0.0,
+                     **{k: float(np.mean([r[k] for r in dip_rows]))
+                        for k in ("PSNR", "SSIM", "Seconds")}, "Images": len(dip_rows)})
     for init in inits:
         label = METHOD_LABELS[init]
         seen_nfe: set[tuple[int, ...]] = set()
@@ -564,6 +572,11 @@ def plot_quality_vs_nfe(rows: Sequence[Mapping[str, Any]], path: str | os.PathLi
     methods = list(dict.fromkeys(r["Method"] for r in rows))
     for method in methods:
         sel = sorted((r for r in rows if r["Method"] == method), key=lambda r: r["NFE"])
+        if all(r["NFE"] == 0 for r in sel):  # no diffusion (DIP alone): a reference level
+            line = axes[0].axhline(sel[0]["PSNR"], ls="--", color="gray", label=method)
+            axes[1].plot([max(r["Seconds"], 1e-3) for r in sel], [r["PSNR"] for r in sel], "s",
+                         color=line.get_color(), label=method)
+            continue
         for ax, key in zip(axes, ("NFE", "Seconds"), strict=True):
             ax.plot([max(r[key], 1e-3) for r in sel], [r["PSNR"] for r in sel], "o-",
                     label=method)
