@@ -273,6 +273,15 @@ def test_super_resolution_runs_with_cg_proximal(model, scheduler, clean):
     assert float((op(r.image) - y).abs().mean()) < 2e-3
 
 
+def test_super_resolution_from_dip_returns_high_resolution(model, scheduler, clean):
+    op = SuperResolution(2)
+    y = op.degrade(clean)
+    r = DIPInitializedSampler(model, scheduler, dip=DIP, t0=20, steps=2, progress=False)(y, op)
+    assert r.image.shape == clean.shape and r.dip_image.shape == clean.shape
+    baseline = DIPBaseline(DIP, progress=False)(y, op)
+    assert baseline.image.shape == clean.shape
+
+
 # ----------------------------------------------------------------------------- determinism
 
 

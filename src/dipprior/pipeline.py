@@ -261,7 +261,10 @@ def fit_dip(observation: torch.Tensor, operator: Operator, config: Any, *, seed:
     if ground_truth is not None:
         overrides["ground_truth"] = ground_truth
     result = dip.fit(observation, operator, config=config, **overrides)
-    return result.image.detach().reshape(observation.shape[-3:]).float(), result
+    # DIP's output is the restored image: the operator's input shape, not the observation's
+    # (they differ for super-resolution).
+    image_shape = tuple(operator.input_shape(observation.shape[-3:]))
+    return result.image.detach().reshape(image_shape).float(), result
 
 
 def _default_dip_config() -> Any:
