@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve", metavar="FILE", help="the CSV written by `curve`")
     p.add_argument("--patch-size", type=int, default=64, help="for the model card")
     p.add_argument("--data-description", default=DATA_DESCRIPTION, help="for the model card")
-    p.add_argument("--compute", default="CPU: 2 threads of a shared 2-core x86 VM, no GPU",
+    p.add_argument("--compute", default="CPU: 1 torch thread on a shared 2-core x86 VM, no GPU",
                    help="for the model card")
     p.add_argument("--command", default=(
         "dipprior train ../shared/data/train/CBSD432 --out runs/prior-cbsd432 --steps 200000 "
