@@ -62,8 +62,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def noisy_images(args) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """The noisy crops of the images ``--images`` (indices into the first three)."""
     out = []
-    for i, (name, x) in enumerate(crops(args.data, [0, 1, 2], args.crop)):
+    for i, (name, x) in zip(args.images, crops(args.data, args.images, args.crop), strict=True):
         y = Denoise(SIGMA).degrade(x, generator=torch.Generator().manual_seed(args.seed + i))
         out.append((name, x, y))
     return out
@@ -126,6 +127,8 @@ def reference_fit(x: torch.Tensor, y: torch.Tensor, channels: int, iterations: i
         total_loss.backward()
         psnr_noisy = -10 * math.log10(float(F.mse_loss(out.detach(), img_noisy)))
         curve.append(-10 * math.log10(float(F.mse_loss(out_avg.clamp(0, 1), img))))
+        if (i + 1) % 100 == 0:
+            print(f"  {i + 1}: {curve[-1]:.2f} dB", flush=True)
         if i % 100:  # the notebook's backtracking (psnr_noisy is against the noisy image)
             if psnr_noisy - psnr_noisy_last < -5:
                 backtracks += 1
@@ -151,6 +154,7 @@ def task_reference(args) -> dict:
         print(f"{name}: reference {args.ref_channels}ch peak {row['peak_psnr']:.2f} dB @ "
               f"{row['peak_iteration']} ({row['seconds']:.0f} s)", flush=True)
         rows.append(row)
+        save(args, "reference", {"rows": rows}, start)  # partial results survive an interrupt
     return {"rows": rows}
 
 
@@ -197,8 +201,12 @@ def fmt(v: float | None) -> str:
 
 def task_report(args) -> None:
     def load(task: str) -> dict | None:
-        p = args.out / f"{task}.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        """Merge ``<task>.json`` and ``<task>_<images>.json`` files (runs split by image)."""
+        parts = [json.loads(p.read_text()) for p in sorted(args.out.glob(f"{task}*.json"))]
+        if not parts:
+            return None
+        rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: r["image"])
+        return {"rows": rows, "meta": parts[0]["meta"]}
 
     den, ref, inp, sr = (load(t) for t in ("denoise", "reference", "inpaint", "sr"))
     lines = []
@@ -260,6 +268,8 @@ def main() -> None:
     p.add_argument("--patience", type=int, default=dip.DIPConfig().wmv_patience)
     p.add_argument("--ref-channels", type=int, default=128)
     p.add_argument("--ref-iterations", type=int, default=3000)
+    p.add_argument("--images", type=int, nargs="+", default=[0, 1, 2],
+                   help="denoise/reference: which of the first three crops (to split runs)")
     p.add_argument("--restore-iterations", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
@@ -276,12 +286,18 @@ def main() -> None:
     if args.data is None or not args.data.is_dir():
         raise SystemExit("--data: a folder of test images is required (e.g. CBSD68)")
     start = time.perf_counter()
-    result = globals()[f"task_{args.task}"](args)
+    save(args, args.task, globals()[f"task_{args.task}"](args), start)
+
+
+def save(args, task: str, result: dict, start: float) -> None:
+    """Write ``<out>/<task>.json`` atomically, with the run's settings and machine."""
     result["meta"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result["meta"] |= {"machine": f"{platform.machine()} {os.cpu_count()} cpus, torch "
                                   f"{torch.__version__}", "threads": torch.get_num_threads(),
                        "total_seconds": time.perf_counter() - start}
-    path = args.out / f"{args.task}.json"
+    suffix = "" if args.images == [0, 1, 2] or task not in ("denoise", "reference") else (
+        "_" + "_".join(map(str, args.images)))
+    path = args.out / f"{task}{suffix}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     os.replace(tmp, path)
