@@ -16,6 +16,8 @@ Tasks (each writes ``<out>/<task>.json``; ``report`` turns them into Markdown):
   over the skip network at the reference width (128 channels), for the peak of its EMA curve.
 - ``inpaint``: 50% of the pixels missing (a fixed random pixel mask) on the 4th CBSD68 crop.
 - ``sr``: x4 antialiased-bicubic downsampling of the 5th crop; compared with bicubic upsampling.
+- ``verify``: the real early-stopped fits (ES-WMV; discrepancy with sigma known; discrepancy
+  without an operator, sigma estimated) on the first crop.
 
 Commands used for the numbers in ``docs/dip.md`` (CPU, one thread each, on a shared 2-core VM)::
 
@@ -84,6 +86,7 @@ def task_denoise(args) -> dict:
                     ground_truth=x, seed=args.seed, compile=args.compile)
         best, stop = dip.wmv_stop_point(r.history["variance"], args.patience)
         row = {"image": name, "noisy_psnr": psnr(y, x), "seconds": r.seconds,
+               "sigma_estimate": float(dip.estimate_noise_sigma(y[None])[0]),
                "restores": r.restores, **curve_summary(r.history["psnr"]),
                "final_psnr": r.history["psnr"][-1],
                "es_best_iteration": None if best is None else best + 1,
@@ -103,6 +106,23 @@ def task_denoise(args) -> dict:
                                 "seconds": es.seconds}
             print(f"  real ES fit: {row['verify_es']}", flush=True)
         rows.append(row)
+    return {"rows": rows}
+
+
+def task_verify(args) -> dict:
+    """Real early-stopped fits on the first crop, to confirm the decisions read off histories."""
+    name, x, y = noisy_images(args)[0]
+    rows = []
+    for rule, extra in (("wmv", {"wmv_window": args.window, "wmv_patience": args.patience}),
+                        ("discrepancy", {"discrepancy_window": args.discrepancy_window}),
+                        ("discrepancy-blind", {"discrepancy_window": args.discrepancy_window})):
+        op = None if rule.endswith("blind") else Denoise(SIGMA)
+        r = dip.fit(y, op, channels=args.channels, iterations=args.iterations, seed=args.seed,
+                    early_stopping=rule.split("-")[0], compile=args.compile, **extra)
+        rows.append({"image": name, "rule": rule, "stopped_at": r.stopped_at,
+                     "best_iteration": r.best_iteration, "iterations": r.iterations,
+                     "psnr": psnr(r.image, x), "seconds": r.seconds})
+        print(rows[-1], flush=True)
     return {"rows": rows}
 
 
@@ -180,9 +200,11 @@ def task_sr(args) -> dict:
     op = SuperResolution(4, "bicubic")
     y = op.degrade(x)
     bicubic = F.interpolate(y[None], scale_factor=4, mode="bicubic", align_corners=False)[0]
+    nearest = F.interpolate(y[None], scale_factor=4, mode="nearest")[0]
     r = dip.fit(y, op, channels=args.channels, iterations=args.restore_iterations,
                 ground_truth=x, seed=args.seed, compile=args.compile)
-    row = {"image": name, "bicubic_psnr": psnr(bicubic, x), "restored_psnr": psnr(r.image, x),
+    row = {"image": name, "nearest_psnr": psnr(nearest, x), "bicubic_psnr": psnr(bicubic, x),
+           "restored_psnr": psnr(r.image, x),
            "bicubic_psnr_y": float(metrics.psnr(bicubic.clamp(0, 1), x, y_channel=True,
                                                 crop_border=4)),
            "restored_psnr_y": float(metrics.psnr(r.image.clamp(0, 1), x, y_channel=True,
@@ -199,6 +221,36 @@ def fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def stopping_rules(den: dict, args) -> list[tuple[str, list[str]]]:
+    """Each rule's decision on each recorded run (exactly what the early-stopped fit returns)."""
+    meta, rows = den["meta"], den["rows"]
+    window, patience = meta["window"], meta["patience"]
+    if any("sigma_estimate" not in r for r in rows) and args.data is not None:
+        args.crop, args.seed, args.images = meta["crop"], meta["seed"], [0, 1, 2]
+        for r, (_, _, y) in zip(rows, noisy_images(args), strict=True):
+            r["sigma_estimate"] = float(dip.estimate_noise_sigma(y[None])[0])
+
+    def cell(best: int | None, stop: int | None, r: dict) -> str:
+        if best is None:
+            return "-"
+        p = r["psnr"][best]
+        return (f"{'-' if stop is None else stop + 1}: {p:.2f} "
+                f"({p - r['peak_psnr']:+.2f})")
+
+    out = [(f"ES-WMV W={window} P={patience} (min var iter: PSNR)",
+            [f"{(b := dip.wmv_stop_point(r['variance'], patience))[0] + 1} / "
+             + cell(*b, r) for r in rows])]
+    w = args.discrepancy_window
+    out.append((f"discrepancy, sigma known, window {w}",
+                [cell(t := dip.discrepancy_stop_point(r["loss"], SIGMA**2, w), t, r)
+                 for r in rows]))
+    if all("sigma_estimate" in r for r in rows):
+        out.append((f"discrepancy, sigma estimated, window {w}",
+                    [cell(t := dip.discrepancy_stop_point(r["loss"], r["sigma_estimate"]**2, w),
+                          t, r) + f" [sigma^ {255 * r['sigma_estimate']:.1f}]" for r in rows]))
+    return out
+
+
 def task_report(args) -> None:
     def load(task: str) -> dict | None:
         """Merge ``<task>.json`` and ``<task>_<images>.json`` files (runs split by image)."""
@@ -208,21 +260,24 @@ def task_report(args) -> None:
         rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: r["image"])
         return {"rows": rows, "meta": parts[0]["meta"]}
 
-    den, ref, inp, sr = (load(t) for t in ("denoise", "reference", "inpaint", "sr"))
+    den, ref, inp, sr, ver = (load(t) for t in ("denoise", "reference", "inpaint", "sr",
+                                                 "verify"))
     lines = []
     if den:
         meta = den["meta"]
         lines += [f"Denoising sigma=25, {meta['crop']}px crops, {meta['channels']} channels, "
                   f"{meta['iterations']} iterations, seed {meta['seed']} "
                   f"({meta['machine']}, {meta['threads']} thread(s))", "",
-                  "| image | noisy | peak (iter) | final | ES-WMV min var / stop | ES-WMV PSNR "
-                  "| ES - peak |", "|---|---|---|---|---|---|---|"]
+                  "| image | noisy | peak of the average (iter) | at 3000 |", "|---|---|---|---|"]
         for r in den["rows"]:
-            gap = None if r["es_psnr"] is None else r["es_psnr"] - r["peak_psnr"]
             lines.append(f"| {r['image']} | {fmt(r['noisy_psnr'])} | {fmt(r['peak_psnr'])} "
-                         f"({r['peak_iteration']}) | {fmt(r['final_psnr'])} | "
-                         f"{r['es_best_iteration']} / {r['es_stop_iteration']} | "
-                         f"{fmt(r['es_psnr'])} | {fmt(gap)} |")
+                         f"({r['peak_iteration']}) | {fmt(r['final_psnr'])} |")
+        lines += ["", "Early stopping (stop iteration, PSNR of the returned average, minus the "
+                  "peak), read off the full-run histories:", "",
+                  "| rule | " + " | ".join(r["image"] for r in den["rows"]) + " |",
+                  "|---" * (1 + len(den["rows"])) + "|"]
+        for label, picks in stopping_rules(den, args):
+            lines.append(f"| {label} | " + " | ".join(picks) + " |")
         lines += ["", "PSNR of the output average every 100 iterations:", "",
                   "| iter | " + " | ".join(r["image"] for r in den["rows"]) + " |",
                   "|---" * (1 + len(den["rows"])) + "|"]
@@ -241,6 +296,14 @@ def task_report(args) -> None:
             lines.append(f"| {r['image']} | {fmt(r['peak_psnr'])} ({r['peak_iteration']}) | "
                          f"{fmt(o and o['peak_psnr'])} | "
                          f"{fmt(o and o['peak_psnr'] - r['peak_psnr'])} | {r['backtracks']} |")
+    if ver:
+        lines += ["", "Real early-stopped fits (first crop): " + "; ".join(
+            f"{v['rule']}: stopped at {v['stopped_at'] + 1 if v['stopped_at'] is not None else '-'}"
+            f" (ran {v['iterations']}), image of iteration {v['best_iteration'] + 1}, "
+            f"{v['psnr']:.2f} dB" for v in ver["rows"])]
+    if sr and "nearest_psnr" in sr["rows"][0]:
+        lines += ["", f"Super-resolution x4: the low-resolution input replicated to full size "
+                  f"(nearest) {fmt(sr['rows'][0]['nearest_psnr'])} dB"]
     for title, data, base in (("Inpainting, 50% pixels missing", inp, "degraded"),
                               ("Super-resolution x4 (bicubic)", sr, "bicubic")):
         if data:
@@ -258,7 +321,7 @@ def task_report(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("task", choices=["denoise", "reference", "inpaint", "sr", "report"])
+    p.add_argument("task", choices=["denoise", "reference", "inpaint", "sr", "verify", "report"])
     p.add_argument("--data", type=Path, help="folder of test images (CBSD68)")
     p.add_argument("--out", type=Path, default=Path("dip-reproduce"))
     p.add_argument("--crop", type=int, default=128)
@@ -266,6 +329,8 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=3000)
     p.add_argument("--window", type=int, default=dip.DIPConfig().wmv_window)
     p.add_argument("--patience", type=int, default=dip.DIPConfig().wmv_patience)
+    p.add_argument("--discrepancy-window", type=int,
+                   default=dip.DIPConfig().discrepancy_window)
     p.add_argument("--ref-channels", type=int, default=128)
     p.add_argument("--ref-iterations", type=int, default=3000)
     p.add_argument("--images", type=int, nargs="+", default=[0, 1, 2],

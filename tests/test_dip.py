@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from dipprior import dip
-from dipprior.dip import WMV, DIPConfig, SkipNet, SpikeGuard, wmv_stop_point
+from dipprior.dip import (
+    WMV,
+    DIPConfig,
+    SkipNet,
+    SpikeGuard,
+    estimate_noise_sigma,
+    wmv_stop_point,
+)
 from dipprior.operators import Denoise, Inpaint, SuperResolution, random_pixel_mask
 
 TINY = dict(channels=8, depth=3, input_depth=8, progress=False, check_every=10)
@@ -231,7 +238,7 @@ def test_wmv_stops_on_a_synthetic_variance_curve():
     images = []
     for t, f in enumerate(frames):
         images.append(f * 0.5)
-        wmv.update(t, f, images[-1])
+        wmv.update(t, f, None, images[-1])
         if wmv.poll():
             break
     for n in range(2):
@@ -255,6 +262,29 @@ def test_fit_with_wmv_stops_and_returns_the_image_at_the_minimum():
     assert r.history["loss"] == full.history["loss"][: r.iterations]
     err = float(((r.image - x) ** 2).mean())
     assert full.history["psnr"][best] == pytest.approx(-10 * math.log10(err), abs=1e-3)
+
+
+def test_noise_estimate():
+    x, y = noisy((3, 64, 64), sigma=0.1, seed=1)
+    est = estimate_noise_sigma(torch.stack([y, x]))
+    assert abs(float(est[0]) - 0.1) < 0.01 and float(est[1]) < 0.01
+
+
+def test_fit_with_discrepancy_stops_where_the_loss_reaches_the_noise_level():
+    x, y = noisy(sigma=0.2)
+    kw = dict(iterations=300, early_stopping="discrepancy", discrepancy_window=10, **TINY)
+    r = dip.fit(y, Denoise(0.2), ground_truth=x, **kw)
+    loss = np.array(r.history["loss"])
+    crossed = np.nonzero(np.convolve(loss, np.ones(10) / 10, "valid") <= 0.2**2)[0]
+    assert r.stopped_at == r.best_iteration == crossed[0] + 9
+    assert dip.discrepancy_stop_point(r.history["loss"], 0.2**2, 10) == r.stopped_at
+    err = float(((r.image - x) ** 2).mean())
+    assert r.history["psnr"][r.stopped_at] == pytest.approx(-10 * math.log10(err), abs=1e-3)
+    blind = dip.fit(y, **kw)  # no operator: sigma estimated from the observation
+    assert blind.stopped_at is not None
+    mask = random_pixel_mask((24, 24), 0.5, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="noise level"):
+        dip.fit(Inpaint(mask).degrade(x), Inpaint(mask), **kw)
 
 
 # ----------------------------------------------------------------------------- spike recovery

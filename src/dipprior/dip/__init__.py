@@ -13,16 +13,26 @@ Example:
 
 from dipprior.dip.fit import DIPConfig, DIPResult, FitState, build_network, fit, resolve_device
 from dipprior.dip.net import SkipNet
-from dipprior.dip.stopping import WMV, SpikeGuard, wmv_stop_point
+from dipprior.dip.stopping import (
+    WMV,
+    Discrepancy,
+    SpikeGuard,
+    discrepancy_stop_point,
+    estimate_noise_sigma,
+    wmv_stop_point,
+)
 
 __all__ = [
     "WMV",
     "DIPConfig",
     "DIPResult",
+    "Discrepancy",
     "FitState",
     "SkipNet",
     "SpikeGuard",
     "build_network",
+    "discrepancy_stop_point",
+    "estimate_noise_sigma",
     "fit",
     "resolve_device",
     "wmv_stop_point",

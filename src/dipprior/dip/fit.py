@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dipprior.dip.net import SkipNet
-from dipprior.dip.stopping import WMV, SpikeGuard
+from dipprior.dip.stopping import WMV, Discrepancy, SpikeGuard, estimate_noise_sigma
 from dipprior.operators import Denoise, Operator, check_image
 
 __all__ = ["DIPConfig", "DIPResult", "FitState", "fit", "resolve_device"]
@@ -40,9 +40,12 @@ class DIPConfig:
     of z each step; 0 disables), ``input_scale`` (z ~ U(0, input_scale)), ``ema`` (weight of the
     running average of the outputs that becomes the result; 0 = no averaging).
 
-    Early stopping: ``early_stopping`` None or "wmv"; ``wmv_window`` W and ``wmv_patience`` P;
-    ``wmv_storage`` where the window of W float16 frames lives ("auto": on the fitting device
-    unless it exceeds 256 MiB, then in pinned CPU memory; or "device"/"cpu").
+    Early stopping: ``early_stopping`` None, "wmv" (ES-WMV: ``wmv_window`` W, ``wmv_patience``
+    P, ``wmv_storage`` where the window of W float16 frames lives: "auto" = on the fitting device
+    unless it exceeds 256 MiB, then in pinned CPU memory; or "device"/"cpu") or "discrepancy"
+    (stop when the loss averaged over ``discrepancy_window`` iterations reaches the noise level
+    ``noise_sigma``, which defaults to the operator's and is estimated from the observation when
+    unknown).
 
     Spike recovery: ``spike_recovery`` on/off; a loss above ``spike_factor`` times the mean loss
     of the previous chunk of ``check_every`` iterations restores the last good state. The host
@@ -69,6 +72,8 @@ class DIPConfig:
     wmv_window: int = 100
     wmv_patience: int = 1000
     wmv_storage: str = "auto"
+    discrepancy_window: int = 50
+    noise_sigma: float | None = None
     spike_recovery: bool = True
     spike_factor: float = 3.0
     check_every: int = 25
@@ -84,7 +89,8 @@ class DIPConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise ValueError(f"{name}: expected an int >= {minimum}, got {v!r}")
 
-        for name in ("depth", "input_depth", "iterations", "wmv_patience", "check_every"):
+        for name in ("depth", "input_depth", "iterations", "wmv_patience", "check_every",
+                     "discrepancy_window"):
             positive_int(name)
         positive_int("wmv_window", 2)
         def number(name: str, ok: Callable[[float], bool], expected: str) -> None:
@@ -98,8 +104,11 @@ class DIPConfig:
         number("input_scale", lambda v: v > 0, "a number > 0")
         number("ema", lambda v: 0 <= v < 1, "a number in [0, 1)")
         number("spike_factor", lambda v: v > 1, "a number > 1")
-        if self.early_stopping not in (None, "wmv"):
-            raise ValueError(f"early_stopping: expected None or 'wmv', got {self.early_stopping!r}")
+        if self.early_stopping not in (None, "wmv", "discrepancy"):
+            raise ValueError("early_stopping: expected None, 'wmv' or 'discrepancy', got "
+                             f"{self.early_stopping!r}")
+        if self.noise_sigma is not None:
+            number("noise_sigma", lambda v: 0 < v <= 1, "None or a number in (0, 1]")
         if self.wmv_storage not in ("auto", "device", "cpu"):
             raise ValueError(f"wmv_storage: expected 'auto', 'device' or 'cpu', "
                              f"got {self.wmv_storage!r}")
@@ -240,7 +249,7 @@ def fit(
             raise ValueError(f"ground_truth: shape {tuple(ground_truth.shape)} does not match "
                              f"the restored image shape {tuple(target)}")
         gt = gt.to(device, torch.float32)
-    results = _Fit(cfg, op, y, target, gt, device, callback).run()
+    results = _Fit(cfg, op, y, target, gt, device, callback, operator is None).run()
     out_device = observation.device
     for r in results:
         r.image, r.last_image = r.image.to(out_device), r.last_image.to(out_device)
@@ -252,7 +261,7 @@ class _Fit:
 
     def __init__(self, cfg: DIPConfig, op: Operator, y: Tensor, target: Sequence[int],
                  gt: Tensor | None, device: torch.device,
-                 callback: Callable[[FitState], bool | None] | None) -> None:
+                 callback: Callable[[FitState], bool | None] | None, blind: bool) -> None:
         self.cfg, self.op, self.y, self.gt, self.device = cfg, op, y, gt, device
         self.callback = callback
         n = self.n = y.shape[0]
@@ -270,8 +279,12 @@ class _Fit:
         k = cfg.check_every
         self.loss_buf = torch.zeros(k, n, device=device)
         self.psnr_buf = torch.zeros(2, k, n, device=device) if gt is not None else None
-        self.wmv = (WMV(cfg.wmv_window, cfg.wmv_patience, target, device, cfg.wmv_storage)
-                    if cfg.early_stopping == "wmv" else None)
+        self.stopper: WMV | Discrepancy | None = None
+        if cfg.early_stopping == "wmv":
+            self.stopper = WMV(cfg.wmv_window, cfg.wmv_patience, target, device, cfg.wmv_storage)
+        elif cfg.early_stopping == "discrepancy":
+            self.stopper = Discrepancy(self._noise_floor(blind), cfg.discrepancy_window, device)
+        self.wmv = self.stopper if isinstance(self.stopper, WMV) else None
         self.var_buf = torch.zeros(k, n, device=device) if self.wmv is not None else None
         self.guard = (SpikeGuard(cfg.spike_factor, self.net, self.optimizer, [self.image], n)
                       if cfg.spike_recovery else None)
@@ -279,6 +292,22 @@ class _Fit:
             {"loss": []} | ({"psnr": [], "psnr_output": []} if gt is not None else {})
             | ({"variance": []} if self.wmv is not None else {}) for _ in range(n)]
         self.restores: list[list[int]] = [[] for _ in range(n)]
+
+    def _noise_floor(self, blind: bool) -> Tensor:
+        """The discrepancy threshold per network: sigma^2 times the fraction of noisy entries."""
+        cfg, op, y = self.cfg, self.op, self.y
+        if cfg.noise_sigma is not None:
+            sigma = torch.full((self.n,), float(cfg.noise_sigma))
+        elif op.noise_sigma > 0:
+            sigma = torch.full((self.n,), op.noise_sigma)
+        elif blind or isinstance(op, Denoise):
+            sigma = estimate_noise_sigma(y).cpu()
+        else:
+            raise ValueError("early_stopping: 'discrepancy' needs the noise level; give "
+                             "noise_sigma=... or an operator with sigma > 0")
+        with torch.no_grad():
+            observed = (op.forward(torch.ones(self.image.shape[1:], device=self.device)) != 0)
+        return sigma.square() * observed.float().mean().item()
 
     def _input(self) -> Tensor:
         std = self.cfg.reg_noise_std
@@ -309,8 +338,9 @@ class _Fit:
             if self.psnr_buf is not None:
                 self.psnr_buf[0, k] = _psnr(self.image, self.gt)
                 self.psnr_buf[1, k] = _psnr(out, self.gt)
+            if self.stopper is not None:
+                self.stopper.update(t, out, per_net.detach(), self.image)
             if self.wmv is not None:
-                self.wmv.update(t, out, self.image)
                 self.var_buf[k] = self.wmv.variance
         return out
 
@@ -332,9 +362,9 @@ class _Fit:
             if bool(restored.any()):
                 for i in torch.nonzero(restored).flatten().tolist():
                     self.restores[i].append(t)
-                if self.wmv is not None:
-                    self.wmv.reset_window(restored)
-        return self.wmv is not None and self.wmv.poll()
+                if self.stopper is not None:
+                    self.stopper.reset_window(restored)
+        return self.stopper is not None and self.stopper.poll()
 
     def run(self) -> list[DIPResult]:
         cfg = self.cfg
@@ -368,11 +398,12 @@ class _Fit:
     def _results(self, final: Tensor, iterations: int, start: float) -> list[DIPResult]:
         image, best_it = self.image, [iterations - 1] * self.n
         stopped: list[int | None] = [None] * self.n
-        if self.wmv is not None and self.wmv.best_image is not None:
-            found = self.wmv.best_iteration.cpu().tolist()
-            stops = self.wmv.stop_iteration.cpu().tolist()
+        st = self.stopper
+        if st is not None and st.best_image is not None:
+            found = st.best_iteration.cpu().tolist()
+            stops = st.stop_iteration.cpu().tolist()
             mask = torch.tensor([b >= 0 for b in found], device=self.device)
-            image = torch.where(mask.view(-1, 1, 1, 1), self.wmv.best_image, self.image)
+            image = torch.where(mask.view(-1, 1, 1, 1), st.best_image, self.image)
             best_it = [b if b >= 0 else best_it[i] for i, b in enumerate(found)]
             stopped = [s if s >= 0 else None for s in stops]
         image = image.float().contiguous()
