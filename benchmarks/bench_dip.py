@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 
 from dipprior import dip
-from dipprior.dip.fit import build_network, resolve_device
+from dipprior.dip.fit import build_network, resolve_device, use_channels_last
 
 
 def plain_loop(channels: int, size: int, iters: int, device: torch.device,
@@ -116,10 +116,10 @@ def main() -> None:
           f"reps {args.reps}\n")
     print("| variant                            | wall ms/it |  cpu ms/it | ratio wall cpu |")
     print("|------------------------------------|-----------:|-----------:|---------------:|")
-    default_cl = dip.DIPConfig().channels_last
     for size in args.sizes:
         for ch in args.channels:
             it = args.iters
+            default_cl = use_channels_last(dip.DIPConfig(channels=ch))
             runs = {
                 "plain": plain_loop(ch, size, it, device, channels_last=default_cl),
                 "fit": fit_loop(ch, size, it, device),

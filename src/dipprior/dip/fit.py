@@ -51,7 +51,9 @@ class DIPConfig:
     of the previous chunk of ``check_every`` iterations restores the last good state. The host
     looks at losses only once per chunk (no device synchronisation in between).
 
-    Speed: ``channels_last`` memory format, ``compile`` the network with ``torch.compile``.
+    Speed: ``channels_last`` memory format (None: on when the widest scale has >= 32 channels,
+    where it measured faster; off for narrow networks, where it measured slower), ``compile`` the
+    network with ``torch.compile`` (measured slower on CPU; see ``docs/dip.md``).
 
     Run: ``seed`` (network n of a batch uses ``seed + n``), ``device`` (None: CUDA if available,
     else CPU), ``progress`` bar.
@@ -77,7 +79,7 @@ class DIPConfig:
     spike_recovery: bool = True
     spike_factor: float = 3.0
     check_every: int = 25
-    channels_last: bool = True
+    channels_last: bool | None = None
     compile: bool = False
     seed: int = 0
     device: str | torch.device | None = None
@@ -134,12 +136,13 @@ class DIPConfig:
 class DIPResult:
     """What :func:`fit` returns for one observation.
 
-    ``image`` is the output average at ``best_iteration`` (the last iteration, or the minimum of
-    the windowed variance with early stopping); ``last_image`` the network output for the
-    unperturbed input after the last iteration. ``history`` holds per-iteration lists:
+    ``image`` is the output average at ``best_iteration`` (the last iteration; with early
+    stopping the iteration the rule picked: the variance minimum for "wmv", the stopping
+    iteration for "discrepancy"); ``last_image`` the network output for the unperturbed input
+    after the last iteration. ``history`` holds per-iteration lists:
     ``loss`` always, ``psnr`` (of the average) and ``psnr_output`` (of the raw output) when a
     ground truth was given (for reporting only), ``variance`` (NaN until the window is full) with
-    early stopping. ``iterations`` were run; ``stopped_at`` is the iteration where early
+    ES-WMV. ``iterations`` were run; ``stopped_at`` is the iteration where early
     stopping fired (None if it did not); ``restores`` the iterations at which a loss spike was
     undone; ``seconds`` the wall time of the whole (possibly batched) fit.
     """
@@ -172,6 +175,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def use_channels_last(cfg: DIPConfig) -> bool:
+    """The memory format rule: explicit, or NHWC for networks with >= 32 channels somewhere."""
+    if cfg.channels_last is not None:
+        return bool(cfg.channels_last)
+    widest = cfg.channels if isinstance(cfg.channels, int) else max(cfg.channels)
+    return widest >= 32
 
 
 def _psnr(x: Tensor, gt: Tensor) -> Tensor:
@@ -265,7 +276,7 @@ class _Fit:
         self.cfg, self.op, self.y, self.gt, self.device = cfg, op, y, gt, device
         self.callback = callback
         n = self.n = y.shape[0]
-        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        fmt = torch.channels_last if use_channels_last(cfg) else torch.contiguous_format
         built = [build_network(cfg, cfg.seed + i, target, y.shape[1]) for i in range(n)]
         net = built[0][0] if n == 1 else SkipNet.stack([b[0] for b in built])
         self.net = net.to(device, memory_format=fmt)
