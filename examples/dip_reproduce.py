@@ -83,7 +83,7 @@ def task_denoise(args) -> dict:
     for name, x, y in noisy_images(args):
         r = dip.fit(y, Denoise(SIGMA), channels=args.channels, iterations=args.iterations,
                     early_stopping="wmv", wmv_window=args.window, wmv_patience=10**9,
-                    ground_truth=x, seed=args.seed, compile=args.compile)
+                    ground_truth=x, seed=args.fit_seed, compile=args.compile)
         best, stop = dip.wmv_stop_point(r.history["variance"], args.patience)
         row = {"image": name, "noisy_psnr": psnr(y, x), "seconds": r.seconds,
                "sigma_estimate": float(dip.estimate_noise_sigma(y[None])[0]),
@@ -166,7 +166,7 @@ def task_reference(args) -> dict:
     rows = []
     for name, x, y in noisy_images(args):
         start = time.perf_counter()
-        ref = reference_fit(x, y, args.ref_channels, args.ref_iterations, args.seed,
+        ref = reference_fit(x, y, args.ref_channels, args.ref_iterations, args.fit_seed,
                             args.compile)
         row = {"image": name, "channels": args.ref_channels,
                "seconds": time.perf_counter() - start, "backtracks": ref["backtracks"],
@@ -337,11 +337,15 @@ def main() -> None:
                    help="denoise/reference: which of the first three crops (to split runs)")
     p.add_argument("--restore-iterations", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fit-seed", type=int, default=None,
+                   help="network seed for denoise/reference (default --seed; noise keeps --seed)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="torch.compile the networks")
     p.add_argument("--verify-es", action="store_true",
                    help="denoise: also run the real early-stopped fit on the first image")
     args = p.parse_args()
+    if args.fit_seed is None:
+        args.fit_seed = args.seed
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
