@@ -42,7 +42,8 @@ def parse_args(doc: str = __doc__, extra=None) -> argparse.Namespace:
     p.add_argument("--factor", type=int, default=4, help="super-resolution factor")
     p.add_argument("--dip-iterations", type=int, default=1000)
     p.add_argument("--dip-channels", type=int, default=64)
-    p.add_argument("--early-stopping", action="store_true", help="DIP with ES-WMV")
+    p.add_argument("--early-stopping", choices=["wmv", "discrepancy"],
+                   help="DIP early stopping rule (default: none, run all iterations)")
     p.add_argument("--steps", type=int, default=10, help="warm-start reverse steps")
     p.add_argument("--ddpm-steps", type=int, default=100, help="DDPM-only reverse steps")
     p.add_argument("--t0", default="auto", help="int, strength or auto")
@@ -74,7 +75,7 @@ def setup(args: argparse.Namespace):
     model, scheduler = load(args.model, device=device)
     images = ex.load_folder(args.data, args.n_images, args.size)
     dip = DIPConfig(iterations=args.dip_iterations, channels=args.dip_channels,
-                    early_stopping="wmv" if args.early_stopping else None, device=args.device,
+                    early_stopping=args.early_stopping, device=args.device,
                     progress=False)
     return rank, world, model, scheduler, images, dip
 
@@ -113,7 +114,7 @@ def main() -> None:
             continue
         lines = [f"# {task}: {header(args, world)}",
                  f"DIP: {args.dip_channels} channels, {args.dip_iterations} iterations"
-                 f"{' (ES-WMV)' if args.early_stopping else ''}; warm starts: {args.steps} "
+                 f"{f' (stopping: {args.early_stopping})' if args.early_stopping else ''}; warm starts: {args.steps} "
                  f"steps from t0={args.t0}; DDPM: {args.ddpm_steps} steps from T-1; eta "
                  f"{args.eta}, guidance lambda {args.guidance_scale}; wall "
                  f"{time.perf_counter() - start:.0f} s", ""]

@@ -300,6 +300,18 @@ def test_cli_restore_inpaint(tmp_path, prior_dir):
     assert load_image(out).shape == clean.shape
 
 
+def test_cli_restore_early_stopping_choice(tmp_path, prior_dir):
+    save_image(_images(1)["img0"], tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    args = ["restore", str(tmp_path / "in.png"), "--task", "denoise", "--simulate", "--model",
+            str(prior_dir), "--steps", "2", "--t0", "20", "--dip-iterations", "5",
+            "--dip-channels", "8", "--out", str(out), "--no-progress"]
+    with pytest.raises(SystemExit):  # argparse rejects an unknown rule
+        main(args + ["--early-stopping", "sometimes"])
+    assert not out.exists()
+    assert main(args + ["--early-stopping", "discrepancy"]) == 0 and out.is_file()
+
+
 def test_cli_restore_requires_model_and_mask(tmp_path, capsys, prior_dir, monkeypatch):
     save_image(_images(1)["img0"], tmp_path / "in.png")
     out = tmp_path / "o.png"

@@ -92,7 +92,8 @@ def _add_restoration_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance-scale", type=float, default=1.0, help="DiffPIR lambda")
     p.add_argument("--dip-iterations", type=int, default=1000, help="DIP budget (default 1000)")
     p.add_argument("--dip-channels", type=int, default=64, help="DIP channels per scale")
-    p.add_argument("--early-stopping", action="store_true", help="DIP: ES-WMV early stopping")
+    p.add_argument("--early-stopping", choices=["wmv", "discrepancy"],
+                   help="DIP early stopping rule (default: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", help="cpu, cuda, ... (default: CUDA if available)")

@@ -741,7 +741,7 @@ def _dip_from_args(args: Any) -> Any:
     from dipprior.dip import DIPConfig
 
     return DIPConfig(iterations=args.dip_iterations, channels=args.dip_channels,
-                     early_stopping="wmv" if args.early_stopping else None,
+                     early_stopping=args.early_stopping,
                      device=args.device, progress=not args.no_progress)
 
 
