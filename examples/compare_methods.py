@@ -48,7 +48,8 @@ def parse_args(doc: str = __doc__, extra=None) -> argparse.Namespace:
     p.add_argument("--ddpm-steps", type=int, default=100, help="DDPM-only reverse steps")
     p.add_argument("--t0", default="auto", help="int, strength or auto")
     p.add_argument("--eta", type=float, default=0.0)
-    p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.add_argument("--guidance-scale", type=float, default=10.0)
+    p.add_argument("--renoise", choices=["auto", "full", "missing"], default="auto")
     p.add_argument("--no-cbm3d", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -103,7 +104,8 @@ def main() -> None:
     methods = ex.standard_methods(model, scheduler, dip=dip, steps=args.steps,
                                   ddpm_steps=args.ddpm_steps, t0=ex.parse_t0(args.t0),
                                   eta=args.eta, guidance_scale=args.guidance_scale,
-                                  cbm3d=not args.no_cbm3d, device=args.device)
+                                  renoise=args.renoise, cbm3d=not args.no_cbm3d,
+                                  device=args.device)
     out = Path(args.out)
     for task in args.tasks:
         start = time.perf_counter()
@@ -112,11 +114,13 @@ def main() -> None:
                            progress=rank == 0)
         if rank != 0:
             continue
+        stopping = f" (stopping: {args.early_stopping})" if args.early_stopping else ""
         lines = [f"# {task}: {header(args, world)}",
                  f"DIP: {args.dip_channels} channels, {args.dip_iterations} iterations"
-                 f"{f' (stopping: {args.early_stopping})' if args.early_stopping else ''}; warm starts: {args.steps} "
+                 f"{stopping}; warm starts: {args.steps} "
                  f"steps from t0={args.t0}; DDPM: {args.ddpm_steps} steps from T-1; eta "
-                 f"{args.eta}, guidance lambda {args.guidance_scale}; wall "
+                 f"{args.eta}, guidance lambda {args.guidance_scale}, renoise {args.renoise}; "
+                 f"wall "
                  f"{time.perf_counter() - start:.0f} s", ""]
         for a, b in (("DIP->DDPM", "DIP"), ("DIP->DDPM", "DDPM"), ("DIP->DDPM", "CBM3D"),
                      ("DIP->DDPM", "Observation->DDPM")):

@@ -37,7 +37,8 @@ def main() -> None:
         operator = ex.make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
         rows = ex.quality_vs_nfe(images, operator, model, scheduler, steps=steps,
                                  t0=ex.parse_t0(args.t0), dip=dip, eta=args.eta,
-                                 guidance_scale=args.guidance_scale, seed=args.seed,
+                                 guidance_scale=args.guidance_scale, renoise=args.renoise,
+                                 seed=args.seed,
                                  dip_cache=args.dip_cache, device=args.device,
                                  progress=rank == 0)
         if rank != 0:
@@ -47,7 +48,8 @@ def main() -> None:
                                              "Seconds": ".1f", "Steps": "d", "Images": "d"})
         text = (f"# quality vs NFE, {task}: {header(args, world)}\n\nDIP {args.dip_channels} "
                 f"channels x {args.dip_iterations} iterations (seconds include the fit); warm "
-                f"starts from t0={args.t0}; eta {args.eta}, lambda {args.guidance_scale}; wall "
+                f"starts from t0={args.t0}; eta {args.eta}, lambda {args.guidance_scale}, "
+                f"renoise {args.renoise}; wall "
                 f"{time.perf_counter() - start:.0f} s\n\n" + table.to_markdown())
         print(text)
         write(out, f"qvn_{task}.md", text)

@@ -35,8 +35,8 @@ def main() -> None:
         operator = ex.make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
         table = ex.t0_ablation(images, operator, model, scheduler, t0s=t0s, steps=args.steps,
                                dip=dip, eta=args.eta, guidance_scale=args.guidance_scale,
-                               seed=args.seed, dip_cache=args.dip_cache, device=args.device,
-                               progress=rank == 0)
+                               renoise=args.renoise, seed=args.seed,
+                               dip_cache=args.dip_cache, device=args.device, progress=rank == 0)
         if rank != 0:
             continue
         s = ex.best_fixed_t0(table)
@@ -44,7 +44,7 @@ def main() -> None:
                        if r["Image"] == "Average" and r["Method"] == "auto")
         summary = (f"# t0 ablation, {task}: {header(args, world)}\n\nDIP {args.dip_channels} "
                    f"channels x {args.dip_iterations} iterations; up to {args.steps} steps; "
-                   f"eta {args.eta}, lambda {args.guidance_scale}; wall "
+                   f"eta {args.eta}, lambda {args.guidance_scale}, renoise {args.renoise}; wall "
                    f"{time.perf_counter() - start:.0f} s\n\n"
                    f"- best fixed t0 on average: {s['best_fixed']} ({s['best_fixed_psnr']:.2f}"
                    f" dB); per-image oracle {s['oracle_psnr']:.2f} dB\n"

@@ -193,6 +193,54 @@ def test_observation_init_denoise_starts_at_matching_noise_level(model, schedule
                                rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("renoise", ["full", "missing", "auto"])
+def test_renoise_of_the_dip_start(model, scheduler, noisy, dip_image, renoise):
+    op, y = noisy
+    counter = Counting(model)
+    r = DIPInitializedSampler(counter, scheduler, init="dip", t0=150, steps=2, renoise=renoise,
+                              progress=False)(y, op, seed=3, dip_image=dip_image)
+    abar = float(scheduler.alphas_cumprod[150])
+    noise = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(3))
+    e = estimate_error_std(dip_image, y, op)
+    # full: the forward process's whole noise; missing: the DIP image's estimated error counts
+    # as noise already there, so only sigma_t^2 - (2 e)^2 is added; auto: missing, as y is noisy
+    missing = renoise != "full"
+    extra = ((1 - abar) / abar - (2 * e) ** 2) ** 0.5 if missing else ((1 - abar) / abar) ** 0.5
+    expected = abar ** 0.5 * (2 * dip_image - 1 + extra * noise)
+    torch.testing.assert_close(counter.inputs[0][0], expected, rtol=0, atol=1e-5)
+    assert (r.error_std is not None) == missing
+    with pytest.raises(ValueError, match="renoise"):
+        DIPInitializedSampler(model, scheduler, renoise="some")
+
+
+def test_renoise_auto_is_full_for_noise_free_inpainting(model, scheduler, clean):
+    op = Inpaint(random_pixel_mask((16, 16), 0.5, torch.Generator().manual_seed(0)))
+    y = op.degrade(clean)
+    counter = Counting(model)
+    r = DIPInitializedSampler(counter, scheduler, init="dip", t0=150, steps=1,
+                              progress=False)(y, op, seed=3, dip_image=clean)
+    noise = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(3))
+    expected = scheduler.add_noise(2 * clean[None] - 1, noise, 150)
+    torch.testing.assert_close(counter.inputs[0][0], expected, rtol=0, atol=1e-6)
+    assert r.error_std is None
+
+
+def test_renoise_missing_at_auto_t0_adds_almost_nothing(model, scheduler, noisy, dip_image):
+    op, y = noisy
+    counter = Counting(model)
+    r = DIPInitializedSampler(counter, scheduler, init="dip", steps=1, renoise="missing",
+                              progress=False)(y, op, dip_image=dip_image)
+    assert r.t0 == auto_t0(scheduler, r.error_std)
+    abar = float(scheduler.alphas_cumprod[r.t0])
+    added = counter.inputs[0][0] / abar ** 0.5 - (2 * dip_image - 1)
+    # t0's noise level is the one nearest 2 e, so the top-up sqrt(sigma_t0^2 - (2 e)^2) is at
+    # most sqrt(2 sigma_t0 gap) for the gap between neighbouring levels; SDEdit adds sigma_t0
+    sigma_t0 = float(scheduler.noise_level(r.t0))
+    gap = float(scheduler.noise_level(r.t0 + 1) - scheduler.noise_level(max(r.t0 - 1, 0)))
+    assert float(added.std()) <= 1.2 * (2 * sigma_t0 * gap) ** 0.5 + 1e-6
+    assert float(added.std()) < 0.5 * sigma_t0
+
+
 def test_observation_init_inpaint_adds_noise(model, scheduler, clean):
     mask = random_pixel_mask((16, 16), 0.5, torch.Generator().manual_seed(0))
     op = Inpaint(mask)
@@ -214,7 +262,8 @@ def test_one_proximal_step_matches_closed_form(model, scheduler, noisy, dip_imag
     op, y = noisy
     t0, lam_scale, seed = 80, 2.0, 7
     r = DIPInitializedSampler(model, scheduler, t0=t0, steps=1, guidance_scale=lam_scale,
-                              progress=False)(y, op, seed=seed, dip_image=dip_image)
+                              renoise="full", progress=False)(y, op, seed=seed,
+                                                              dip_image=dip_image)
     abar = float(scheduler.alphas_cumprod[t0])
     eps = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(seed))
     x_t = abar ** 0.5 * (2 * dip_image[None] - 1) + (1 - abar) ** 0.5 * eps

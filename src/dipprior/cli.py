@@ -89,7 +89,12 @@ def _add_restoration_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--t0", default="auto",
                    help="start timestep: int, strength in (0, 1] (e.g. 0.05) or auto")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
-    p.add_argument("--guidance-scale", type=float, default=1.0, help="DiffPIR lambda")
+    p.add_argument("--guidance-scale", type=float, default=10.0,
+                   help="DiffPIR lambda (default 10)")
+    p.add_argument("--renoise", choices=["auto", "full", "missing"], default="auto",
+                   help="DIP start: add the full forward noise of t0, or only what the DIP "
+                   "image's estimated error leaves missing (default auto: missing for noisy "
+                   "observations)")
     p.add_argument("--dip-iterations", type=int, default=1000, help="DIP budget (default 1000)")
     p.add_argument("--dip-channels", type=int, default=64, help="DIP channels per scale")
     p.add_argument("--early-stopping", choices=["wmv", "discrepancy"],

@@ -302,7 +302,8 @@ def standard_methods(
     ddpm_steps: int = 100,
     t0: int | float | str = "auto",
     eta: float = 0.0,
-    guidance_scale: float = 1.0,
+    guidance_scale: float = 10.0,
+    renoise: str = "auto",
     cbm3d: bool = True,
     device: str | torch.device | None = None,
     progress: bool = False,
@@ -311,7 +312,8 @@ def standard_methods(
     and CBM3D (denoising only) when the optional ``bm3d`` package is installed and ``cbm3d``.
 
     DDPM runs ``ddpm_steps`` steps over the whole chain; the two warm starts run ``steps``
-    steps from ``t0``.  All use the same guidance (proximal, ``guidance_scale``) and ``eta``.
+    steps from ``t0``.  All use the same guidance (proximal, ``guidance_scale``) and ``eta``;
+    ``renoise`` applies to DIP->DDPM (see :class:`~dipprior.pipeline.DIPInitializedSampler`).
     """
     common = dict(eta=eta, guidance="proximal", guidance_scale=guidance_scale, device=device,
                   progress=progress)
@@ -320,7 +322,7 @@ def standard_methods(
         "DDPM": DIPInitializedSampler(model, scheduler, init="noise", steps=ddpm_steps,
                                       **common),
         "DIP->DDPM": DIPInitializedSampler(model, scheduler, init="dip", dip=dip, steps=steps,
-                                           t0=t0, **common),
+                                           t0=t0, renoise=renoise, **common),
         "Observation->DDPM": DIPInitializedSampler(model, scheduler, init="observation",
                                                    steps=steps, t0=t0, **common),
     }
@@ -449,7 +451,8 @@ def quality_vs_nfe(
     t0: int | float | str = "auto",
     dip: Any = None,
     eta: float = 0.0,
-    guidance_scale: float = 1.0,
+    guidance_scale: float = 10.0,
+    renoise: str = "auto",
     seed: int = 0,
     dip_cache: DIPCache | str | os.PathLike | None = None,
     device: str | torch.device | None = None,
@@ -498,6 +501,7 @@ def quality_vs_nfe(
                     continue
                 sampler = DIPInitializedSampler(model, scheduler, init=init, steps=n, t0=start_t,
                                                 eta=eta, guidance_scale=guidance_scale,
+                                                renoise=renoise if init == "dip" else "auto",
                                                 device=device, progress=False)
                 r = sampler(y, op, seed=seed + index, dip_image=dip_image)
                 extra = dip_seconds if init == "dip" else 0.0
@@ -609,7 +613,8 @@ def t0_ablation(
     dip: Any = None,
     guidance: str | None = "proximal",
     eta: float = 0.0,
-    guidance_scale: float = 1.0,
+    guidance_scale: float = 10.0,
+    renoise: str = "auto",
     seed: int = 0,
     dip_cache: DIPCache | str | os.PathLike | None = None,
     device: str | torch.device | None = None,
@@ -646,8 +651,8 @@ def t0_ablation(
             n = steps if v == "auto" else min(steps, fixed[str(v)] + 1)
             sampler = DIPInitializedSampler(model, scheduler, init="dip", steps=n, t0=v,
                                             guidance=guidance, eta=eta,
-                                            guidance_scale=guidance_scale, device=device,
-                                            progress=False)
+                                            guidance_scale=guidance_scale, renoise=renoise,
+                                            device=device, progress=False)
             r = sampler(y, op, seed=seed + index, dip_image=dip_image)
             label = "auto" if v == "auto" else f"t0={v}"
             rows.append({"_index": index, "_order": order, "Image": name, "Method": label,
@@ -793,7 +798,8 @@ def run_restore(args: Any) -> int:
     sampler = DIPInitializedSampler(
         model, scheduler, dip=_dip_from_args(args), steps=args.steps, eta=args.eta,
         t0=parse_t0(args.t0), init=args.init, guidance=None if args.no_guidance else "proximal",
-        guidance_scale=args.guidance_scale, device=args.device, progress=not args.no_progress)
+        guidance_scale=args.guidance_scale, renoise=args.renoise, device=args.device,
+        progress=not args.no_progress)
     result = sampler(observation, op, seed=args.seed)
     save_image(result.image, args.out)
     if args.save_dip and result.dip_image is not None:
@@ -822,8 +828,8 @@ def run_compare(args: Any) -> int:
     operator = make_task(args.task, sigma=args.sigma, keep=args.keep, factor=args.factor)
     methods = standard_methods(model, scheduler, dip=_dip_from_args(args), steps=args.steps,
                                ddpm_steps=args.ddpm_steps, t0=parse_t0(args.t0), eta=args.eta,
-                               guidance_scale=args.guidance_scale, cbm3d=not args.no_cbm3d,
-                               device=args.device)
+                               guidance_scale=args.guidance_scale, renoise=args.renoise,
+                               cbm3d=not args.no_cbm3d, device=args.device)
     table = compare(images, operator, methods, seed=args.seed, dip_cache=args.dip_cache,
                     progress=not args.no_progress)
     if rank == 0:
