@@ -67,6 +67,7 @@ def main() -> None:
     args = parse_args(__doc__, _options)
     _, world, model, scheduler, images, dip = setup(args)
     out = Path(args.out)
+    T = scheduler.num_train_timesteps
     for task in args.tasks:
         start = time.perf_counter()
         operator = ex.make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
@@ -80,7 +81,6 @@ def main() -> None:
             for s in settings(args):
                 if s["init"] == "observation" and s["t0"] == "auto" and task != "denoise":
                     continue  # auto from the pseudo-inverse only makes sense for denoising
-                T = scheduler.num_train_timesteps
                 if s["t0"] != "auto" and s["steps"] > ex._resolve(s["t0"], T) + 1:
                     continue
                 sampler = DIPInitializedSampler(model, scheduler, progress=False, **s)

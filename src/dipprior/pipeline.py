@@ -306,7 +306,7 @@ class DIPInitializedSampler:
             ``sigma_y``) and the model's estimate with its error taken as
             ``sigma_t / sqrt(lambda)``.  The default 10 (error about a third of the noise level,
             as the shipped prior's one-step denoiser measures at sigma = 25) was chosen on
-            CBSD432 training crops, where it beat 1 by 0.2-3 dB (docs/results.md).  Irrelevant
+            CBSD432 training crops, where it beat 1 by up to 3.6 dB (docs/pipeline.md).  Irrelevant
             for noise-free observations, where the data term is a hard constraint.
         renoise: how ``x_t0`` is made from the initial image: ``"full"`` adds the forward
             process's whole noise of ``t0`` (SDEdit); ``"missing"`` counts the image's own error,
