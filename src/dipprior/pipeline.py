@@ -39,6 +39,7 @@ from torch import nn
 
 from dipprior.diffusion.sampling import model_device
 from dipprior.diffusion.scheduler import Scheduler, _randn_like
+from dipprior.dip.stopping import haar_diagonal
 from dipprior.operators import Denoise, Operator
 
 __all__ = [
@@ -189,14 +190,6 @@ def resolve_t0(t0: int | float, num_train_timesteps: int) -> int:
 # ----------------------------------------------------------------------------- auto t0
 
 
-def _haar_hh(x: torch.Tensor) -> torch.Tensor:
-    """Finest diagonal Haar detail coefficients (orthonormal) of a (C, H, W) image."""
-    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-    x = x[..., :h, :w]
-    return (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2]
-            + x[..., 1::2, 1::2]) / 2.0
-
-
 def estimate_error_std(image: torch.Tensor, observation: torch.Tensor,
                        operator: Operator) -> float:
     """Estimate the RMS error of ``image`` (an estimate of the clean image) without the clean image.
@@ -223,7 +216,7 @@ def estimate_error_std(image: torch.Tensor, observation: torch.Tensor,
     observed = operator.forward(torch.ones_like(x)) != 0
     residual = (operator.forward(x) - y)[observed]
     excess = float(residual.square().mean()) - operator.noise_sigma ** 2 if residual.numel() else 0
-    s_hf = float(_haar_hh(x).abs().median()) / 0.6745
+    s_hf = float(haar_diagonal(x).abs().median()) / 0.6745
     return math.sqrt(max(excess, s_hf ** 2, 0.0))
 
 

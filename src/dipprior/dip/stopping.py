@@ -152,6 +152,13 @@ class WMV:
         return bool(self.stopped.all())
 
 
+def haar_diagonal(x: torch.Tensor) -> torch.Tensor:
+    """The finest diagonal Haar detail band (orthonormal) of ``(..., H, W)`` images, odd edges
+    dropped: white noise of std ``s`` gives coefficients of std ``s``."""
+    x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
+    return (x[..., 0::2, 0::2] - x[..., 1::2, 0::2] - x[..., 0::2, 1::2] + x[..., 1::2, 1::2]) / 2
+
+
 def estimate_noise_sigma(y: torch.Tensor) -> torch.Tensor:
     """Gaussian noise std of (N, C, H, W) images, one value per image (Donoho's wavelet MAD).
 
@@ -159,8 +166,7 @@ def estimate_noise_sigma(y: torch.Tensor) -> torch.Tensor:
     image texture leaks into that band, so it tends to overestimate slightly (about 5% at
     sigma = 25/255 on 128x128 photo crops).
     """
-    y = y[..., : y.shape[-2] // 2 * 2, : y.shape[-1] // 2 * 2].float()
-    hh = (y[..., 0::2, 0::2] - y[..., 1::2, 0::2] - y[..., 0::2, 1::2] + y[..., 1::2, 1::2]) / 2
+    hh = haar_diagonal(y.float())
     return (hh.abs().flatten(-2).median(-1).values / 0.6745).mean(-1)
 
 
