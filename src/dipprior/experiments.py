@@ -559,13 +559,11 @@ def plot_quality_vs_nfe(rows: Sequence[Mapping[str, Any]], path: str | os.PathLi
 
     Written atomically as PNG.  Needs matplotlib (``pip install dipprior[plot]``).
     """
-    try:
-        import matplotlib
+    from dipprior._mpl import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError("plot_quality_vs_nfe needs matplotlib: pip install matplotlib") from exc
+    plt = pyplot()
+    if plt is None:
+        raise ImportError("plot_quality_vs_nfe needs matplotlib: pip install matplotlib")
     import io
 
     from dipprior._atomic import atomic_write_bytes
