@@ -28,7 +28,7 @@ from compare_methods import header, parse_args, setup, write  # noqa: E402
 
 from dipprior import experiments as ex  # noqa: E402
 from dipprior.metrics import psnr  # noqa: E402
-from dipprior.pipeline import DIPInitializedSampler  # noqa: E402
+from dipprior.pipeline import DIPInitializedSampler, resolve_t0  # noqa: E402
 
 
 def _options(p) -> None:
@@ -81,7 +81,7 @@ def main() -> None:
             for s in settings(args):
                 if s["init"] == "observation" and s["t0"] == "auto" and task != "denoise":
                     continue  # auto from the pseudo-inverse only makes sense for denoising
-                if s["t0"] != "auto" and s["steps"] > ex._resolve(s["t0"], T) + 1:
+                if s["t0"] != "auto" and s["steps"] > resolve_t0(s["t0"], T) + 1:
                     continue
                 sampler = DIPInitializedSampler(model, scheduler, progress=False, **s)
                 r = sampler(y, op, seed=args.seed + index, dip_image=dip_image)
