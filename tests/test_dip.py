@@ -13,6 +13,8 @@ from dipprior.dip import (
     estimate_noise_sigma,
     wmv_stop_point,
 )
+from dipprior.dip.fit import use_channels_last
+from dipprior.dip.stopping import haar_diagonal
 from dipprior.operators import Denoise, Inpaint, SuperResolution, random_pixel_mask
 
 TINY = dict(channels=8, depth=3, input_depth=8, progress=False, check_every=10)
@@ -268,6 +270,22 @@ def test_noise_estimate():
     x, y = noisy((3, 64, 64), sigma=0.1, seed=1)
     est = estimate_noise_sigma(torch.stack([y, x]))
     assert abs(float(est[0]) - 0.1) < 0.01 and float(est[1]) < 0.01
+
+
+def test_haar_diagonal_by_hand():
+    x = torch.tensor([[1.0, 2.0, 9.0], [4.0, 8.0, 9.0], [9.0, 9.0, 9.0]])[None]
+    # (a - b - c + d) / 2 of the one full 2x2 block; the odd last row and column are dropped
+    torch.testing.assert_close(haar_diagonal(x), torch.tensor([[[1.5]]]))
+    white = torch.randn(3, 128, 128, generator=torch.Generator().manual_seed(0))
+    assert float(haar_diagonal(0.3 * white).std()) == pytest.approx(0.3, rel=0.03)
+
+
+def test_channels_last_rule():
+    assert use_channels_last(DIPConfig(channels=64)) is True
+    assert use_channels_last(DIPConfig(channels=16)) is False
+    assert use_channels_last(DIPConfig(channels=[16, 16, 32, 16, 16])) is True
+    assert use_channels_last(DIPConfig(channels=64, channels_last=False)) is False
+    assert use_channels_last(DIPConfig(channels=16, channels_last=True)) is True
 
 
 def test_fit_with_discrepancy_stops_where_the_loss_reaches_the_noise_level():
