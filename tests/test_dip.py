@@ -14,7 +14,7 @@ from dipprior.dip import (
     wmv_stop_point,
 )
 from dipprior.dip.fit import use_channels_last
-from dipprior.dip.stopping import haar_diagonal
+from dipprior.estimators import haar_diagonal
 from dipprior.operators import Denoise, Inpaint, SuperResolution, random_pixel_mask
 
 TINY = dict(channels=8, depth=3, input_depth=8, progress=False, check_every=10)

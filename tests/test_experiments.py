@@ -19,7 +19,8 @@ from dipprior.dip import DIPConfig
 from dipprior.io import save_image
 from dipprior.metrics import psnr
 from dipprior.operators import Denoise
-from dipprior.pipeline import SampleResult
+from dipprior.experiments import runner
+from dipprior.pipeline import SampleResult, SamplerConfig
 
 DIP = DIPConfig(channels=8, depth=3, iterations=8, progress=False)
 
@@ -116,9 +117,9 @@ def test_compare_standard_methods_share_one_dip_fit(model, monkeypatch):
         calls.append(kwargs.get("seed"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ex, "fit_dip", counting)
-    methods = ex.standard_methods(model, Scheduler(), dip=DIP, steps=3, ddpm_steps=4,
-                                  t0=50, cbm3d=False)
+    monkeypatch.setattr(runner, "fit_dip", counting)
+    methods = ex.standard_methods(model, Scheduler(), sampler=SamplerConfig(steps=3, t0=50),
+                                  ddpm_steps=4, dip=DIP, cbm3d=False)
     table = ex.compare(_images(2), Denoise(0.1), methods, seed=0, progress=False)
     assert calls == [0, 1]  # one fit per image, shared by DIP and DIP->DDPM
     rows = {(r["Image"], r["Method"]): r for r in table.rows}
@@ -135,16 +136,17 @@ def test_compare_standard_methods_share_one_dip_fit(model, monkeypatch):
 
 def test_dip_cache_roundtrip(tmp_path, monkeypatch):
     y = Denoise(0.1).degrade(_images(1)["img0"], torch.Generator().manual_seed(0))
-    first, s1 = ex._fit_dip_cached(y, Denoise(0.1), DIP, 3, ex.DIPCache(tmp_path), None, False)
+    first, s1 = ex.fit_dip_cached(y, Denoise(0.1), DIP, 3, ex.DIPCache(tmp_path), None, False)
+
     def miss(*args, **kwargs):
         raise RuntimeError("cache miss")
 
-    monkeypatch.setattr(ex, "fit_dip", miss)
-    again, s2 = ex._fit_dip_cached(y, Denoise(0.1), DIP.replace(progress=True), 3,
+    monkeypatch.setattr(runner, "fit_dip", miss)
+    again, s2 = ex.fit_dip_cached(y, Denoise(0.1), DIP.replace(progress=True), 3,
                                    ex.DIPCache(tmp_path), None, False)
     assert torch.equal(first, again) and s1 == s2
     with pytest.raises(RuntimeError, match="cache miss"):  # another seed is another fit
-        ex._fit_dip_cached(y, Denoise(0.1), DIP, 4, ex.DIPCache(tmp_path), None, False)
+        ex.fit_dip_cached(y, Denoise(0.1), DIP, 4, ex.DIPCache(tmp_path), None, False)
 
 
 def test_compare_bad_input():
@@ -211,17 +213,17 @@ def test_torchrun_two_ranks_gather_the_same_table(tmp_path):
 
 def test_quality_vs_nfe_rows(model):
     rows = ex.quality_vs_nfe(_images(2), Denoise(0.1), model, Scheduler(), steps=(1, 3, 30),
-                             t0=20, dip=DIP, progress=False)
+                             sampler=SamplerConfig(t0=20), dip=DIP, progress=False)
     got = [(r["Method"], r["Steps"], r["NFE"]) for r in rows]
-    # DIP alone first; a warm start from t0=20 cannot take 30 steps: that setting is dropped
-    assert got == [("DIP", 0, 0), ("DIP->DDPM", 1, 1), ("DIP->DDPM", 3, 3), ("DDPM", 1, 1),
-                   ("DDPM", 3, 3),
-                   ("DDPM", 30, 30), ("Observation->DDPM", 1, 1),
-                   ("Observation->DDPM", 3, 3)]
+    # DIP alone first; a warm start from t0=20 takes at most t0 + 1 = 21 steps
+    assert got == [("DIP", 0, 0), ("DIP->DDPM", 1, 1), ("DIP->DDPM", 3, 3),
+                   ("DIP->DDPM", 30, 21), ("DDPM", 1, 1), ("DDPM", 3, 3), ("DDPM", 30, 30),
+                   ("Observation->DDPM", 1, 1), ("Observation->DDPM", 3, 3),
+                   ("Observation->DDPM", 30, 21)]
     for r in rows:
         assert r["Images"] == 2 and r["Seconds"] > 0 and 0 < r["PSNR"] < 100
     # the DIP fit is counted in the warm start's seconds
-    assert rows[1]["Seconds"] >= rows[0]["Seconds"] > rows[3]["Seconds"]
+    assert rows[1]["Seconds"] >= rows[0]["Seconds"] > rows[4]["Seconds"]
 
 
 def test_quality_vs_nfe_auto_clamps_and_dedupes(model):
@@ -247,7 +249,8 @@ def test_plot_quality_vs_nfe_writes_png(tmp_path):
 def test_t0_ablation_table_and_summary(model):
     scheduler = Scheduler()
     table = ex.t0_ablation(_images(2), Denoise(25 / 255), model, scheduler,
-                           t0s=(2, 40, 0.2, "auto"), steps=3, dip=DIP, progress=False)
+                           t0s=(2, 40, 0.2, "auto"), sampler=SamplerConfig(steps=3), dip=DIP,
+                           progress=False)
     methods = [r["Method"] for r in table.rows if r["Image"] == "img0"]
     assert methods == ["DIP", "t0=2", "t0=40", "t0=0.2", "auto"]
     rows = {(r["Image"], r["Method"]): r for r in table.rows}

@@ -17,12 +17,12 @@ from dipprior.pipeline import (
     DIPInitializedSampler,
     SampleResult,
     auto_t0,
+    SamplerConfig,
     estimate_error_std,
-    from_model,
-    image_to_model,
+    observation_to_model_scale,
     resolve_t0,
-    to_model,
 )
+from dipprior._tensor import to_image_scale, to_model_scale
 
 SIGMA = 25 / 255
 DIP = DIPConfig(channels=8, depth=3, iterations=10, progress=False)
@@ -347,7 +347,84 @@ def test_batched_observation_keeps_rank(model, scheduler, noisy):
     op, y = noisy
     r = DIPInitializedSampler(model, scheduler, init="observation", steps=2, progress=False)(
         y[None], op)
-    assert r.image.shape == (1, 3, 16, 16)
+    assert r.image.shape == (1, 3, 16, 16) and r.t0 == [r.t0[0]] and r.nfe == [2]
+
+
+@pytest.mark.parametrize("init", ["dip", "observation", "noise"])
+def test_batch_of_two_equals_two_single_calls(model, scheduler, clean, init):
+    """Image i of a batch uses seed + i; a per-image operator (mask) and t0 are allowed."""
+    other = _smooth_image(seed=5)
+    ops = [Inpaint(random_pixel_mask((16, 16), keep, torch.Generator().manual_seed(1)))
+           for keep in (0.5, 0.7)]
+    ys = torch.stack([ops[0](clean), ops[1](other)])
+    sampler = DIPInitializedSampler(model, scheduler, init=init, dip=DIP, steps=4, eta=0.7,
+                                    progress=False)
+    batch = sampler(ys, ops, seed=3)
+    singles = [sampler(ys[i], ops[i], seed=3 + i) for i in range(2)]
+    assert batch.image.shape == (2, 3, 16, 16)
+    for i, single in enumerate(singles):
+        torch.testing.assert_close(batch.image[i], single.image, atol=1e-5, rtol=0)
+        assert batch.t0[i] == single.t0 and batch.nfe[i] == single.nfe
+        assert batch.timesteps[i] == single.timesteps
+        if init == "dip":
+            torch.testing.assert_close(batch.dip_image[i], single.dip_image)
+
+
+def test_batch_with_different_t0_runs_each_chain(model, scheduler, clean, dip_image):
+    op = Denoise(SIGMA)
+    ys = torch.stack([op.degrade(clean, torch.Generator().manual_seed(i)) for i in range(2)])
+    dips = torch.stack([dip_image, clean])  # the second start is much better: lower auto t0
+    r = DIPInitializedSampler(model, scheduler, steps=50, progress=False)(
+        ys, op, seed=0, dip_image=dips)
+    assert r.t0[0] != r.t0[1] and r.nfe == [min(50, t + 1) for t in r.t0]
+
+
+def test_generator_gives_the_same_image(model, scheduler, noisy):
+    op, y = noisy
+    sampler = DIPInitializedSampler(model, scheduler, init="observation", steps=3, eta=1.0,
+                                    progress=False)
+    a = sampler(y, op, generator=torch.Generator().manual_seed(7))
+    b = sampler(y, op, generator=torch.Generator().manual_seed(7))
+    c = sampler(y, op, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a.image, b.image) and not torch.equal(a.image, c.image)
+    with pytest.raises(TypeError, match="generator"):
+        sampler(y, op, generator=7)
+
+
+def test_bf16_model_runs(scheduler, noisy):
+    torch.manual_seed(0)
+    net = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1).to(torch.bfloat16)
+    op, y = noisy
+    r = DIPInitializedSampler(net, scheduler, init="observation", steps=2, progress=False)(y, op)
+    assert r.image.dtype == torch.float32 and torch.isfinite(r.image).all()
+
+
+def test_nan_model_output_names_the_timestep(scheduler, noisy):
+    op, y = noisy
+    sampler = DIPInitializedSampler(lambda x, t: torch.full_like(x, float("nan")), scheduler,
+                                    init="observation", t0=40, steps=2, progress=False)
+    with pytest.raises(FloatingPointError, match="timestep 40"):
+        sampler(y, op)
+
+
+def test_one_steps_rule_for_fixed_and_auto_t0(model, scheduler, noisy, dip_image):
+    """A chain from t0 runs min(steps, t0 + 1) steps, whether t0 is fixed or automatic."""
+    op, y = noisy
+    fixed = DIPInitializedSampler(model, scheduler, t0=4, steps=50, progress=False)(
+        y, op, dip_image=dip_image)
+    assert fixed.nfe == 5 and fixed.timesteps == [4, 3, 2, 1, 0]
+    assert SamplerConfig(steps=50).steps_from(4) == 5
+
+
+def test_sampler_config_is_passed_whole(model, scheduler):
+    config = SamplerConfig(steps=7, eta=0.3, t0=40)
+    sampler = DIPInitializedSampler(model, scheduler, config, guidance_scale=2.0)
+    assert sampler.config == config.replace(guidance_scale=2.0)
+    assert config.guidance_scale == 10.0  # frozen: the original is untouched
+    with pytest.raises(TypeError, match="SamplerConfig"):
+        DIPInitializedSampler(model, scheduler, stepz=3)
+    with pytest.raises(ValueError, match="eta"):
+        config.replace(eta=-1)
 
 
 def test_model_mode_restored(scheduler, noisy):
@@ -364,10 +441,10 @@ def test_scale_conversions():
     x = torch.rand(3, 8, 8)
     mask = random_pixel_mask((8, 8), 0.5, torch.Generator().manual_seed(0))
     op = Inpaint(mask)
-    torch.testing.assert_close(to_model(op(x), op), mask * (2 * x - 1))
-    torch.testing.assert_close(to_model(x, Denoise(0.1)), 2 * x - 1)
-    torch.testing.assert_close(from_model(image_to_model(x)), x)
-    assert float(from_model(torch.tensor([-3.0, 3.0])).min()) == 0.0
+    torch.testing.assert_close(observation_to_model_scale(op(x), op), mask * (2 * x - 1))
+    torch.testing.assert_close(observation_to_model_scale(x, Denoise(0.1)), 2 * x - 1)
+    torch.testing.assert_close(to_image_scale(to_model_scale(x)), x)
+    assert float(to_image_scale(torch.tensor([-3.0, 3.0])).min()) == 0.0
 
 
 def test_estimate_error_std_recovers_white_error():
@@ -431,8 +508,6 @@ def test_bad_arguments(model, scheduler):
     with pytest.raises(ValueError, match="guidance"):
         DIPInitializedSampler(model, scheduler, guidance="dps")
     with pytest.raises(ValueError, match="steps"):
-        DIPInitializedSampler(model, scheduler, t0=9, steps=11)
-    with pytest.raises(ValueError, match="steps"):
         DIPInitializedSampler(model, scheduler, steps=0)
     with pytest.raises(ValueError, match="t0"):
         DIPInitializedSampler(model, scheduler, t0=1000)
@@ -459,7 +534,9 @@ def test_bad_observations(model, scheduler, clean):
     with pytest.raises(ValueError, match="observation"):
         sampler(clean * 255, Denoise(0.1))
     with pytest.raises(ValueError, match="observation"):
-        sampler(torch.rand(2, 3, 16, 16), Denoise(0.1))
+        sampler(torch.rand(0, 3, 16, 16), Denoise(0.1))
+    with pytest.raises(ValueError, match="operator"):
+        sampler(torch.rand(2, 3, 16, 16), [Denoise(0.1)] * 3)
     with pytest.raises(ValueError, match="observation"):
         sampler(torch.rand(1, 16, 16), Denoise(0.1))
     with pytest.raises(ValueError, match="observation"):
@@ -469,6 +546,9 @@ def test_bad_observations(model, scheduler, clean):
     with pytest.raises(ValueError, match="dip_image"):
         DIPInitializedSampler(model, scheduler, t0=10, steps=1, progress=False)(
             clean, Denoise(0.1), dip_image=torch.rand(3, 8, 8))
+    with pytest.raises(ValueError, match="dip_image"):
+        DIPInitializedSampler(model, scheduler, t0=10, steps=1, progress=False)(
+            clean, Denoise(0.1), dip_image=torch.full((3, 16, 16), float("nan")))
 
 
 # ----------------------------------------------------------------------------- diffusers
@@ -488,3 +568,6 @@ def test_diffusers_unet_in_one_line(scheduler, noisy):
     r = sampler(y, op, seed=0)
     assert r.nfe == 3 and r.image.shape == y.shape
     assert torch.isfinite(r.image).all()
+    # the model passed as-is: its output object is unwrapped, same numbers
+    as_is = DIPInitializedSampler(unet, scheduler, sampler.config, progress=False)(y, op, seed=0)
+    assert torch.equal(as_is.image, r.image)

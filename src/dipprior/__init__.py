@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "load_pretrained": "dipprior.diffusion",
     "DIPInitializedSampler": "dipprior.pipeline",
     "SampleResult": "dipprior.pipeline",
+    "SamplerConfig": "dipprior.pipeline",
 }
 
 __all__ = ["__version__", *_EXPORTS]

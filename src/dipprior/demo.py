@@ -27,19 +27,21 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dipprior.metrics import ResultsTable, evaluate, results_table
+from dipprior._tensor import default_device
+from dipprior.experiments import COLUMNS, Case, compare, make_task, save_figure
+from dipprior.metrics import ResultsTable, results_table
 from dipprior.metrics import psnr as psnr_of
+from dipprior.pipeline import SamplerConfig
 
 __all__ = ["DEFAULT_IMAGES", "METHODS", "QUICK", "DemoConfig", "DemoResult", "run_demo",
            "save_figure"]
@@ -47,7 +49,6 @@ __all__ = ["DEFAULT_IMAGES", "METHODS", "QUICK", "DemoConfig", "DemoResult", "ru
 DEFAULT_IMAGES = ("astronaut", "chelsea", "motorcycle")
 METHODS = ("DIP", "DDPM", "DIP->DDPM")
 TASKS = ("denoise", "inpaint", "sr")
-COLUMNS = ["Image", "Method", "PSNR", "SSIM", "MSE", "MAE", "Delta E", "NFE", "Seconds"]
 
 
 @dataclass(frozen=True)
@@ -119,19 +120,6 @@ class DemoResult:
 # ----------------------------------------------------------------------------- the job
 
 
-def _task(config: DemoConfig) -> Any:
-    from dipprior.experiments import make_task
-
-    return make_task(config.task, sigma=config.sigma, keep=config.keep, factor=config.factor)
-
-
-def _degrade(task: Any, clean: torch.Tensor, seed: int) -> tuple[Any, torch.Tensor]:
-    """The operator and observation of one image; the same draw as ``experiments.compare``."""
-    generator = torch.Generator().manual_seed(seed)
-    op = task if hasattr(task, "proximal") else task(clean, generator)
-    return op, op.degrade(clean, generator)
-
-
 def _display_observation(y: torch.Tensor, op: Any, shape: Sequence[int]) -> torch.Tensor:
     """The observation as an image of the clean image's size (nearest up-sampling for SR)."""
     if tuple(y.shape) == tuple(shape):
@@ -167,7 +155,6 @@ def run_demo(
         A :class:`DemoResult`; its ``table`` has columns Image, Method, PSNR, SSIM, MSE, MAE,
         Delta E, NFE, Seconds, per image and method, then one average row per method.
     """
-    from dipprior import dip as dip_module
     from dipprior.dip import DIPConfig
     from dipprior.io import sample_image
     from dipprior.pipeline import DIPBaseline, DIPInitializedSampler
@@ -175,52 +162,38 @@ def run_demo(
     config = config or DemoConfig()
     say = log or (lambda _msg: None)
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device(device)
     if model is None or scheduler is None:
         from dipprior.diffusion import load_pretrained
 
         model, scheduler = load_pretrained(device=device)
     dip = DIPConfig(iterations=config.dip_iterations, channels=config.dip_channels,
                     device=device, progress=progress)
-    common = {"eta": config.eta, "guidance": "proximal", "device": device, "progress": progress}
-    ddpm = DIPInitializedSampler(model, scheduler, init="noise", steps=config.ddpm_steps,
-                                 **common)
-    warm = DIPInitializedSampler(model, scheduler, init="dip", dip=dip, steps=config.steps,
-                                 t0=config.t0, **common)
-    dip_alone = DIPBaseline(dip, device=device, progress=progress)
-    task = _task(config)
-
-    rows: list[dict[str, Any]] = []
+    warm = SamplerConfig(init="dip", steps=config.steps, t0=config.t0, eta=config.eta)
+    run = {"device": device, "progress": progress}
+    methods = {"DIP": DIPBaseline(dip, **run),
+               "DDPM": DIPInitializedSampler(
+                   model, scheduler, warm.replace(init="noise", t0="auto",
+                                                  steps=config.ddpm_steps), **run),
+               "DIP->DDPM": DIPInitializedSampler(model, scheduler, warm, dip=dip, **run)}
+    images = {name: sample_image(name, size=config.size) for name in config.images}
     panels: dict[str, dict[str, torch.Tensor]] = {}
-    n = len(config.images)
-    for i, name in enumerate(config.images):
-        clean = sample_image(name, size=config.size)
-        op, y = _degrade(task, clean, config.seed + i)
-        seed = config.seed + i
-        say(f"[{i + 1}/{n}] {name}: {config.task}, {config.size}x{config.size}")
-        results = {}
-        # one DIP fit per image, handed to DIP alone and to DIP->DDPM
-        start = time.perf_counter()
-        dip_image = dip_module.fit(y, op, config=dip, seed=seed).image.detach()
-        dip_seconds = time.perf_counter() - start
-        r = dip_alone(y, op, seed=seed, dip_image=dip_image)
-        results["DIP"] = (r, dip_seconds + r.seconds["total"])
-        r = ddpm(y, op, seed=seed)
-        results["DDPM"] = (r, r.seconds["total"])
-        r = warm(y, op, seed=seed, dip_image=dip_image)
-        results["DIP->DDPM"] = (r, dip_seconds + r.seconds["total"])
-        panels[name] = {"Ground truth": clean,
-                        "Degraded": _display_observation(y, op, clean.shape)}
-        for method, (res, seconds) in results.items():
-            image = res.image.detach().float().cpu().clamp(0, 1)
-            panels[name][method] = image
-            scores = evaluate(image, clean)
-            rows.append({"Image": name, "Method": method, **scores, "NFE": int(res.nfe),
-                         "Seconds": seconds, "t0": res.t0})
-            say(f"    {method:<10} PSNR {scores['psnr']:6.2f} dB  NFE {res.nfe:4d}  "
-                f"{seconds:6.1f} s" + (f"  (t0={res.t0})" if method == "DIP->DDPM" else ""))
+    rows: list[dict[str, Any]] = []
 
+    def keep(case: Case, method: str, image: torch.Tensor, row: Mapping[str, Any]) -> None:
+        if method == METHODS[0]:
+            say(f"[{case.index + 1}/{len(images)}] {case.name}: {config.task}, "
+                f"{config.size}x{config.size}")
+            panels[case.name] = {"Ground truth": case.clean, "Degraded": _display_observation(
+                case.observation, case.operator, case.clean.shape)}
+        panels[case.name][method] = image.clamp(0, 1)
+        rows.append(dict(row))
+        say(f"    {method:<10} PSNR {row['psnr']:6.2f} dB  NFE {row['NFE']:4d}  "
+            f"{row['Seconds']:6.1f} s" + (f"  (t0={row['t0']})" if method == "DIP->DDPM" else ""))
+
+    compare(images, make_task(config.task, sigma=config.sigma, keep=config.keep,
+                              factor=config.factor),
+            methods, seed=config.seed, on_result=keep, progress=False)
     table = results_table(rows, COLUMNS)
     result = DemoResult(table=table, config=config, images=panels)
     text = _report(table, config, device)
@@ -287,105 +260,3 @@ def _report(table: ResultsTable, config: DemoConfig, device: Any) -> str:
                                        "Seconds"], average=False)
     lines += ["## Averages (Image = method)", "", summary.to_markdown()]
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- figure
-
-
-def save_figure(panels: dict[str, dict[str, torch.Tensor]],
-                psnr: dict[tuple[str, str], float] | None, path: str | os.PathLike,
-                title: str = "") -> Path:
-    """A grid: one row per image, columns ground truth / degraded / each method, as PNG.
-
-    ``panels`` maps image name -> column label -> (3, H, W) image; ``psnr`` maps
-    ``(image, column)`` to the PSNR shown under the label.  Drawn with matplotlib when it is
-    installed, else assembled as a plain image grid with :func:`dipprior.io.save_image` -- the
-    file exists either way.
-    """
-    path = Path(path)
-    psnr = psnr or {}
-    from dipprior._mpl import pyplot
-
-    plt = pyplot()
-    if plt is None:
-        return _save_grid(panels, path)
-    names = list(panels)
-    columns = list(next(iter(panels.values())))
-    fig, axes = plt.subplots(len(names), len(columns), squeeze=False,
-                             figsize=(1.9 * len(columns), 2.15 * len(names) + 0.35), dpi=72)
-    for r, name in enumerate(names):
-        for c, column in enumerate(columns):
-            ax = axes[r][c]
-            ax.imshow(panels[name][column].permute(1, 2, 0).numpy(), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            label = column
-            value = psnr.get((name, column))
-            if value is not None:
-                label += f"\n{value:.2f} dB"
-            ax.set_title(label, fontsize=9)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    from dipprior._atomic import atomic_write_bytes
-
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def _save_grid(panels: dict[str, dict[str, torch.Tensor]], path: Path) -> Path:
-    from dipprior.io import save_image
-
-    gap = 2
-    rows = []
-    for images in panels.values():
-        tiles = []
-        for image in images.values():
-            tiles += [image, torch.ones(3, image.shape[-2], gap)]
-        rows += [torch.cat(tiles[:-1], dim=-1)]
-        rows += [torch.ones(3, gap, rows[-1].shape[-1])]
-    return save_image(torch.cat(rows[:-1], dim=-2), path)
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def run_cli(args: Any) -> int:
-    """Handler of ``dipprior demo`` (see :func:`dipprior.cli._add_demo`)."""
-    import sys
-
-    from dipprior.experiments import parse_t0
-
-    if args.threads is not None:
-        if args.threads < 1:
-            print("dipprior demo: error: --threads must be >= 1", file=sys.stderr)
-            return 2
-        torch.set_num_threads(args.threads)
-    base = dataclasses.asdict(DemoConfig())
-    if args.quick:
-        base.update(QUICK)
-    given = {"task": args.task, "images": tuple(args.images) if args.images else None,
-             "size": args.size, "sigma": args.sigma, "keep": args.keep, "factor": args.factor,
-             "dip_iterations": args.dip_iterations, "dip_channels": args.dip_channels,
-             "ddpm_steps": args.ddpm_steps, "steps": args.steps, "eta": args.eta,
-             "seed": args.seed, "t0": None if args.t0 is None else parse_t0(args.t0)}
-    base.update({k: v for k, v in given.items() if v is not None})
-    if base["task"] == "sr" and base["size"] % base["factor"]:
-        base["size"] -= base["size"] % base["factor"]
-    try:
-        config = DemoConfig(**base)
-        model = scheduler = None
-        if args.model:
-            from dipprior.diffusion import load
-
-            model, scheduler = load(args.model, device=args.device)
-        run_demo(config, out=args.out, model=model, scheduler=scheduler, device=args.device,
-                 progress=not args.no_progress)
-    except ValueError as exc:
-        print(f"dipprior demo: error: {exc}", file=sys.stderr)
-        return 2
-    return 0

@@ -25,6 +25,7 @@ from dipprior import _png
 from dipprior._atomic import atomic_write_bytes
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "SAMPLE_IMAGES",
     "center_crop",
     "load_image",
@@ -33,6 +34,9 @@ __all__ = [
     "to_numpy",
     "to_tensor",
 ]
+
+# File name endings taken as images when a folder is read.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # Colour photographs that scikit-image ships inside its wheel (no download, no pooch needed).
 SAMPLE_IMAGES: tuple[str, ...] = (

@@ -31,13 +31,15 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dipprior._tensor import eval_mode, to_image_scale, to_model_scale
 from dipprior.diffusion import checkpoint as ckpt
+from dipprior.diffusion.checkpoint import weights_root
+from dipprior.diffusion.sampling import model_output
 from dipprior.diffusion.scheduler import Scheduler
 from dipprior.metrics import ResultsTable, evaluate, results_table
 
@@ -63,11 +65,6 @@ DEFAULT_NAME = ckpt.DEFAULT_PRETRAINED
 CARD_FILE = "MODEL_CARD.md"
 LOSS_PLOT_FILE = "loss_curve.png"
 MAX_BYTES = 30 * 2**20  # the shipped folder's size limit
-
-
-def weights_root() -> Path:
-    """The package's ``weights`` folder (where :func:`dipprior.diffusion.load_pretrained` looks)."""
-    return Path(str(resources.files("dipprior") / "weights"))
 
 
 # ----------------------------------------------------------------------------- denoising
@@ -103,17 +100,11 @@ def one_step_denoise(model: Any, scheduler: Scheduler, noisy: torch.Tensor, sigm
     param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
     dev = param.device if param is not None else noisy.device
     y = (noisy.unsqueeze(0) if noisy.dim() == 3 else noisy).to(dev, torch.float32)
-    x_t = abar ** 0.5 * (2.0 * y - 1.0)
-    was_training = isinstance(model, torch.nn.Module) and model.training
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    try:
-        out = model(x_t, torch.full((x_t.shape[0],), t, dtype=torch.long, device=dev))
-    finally:
-        if was_training:
-            model.train()
-    x0 = scheduler.pred_x0(out.float(), t, x_t).clamp(-1.0, 1.0)
-    image = ((x0 + 1.0) / 2.0).to(noisy.device)
+    x_t = abar ** 0.5 * to_model_scale(y)
+    with eval_mode(model):
+        out = model_output(model, x_t, t)
+    x0 = scheduler.pred_x0(out, t, x_t).clamp(-1.0, 1.0)
+    image = to_image_scale(x0).to(noisy.device)
     return image[0] if noisy.dim() == 3 else image
 
 

@@ -10,9 +10,10 @@ from dipprior.diffusion.checkpoint import (
     load_pretrained,
     save,
 )
-from dipprior.diffusion.data import PatchDataset
+from dipprior.diffusion.data import Augmentation, PatchDataset
 from dipprior.diffusion.sampling import sample
 from dipprior.diffusion.scheduler import Scheduler, SchedulerOutput
+from dipprior.diffusion.timesteps import TimestepDistribution
 from dipprior.diffusion.train import TrainResult, train
 from dipprior.diffusion.unet import UNet
 
@@ -21,6 +22,8 @@ __all__ = [
     "SchedulerOutput",
     "UNet",
     "PatchDataset",
+    "Augmentation",
+    "TimestepDistribution",
     "train",
     "TrainResult",
     "save",

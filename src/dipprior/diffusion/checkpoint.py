@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from dipprior._atomic import atomic_write_bytes, atomic_write_json
+from dipprior._tensor import default_device
 from dipprior.diffusion.scheduler import Scheduler
 from dipprior.diffusion.unet import UNet
 
@@ -40,34 +41,6 @@ STATE_FILE = "training_state.safetensors"
 LOSS_FILE = "loss_history.csv"
 # the prior load_pretrained() picks when no name is given (shipped in dipprior/weights)
 DEFAULT_PRETRAINED = "cbsd432-small"
-
-
-def _file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-# ----------------------------------------------------------------- atomic I/O
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
@@ -197,9 +170,7 @@ def load(directory: str | os.PathLike, device: str | torch.device | None = None
                          ) from None
     tensors, _ = read_tensors(directory / WEIGHTS_FILE)
     load_state_into(model, tensors, str(directory / WEIGHTS_FILE))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device).eval(), scheduler
+    return model.to(default_device(device)).eval(), scheduler
 
 
 def is_checkpoint(directory: str | os.PathLike) -> bool:
@@ -208,13 +179,14 @@ def is_checkpoint(directory: str | os.PathLike) -> bool:
 
 
 # ------------------------------------------------------------------ registry
-def _weights_root() -> Path:
+def weights_root() -> Path:
+    """The package's ``weights`` folder (where :func:`load_pretrained` looks)."""
     return Path(str(resources.files("dipprior") / "weights"))
 
 
 def available_pretrained(root: str | os.PathLike | None = None) -> list[str]:
     """Names of the pretrained priors shipped in ``dipprior/weights`` (or under ``root``)."""
-    root = _weights_root() if root is None else Path(root)
+    root = weights_root() if root is None else Path(root)
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if not p.name.startswith(".")  # temp folders
@@ -245,5 +217,5 @@ def load_pretrained(name: str | None = None, *, device: str | torch.device | Non
     if name not in names:
         raise ValueError(f"unknown pretrained prior {name!r}; available: "
                          f"{names or '(none installed)'}")
-    base = _weights_root() if root is None else Path(root)
+    base = weights_root() if root is None else Path(root)
     return load(base / name, device=device)

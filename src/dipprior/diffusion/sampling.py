@@ -1,47 +1,117 @@
-"""Unconditional sampling with any ``model(x, t) -> tensor`` and a :class:`Scheduler`."""
+"""The one reverse-diffusion loop, and unconditional sampling built on it.
+
+:func:`reverse_diffusion` is a k-diffusion-style sampler: a model wrapped as an ``x0`` denoiser,
+an optional data-consistency hook that corrects each ``x0`` estimate, a DDIM/DDPM step, and a
+callback for intermediates.  :func:`sample` (from pure noise) and
+:class:`~dipprior.pipeline.DIPInitializedSampler` (from a DIP, observation or noise start) both
+run it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-from torch import nn
 
-from dipprior.diffusion.scheduler import Scheduler, _randn_like
+from dipprior._tensor import Model, eval_mode, model_device, model_dtype, randn, to_image_scale
+from dipprior.diffusion.scheduler import Scheduler
 
-__all__ = ["sample", "model_device"]
+__all__ = ["sample", "reverse_diffusion", "model_output", "Consistency"]
 
-Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# x0_hat (N, C, H, W) on the model scale, timestep t -> the corrected x0
+Consistency = Callable[[torch.Tensor, int], torch.Tensor]
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
-def model_device(model: Model, device: str | torch.device | None) -> torch.device:
-    """``device`` if given, else the model's parameter device, else CUDA if available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    if isinstance(model, nn.Module):
-        param = next(model.parameters(), None)
-        if param is not None:
-            return param.device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def model_output(model: Model, x: torch.Tensor, t: int) -> torch.Tensor:
+    """``model(x, t)`` as a float32 tensor of ``x``'s shape, checked.
+
+    The model runs in its own dtype (bf16/fp16 models work); a diffusers ``UNet2DModel`` output
+    object is unwrapped (``.sample``); NaN/inf raise ``FloatingPointError`` naming ``t``.
+    """
+    dtype = model_dtype(model)
+    out = model(x.to(dtype), torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
+    if not isinstance(out, torch.Tensor):
+        out = out.sample if hasattr(out, "sample") else out[0] if isinstance(out, tuple) else out
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"model: returned {type(out).__name__}, expected a tensor")
+    if out.shape != x.shape:
+        raise ValueError(f"model: returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
+    out = out.float()
+    if not bool(torch.isfinite(out).all()):
+        raise FloatingPointError(f"model: output at timestep {t} contains NaN or inf")
+    return out
 
 
 @torch.inference_mode()
+def reverse_diffusion(
+    model: Model,
+    scheduler: Scheduler,
+    x: torch.Tensor,
+    timesteps: Sequence[int],
+    *,
+    consistency: Consistency | None = None,
+    eta: float = 0.0,
+    generator: Generators = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Run the reverse chain from ``x`` (at ``timesteps[0]``) down to ``x0``; returns ``x0``.
+
+    Each step: the model's ``x0`` estimate (clipped when the scheduler says so), corrected by
+    ``consistency(x0_hat, t)`` if given (the step's noise direction is then the one implied by
+    the corrected ``x0``, as in DiffPIR), then a DDIM step with ``eta`` to the next timestep
+    (``eta=1``: DDPM ancestral).  The last step lands on ``x0`` itself.  ``callback`` gets
+    ``{"i", "t", "x", "x0_hat", "x0"}`` after every step.  Everything is on the model's
+    [-1, 1] scale, in float32.
+    """
+    from tqdm.auto import tqdm
+
+    timesteps = [int(t) for t in timesteps]
+    if not timesteps:
+        raise ValueError("timesteps: empty")
+    clip = bool(getattr(scheduler, "clip_sample", False))
+    clip_range = float(getattr(scheduler, "clip_sample_range", 1.0))
+    x0 = x = x.float()
+    with eval_mode(model):
+        prevs = timesteps[1:] + [-1]
+        for i, (t, prev) in enumerate(tqdm(list(zip(timesteps, prevs, strict=True)),
+                                           disable=not progress, desc="diffusion")):
+            out = model_output(model, x, t)
+            x0_hat = scheduler.pred_x0(out, t, x)
+            if clip:
+                x0_hat = x0_hat.clamp(-clip_range, clip_range)
+            if consistency is None:
+                x0, eps = x0_hat, scheduler.pred_epsilon(out, t, x)
+            else:
+                x0 = consistency(x0_hat, t)
+                eps = scheduler.epsilon_from_x0(x0, t, x)
+            noise = None
+            if eta > 0 and prev >= 0:
+                noise = randn(x.shape, generator, x.device)
+            x = scheduler.step_from_x0(x0, eps, t, prev, eta=eta, noise=noise)
+            if callback is not None:
+                callback({"i": i, "t": t, "x": x, "x0_hat": x0_hat, "x0": x0})
+    return x0
+
+
 def sample(
     model: Model,
     scheduler: Scheduler,
     shape: Sequence[int],
     steps: int = 50,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
     """Generate images from pure noise with ``steps`` DDIM steps (``eta=1``: DDPM ancestral).
 
     ``model`` is any callable ``model(x, t)`` with ``t`` an (N,) long tensor, e.g. a
-    :class:`UNet` or ``lambda x, t: unet(x, t).sample`` for a diffusers ``UNet2DModel``.
-    The initial noise and any step noise come from ``generator``.  Returns images in [0, 1]
-    (the model's [-1, 1] output mapped back and clamped), shape ``shape``.
+    :class:`UNet` or a diffusers ``UNet2DModel``.  The initial noise and any step noise come
+    from ``generator``.  Returns images in [0, 1] (the model's [-1, 1] output mapped back and
+    clamped), shape ``shape``.
 
     >>> from dipprior.diffusion import Scheduler, UNet
     >>> x = sample(UNet(base_channels=16), Scheduler(), (1, 3, 16, 16), steps=5,
@@ -49,25 +119,11 @@ def sample(
     >>> x.shape
     torch.Size([1, 3, 16, 16])
     """
-    from tqdm.auto import tqdm
-
     shape = tuple(int(s) for s in shape)
     if len(shape) != 4:
         raise ValueError(f"shape must be (N, C, H, W), got {shape}")
     dev = model_device(model, device)
-    timesteps = scheduler.timesteps(steps).tolist()
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        x = _randn_like(torch.empty(shape, device=dev), generator)
-        t_batch = [torch.full((shape[0],), t, device=dev, dtype=torch.long) for t in timesteps]
-        prevs = timesteps[1:] + [-1]
-        for i in tqdm(range(len(timesteps)), disable=not progress, desc="sample"):
-            out = model(x, t_batch[i])
-            x = scheduler.step(out, timesteps[i], x, prev_t=prevs[i], eta=eta,
-                               generator=generator).prev_sample
-    finally:
-        if was_training:
-            model.train()
-    return ((x + 1) / 2).clamp_(0, 1)
+    x = randn(shape, generator, dev)
+    x0 = reverse_diffusion(model, scheduler, x, scheduler.timesteps(steps).tolist(), eta=eta,
+                           generator=generator, progress=progress)
+    return to_image_scale(x0)

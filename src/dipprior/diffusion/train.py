@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 import warnings
@@ -17,9 +18,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from dipprior._distributed import init_process_group, rank_world
 from dipprior.diffusion import checkpoint as ckpt
-from dipprior.diffusion.data import PatchDataset
+from dipprior.diffusion.data import Augmentation, PatchDataset
 from dipprior.diffusion.scheduler import Scheduler
+from dipprior.diffusion.timesteps import TimestepDistribution
 from dipprior.diffusion.unet import UNet
 
 __all__ = ["train", "TrainResult"]
@@ -56,16 +59,10 @@ class _Dist:
 
 def _setup_distributed(device: torch.device | None) -> _Dist:
     """Join the process group ``torchrun`` describes (gloo on CPU, NCCL on CUDA), if any."""
-    if dist.is_available() and dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size(),
-                     int(os.environ.get("LOCAL_RANK", 0)))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
     cuda = torch.cuda.is_available() if device is None else device.type == "cuda"
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
-                 owns_group=True)
+    owns = init_process_group(cuda)
+    rank, world = rank_world()
+    return _Dist(rank, world, int(os.environ.get("LOCAL_RANK", 0)), owns_group=owns)
 
 
 def _derive_seed(seed: int, rank: int, stream: int) -> int:
@@ -231,6 +228,15 @@ def _resolve_device(device: str | torch.device | None, dd: _Dist) -> torch.devic
     return device
 
 
+def _learning_rate(step: int, steps: int, lr: float, warmup: int, schedule: str) -> float:
+    """The rate of (0-based) ``step``: linear warm-up, then constant or cosine down to lr/10."""
+    if warmup and step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "cosine":
+        return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1))))
+    return lr
+
+
 def train(
     model: nn.Module,
     scheduler: Scheduler,
@@ -244,6 +250,9 @@ def train(
     grad_clip: float | None = 1.0,
     amp: bool = False,
     patch_size: int = 64,
+    timesteps: TimestepDistribution | None = None,
+    augment: Augmentation | None = None,
+    lr_schedule: str = "constant",
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
     resume: bool = True,
@@ -252,7 +261,7 @@ def train(
     progress: bool = True,
     callback: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` to predict ``scheduler.prediction_type`` from ``x_t`` (uniform ``t``).
+    """Train ``model`` to predict ``scheduler.prediction_type`` from ``x_t``.
 
     Args:
         model: the network, trained in place (raw weights); a :class:`UNet` when checkpointing.
@@ -263,6 +272,12 @@ def train(
         steps: total optimisation steps (a resumed run continues up to this number).
         batch_size: images per step *per process*.
         lr: Adam learning rate after a linear warm-up of ``warmup`` steps.
+        timesteps: the distribution of training timesteps (default uniform, the DDPM recipe);
+            see :class:`TimestepDistribution`.
+        augment: patch augmentation when ``data`` is a folder (default: flips only).
+        lr_schedule: ``"constant"``, or ``"cosine"``: after warm-up the rate follows
+            ``lr * (0.1 + 0.9 * (1 + cos(pi * step / steps)) / 2)``, down to ``lr / 10`` at
+            ``steps`` (it depends on ``steps``, so keep ``steps`` fixed across resumes).
         ema_decay: EMA decay; the effective decay is ``min(ema_decay, (1+s)/(10+s))`` at step s.
         grad_clip: max gradient norm (``None`` disables clipping).
         amp: mixed precision (float16 + GradScaler on CUDA, bfloat16 on CPU).
@@ -295,8 +310,17 @@ def train(
         raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip}")
     if not isinstance(scheduler, Scheduler):
         raise TypeError(f"scheduler must be a Scheduler, got {type(scheduler).__name__}")
+    timesteps = TimestepDistribution() if timesteps is None else timesteps
+    if not isinstance(timesteps, TimestepDistribution):
+        raise TypeError(f"timesteps must be a TimestepDistribution, got "
+                        f"{type(timesteps).__name__}")
+    timesteps.check(scheduler.num_train_timesteps)
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     if isinstance(data, (str, os.PathLike)):
-        data = PatchDataset(data, patch_size)
+        data = PatchDataset(data, patch_size, augment=augment)
+    elif augment is not None:
+        raise ValueError("augment applies only when data is a folder (augment your own dataset)")
     if len(data) == 0:
         raise ValueError("data is empty")
     if checkpoint_dir is not None and not isinstance(model, UNet):
@@ -309,7 +333,8 @@ def train(
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             return _train_loop(model, scheduler, data, dev, dd, started, steps=steps,
                                batch_size=batch_size, lr=lr, ema_decay=ema_decay, warmup=warmup,
-                               grad_clip=grad_clip, amp=amp, checkpoint_dir=checkpoint_dir,
+                               grad_clip=grad_clip, amp=amp, timesteps=timesteps,
+                               lr_schedule=lr_schedule, checkpoint_dir=checkpoint_dir,
                                checkpoint_every=checkpoint_every, resume=resume, seed=seed,
                                progress=progress, callback=callback)
     finally:
@@ -320,6 +345,7 @@ def train(
 def _train_loop(model: nn.Module, scheduler: Scheduler, data: Any, dev: torch.device,
                 dd: _Dist, started: float, *, steps: int, batch_size: int, lr: float,
                 ema_decay: float, warmup: int, grad_clip: float | None, amp: bool,
+                timesteps: TimestepDistribution, lr_schedule: str,
                 checkpoint_dir: str | os.PathLike | None, checkpoint_every: int, resume: bool,
                 seed: int, progress: bool,
                 callback: Callable[[int, float], None] | None) -> TrainResult:
@@ -337,6 +363,14 @@ def _train_loop(model: nn.Module, scheduler: Scheduler, data: Any, dev: torch.de
             "scheduler": scheduler.to_config(), "seed": seed,
             "args": {"batch_size": batch_size, "lr": lr, "ema_decay": ema_decay,
                      "warmup": warmup, "grad_clip": grad_clip, "amp": amp}}
+    # recorded only when used, so runs from before these options resume without a warning
+    if not timesteps.is_uniform:
+        meta["args"]["timesteps"] = timesteps.to_config()
+    augment = getattr(data, "augment", None)
+    if augment is not None and augment != Augmentation():
+        meta["args"]["augment"] = augment.to_config()
+    if lr_schedule != "constant":
+        meta["args"]["lr_schedule"] = lr_schedule
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if directory is not None and resume and ckpt.is_checkpoint(directory):
         _read_checkpoint(directory, state, scheduler, meta, dd)
@@ -357,10 +391,11 @@ def _train_loop(model: nn.Module, scheduler: Scheduler, data: Any, dev: torch.de
     try:
         while state.step < steps:
             step = state.step
+            rate = _learning_rate(step, steps, lr, warmup, lr_schedule)
             for group in optimizer.param_groups:
-                group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+                group["lr"] = rate
             x0 = _draw_batch(data, batch_size, g_data, shard).to(dev, non_blocking=True) * 2 - 1
-            t = torch.randint(0, T, (x0.shape[0],), generator=g_noise, device=dev)
+            t = timesteps.sample(x0.shape[0], T, g_noise, dev)
             noise = torch.randn(x0.shape, generator=g_noise, device=dev)
             x_t = scheduler.add_noise(x0, noise, t)
             target = scheduler.training_target(x0, noise, t)

@@ -18,9 +18,9 @@ from dipprior.dip.stopping import (
     Discrepancy,
     SpikeGuard,
     discrepancy_stop_point,
-    estimate_noise_sigma,
     wmv_stop_point,
 )
+from dipprior.estimators import estimate_noise_sigma
 
 __all__ = [
     "WMV",

@@ -20,7 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from dipprior.dip.net import SkipNet
-from dipprior.dip.stopping import WMV, Discrepancy, SpikeGuard, estimate_noise_sigma
+from dipprior.dip.stopping import WMV, Discrepancy, SpikeGuard
+from dipprior.estimators import estimate_noise_sigma
 from dipprior.operators import Denoise, Operator, check_image
 
 __all__ = ["DIPConfig", "DIPResult", "FitState", "fit", "resolve_device"]

@@ -23,8 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["WMV", "Discrepancy", "SpikeGuard", "discrepancy_stop_point", "estimate_noise_sigma",
-           "wmv_stop_point"]
+__all__ = ["WMV", "Discrepancy", "SpikeGuard", "discrepancy_stop_point", "wmv_stop_point"]
 
 #: a window larger than this (bytes) is kept in pinned CPU memory when fitting on an accelerator
 WMV_DEVICE_BUDGET = 256 * 2**20
@@ -150,24 +149,6 @@ class WMV:
     def poll(self) -> bool:
         """Whether every network has stopped (synchronises with the device)."""
         return bool(self.stopped.all())
-
-
-def haar_diagonal(x: torch.Tensor) -> torch.Tensor:
-    """The finest diagonal Haar detail band (orthonormal) of ``(..., H, W)`` images, odd edges
-    dropped: white noise of std ``s`` gives coefficients of std ``s``."""
-    x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
-    return (x[..., 0::2, 0::2] - x[..., 1::2, 0::2] - x[..., 0::2, 1::2] + x[..., 1::2, 1::2]) / 2
-
-
-def estimate_noise_sigma(y: torch.Tensor) -> torch.Tensor:
-    """Gaussian noise std of (N, C, H, W) images, one value per image (Donoho's wavelet MAD).
-
-    ``median(|HH|) / 0.6745`` of the finest Haar diagonal sub-band, averaged over channels;
-    image texture leaks into that band, so it tends to overestimate slightly (about 5% at
-    sigma = 25/255 on 128x128 photo crops).
-    """
-    hh = haar_diagonal(y.float())
-    return (hh.abs().flatten(-2).median(-1).values / 0.6745).mean(-1)
 
 
 class Discrepancy:

@@ -1,0 +1,5 @@
+import sys
+
+from dipprior.cli import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""``dipprior compare``: DIP, DDPM, DIP->DDPM (and CBM3D) over a folder of images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dipprior.cli.options import (
+    HELP,
+    add_dip,
+    add_runtime,
+    add_sampler,
+    add_task,
+    dip_config,
+    load_prior,
+    sampler_config,
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "compare", help="compare DIP, DDPM, DIP->DDPM (and CBM3D) over a folder of images",
+        formatter_class=HELP,
+        description="Degrade center crops of the images in FOLDER (seeded), restore them with "
+        "each method and write per-image and average tables (Markdown, CSV) to --out. Under "
+        "`torchrun --nproc_per_node N` the images are split over N processes.")
+    p.add_argument("folder", metavar="FOLDER")
+    add_task(p)
+    add_sampler(p, steps=10)
+    add_dip(p, iterations=1000)
+    p.add_argument("--n-images", type=int, help="first N images in sorted order (default all)")
+    p.add_argument("--size", type=int, default=128, help="center crop side")
+    p.add_argument("--ddpm-steps", type=int, default=100, help="DDPM-only steps")
+    p.add_argument("--no-cbm3d", action="store_true", help="skip CBM3D even if installed")
+    p.add_argument("--dip-cache", metavar="DIR", help="keep DIP fits here across runs")
+    p.add_argument("--out", metavar="DIR", help="write compare_<task>.md/.csv here")
+    p.add_argument("--seed", type=int, default=0)
+    add_runtime(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from dipprior._atomic import atomic_write_text
+    from dipprior.experiments import (
+        compare,
+        init_distributed,
+        load_folder,
+        make_task,
+        standard_methods,
+    )
+
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out: {args.out!r} exists and is not a folder")
+    rank, _ = init_distributed()
+    images = load_folder(args.folder, args.n_images, args.size)
+    operator = make_task(args.task, sigma=args.sigma, keep=args.keep, factor=args.factor)
+    methods = standard_methods(*load_prior(args), sampler=sampler_config(args),
+                               ddpm_steps=args.ddpm_steps, dip=dip_config(args),
+                               cbm3d=not args.no_cbm3d, device=args.device)
+    table = compare(images, operator, methods, seed=args.seed, dip_cache=args.dip_cache,
+                    progress=not args.no_progress)
+    if rank == 0:
+        print(table.to_markdown())
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / f"compare_{args.task}.md", table.to_markdown())
+            table.to_csv(out / f"compare_{args.task}.csv")
+            print(f"wrote {out / f'compare_{args.task}.md'} and .csv")
+    return 0

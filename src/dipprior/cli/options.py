@@ -1,0 +1,81 @@
+"""Options shared by the sub-commands, and the objects they become (one place each)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dipprior.pipeline.config import SamplerConfig, parse_t0
+
+HELP = argparse.ArgumentDefaultsHelpFormatter
+_DEFAULT = SamplerConfig()
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    """``--threads``, ``--device`` and ``--no-progress``."""
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA if available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_task(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--task", required=required, choices=["denoise", "inpaint", "sr"],
+                   **({} if required else {"default": "denoise"}))
+    p.add_argument("--sigma", type=float, default=25.0, help="denoise: noise std, 0..255 units")
+    p.add_argument("--keep", type=float, default=0.5,
+                   help="inpaint (simulated): fraction of pixels kept")
+    p.add_argument("--factor", type=int, default=4, help="sr: down-sampling factor")
+
+
+def add_sampler(p: argparse.ArgumentParser, steps: int) -> None:
+    """The fields of :class:`~dipprior.pipeline.SamplerConfig` (and ``--model``)."""
+    p.add_argument("--model", metavar="DIR",
+                   help="diffusion prior checkpoint directory (from `dipprior train`); "
+                   "default: the shipped prior (dipprior.diffusion.load_pretrained())")
+    p.add_argument("--steps", type=int, default=steps, help="most reverse steps (= NFE)")
+    p.add_argument("--t0", default=str(_DEFAULT.t0),
+                   help="start timestep: int, strength in (0, 1] (e.g. 0.05) or auto")
+    p.add_argument("--eta", type=float, default=_DEFAULT.eta, help="DDIM eta")
+    p.add_argument("--guidance-scale", type=float, default=_DEFAULT.guidance_scale,
+                   help="DiffPIR lambda (this library's scale, see docs/pipeline.md)")
+    p.add_argument("--renoise", choices=["auto", "full", "missing"], default=_DEFAULT.renoise,
+                   help="DIP start: add the full forward noise of t0, or only what the DIP "
+                   "image's estimated error leaves missing (auto: missing for noisy "
+                   "observations)")
+
+
+def add_dip(p: argparse.ArgumentParser, iterations: int) -> None:
+    p.add_argument("--dip-iterations", type=int, default=iterations, help="DIP budget")
+    p.add_argument("--dip-channels", type=int, default=64, help="DIP channels per scale")
+    p.add_argument("--early-stopping", choices=["wmv", "discrepancy"],
+                   help="DIP early stopping rule (default: none)")
+
+
+def sampler_config(args: argparse.Namespace, **fields: Any) -> SamplerConfig:
+    """The :class:`SamplerConfig` the options describe (``fields`` override)."""
+    values = {"steps": args.steps, "t0": parse_t0(args.t0), "eta": args.eta,
+              "guidance_scale": args.guidance_scale, "renoise": args.renoise, **fields}
+    return SamplerConfig(**values)
+
+
+def dip_config(args: argparse.Namespace) -> Any:
+    from dipprior.dip import DIPConfig
+
+    return DIPConfig(iterations=args.dip_iterations, channels=args.dip_channels,
+                     early_stopping=args.early_stopping, device=args.device,
+                     progress=not args.no_progress)
+
+
+def load_prior(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``--model DIR`` or the shipped prior, on ``--device``."""
+    from dipprior._tensor import default_device
+    from dipprior.diffusion import load, load_pretrained
+
+    device = default_device(args.device)
+    if args.model:
+        return load(args.model, device=device)
+    try:
+        return load_pretrained(device=device)
+    except ValueError as exc:
+        raise ValueError(f"--model DIR is required: no usable pretrained prior ({exc})"
+                         ) from None

@@ -1,0 +1,46 @@
+"""DIP-initialised reverse diffusion with data consistency, and the baselines it is compared with.
+
+:class:`DIPInitializedSampler` fits a Deep Image Prior to the observation, forward-diffuses its
+output to an intermediate timestep ``t0`` and runs only the last reverse steps of a diffusion
+prior, pulling every step's ``x0`` estimate towards the observation (DiffPIR-style half-quadratic
+splitting).  Its settings are one :class:`SamplerConfig`: ``init="noise"`` is the DDPM-only
+baseline (from pure noise at ``T - 1``), ``init="observation"`` starts from the pseudo-inverse of
+the observation; :class:`DIPBaseline` (DIP alone) and :class:`CBM3DBaseline` (the ``bm3d``
+package, optional) complete the comparison.
+
+Modules: :mod:`~dipprior.pipeline.config` (the settings), :mod:`~dipprior.pipeline.start`
+(``t0`` and the start state, pure functions), :mod:`~dipprior.pipeline.sampler` (the sampler),
+:mod:`~dipprior.pipeline.baselines`.
+"""
+
+from dipprior.estimators import estimate_error_std
+from dipprior.pipeline.baselines import CBM3DBaseline, DIPBaseline, cbm3d
+from dipprior.pipeline.config import GUIDANCES, INITS, RENOISE, SamplerConfig, parse_t0
+from dipprior.pipeline.sampler import (
+    DIPInitializedSampler,
+    SampleResult,
+    fit_dip,
+    observation_to_model_scale,
+)
+from dipprior.pipeline.start import Start, auto_t0, forward_diffuse, plan_start, resolve_t0
+
+__all__ = [
+    "CBM3DBaseline",
+    "DIPBaseline",
+    "DIPInitializedSampler",
+    "GUIDANCES",
+    "INITS",
+    "RENOISE",
+    "SampleResult",
+    "SamplerConfig",
+    "Start",
+    "auto_t0",
+    "cbm3d",
+    "estimate_error_std",
+    "fit_dip",
+    "forward_diffuse",
+    "observation_to_model_scale",
+    "parse_t0",
+    "plan_start",
+    "resolve_t0",
+]

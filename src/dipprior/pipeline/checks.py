@@ -1,0 +1,61 @@
+"""Validation of what a caller hands the samplers and baselines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["check_observation", "check_operator"]
+
+
+def check_operator(operator: Any) -> None:
+    missing = [a for a in ("forward", "proximal", "pseudo_inverse", "noise_sigma",
+                           "input_shape", "output_shape") if not hasattr(operator, a)]
+    if missing:
+        raise TypeError(f"operator: expected a dipprior operator (Denoise, Inpaint, "
+                        f"SuperResolution, ...), got {type(operator).__name__} without {missing}")
+
+
+def check_observation(observation: Any, operator: Any) -> tuple[int, ...]:
+    """Validate one observation, (3, H, W) or (1, 3, H, W), against the operator; returns the
+    restored image's shape (3, H', W')."""
+    if not isinstance(observation, torch.Tensor):
+        raise TypeError(f"observation: expected a torch.Tensor, got {type(observation).__name__}")
+    if not observation.is_floating_point():
+        raise TypeError(f"observation: expected a float tensor, got dtype {observation.dtype}")
+    if observation.dim() == 4 and observation.shape[0] == 1:
+        observation = observation[0]
+    if observation.dim() != 3 or observation.shape[0] != 3:
+        raise ValueError(f"observation: expected shape (3, H, W) or (N, 3, H, W), got "
+                         f"{tuple(observation.shape)}")
+    if not bool(torch.isfinite(observation).all()):
+        raise ValueError("observation: contains NaN or inf values")
+    lo, hi = float(observation.min()), float(observation.max())
+    if lo < -1.0 or hi > 2.0:
+        raise ValueError(f"observation: values span [{lo:.3g}, {hi:.3g}]; expected an image in "
+                         f"[0, 1] (plus noise), not 0..255 or [-1, 1]")
+    try:
+        image_shape = tuple(operator.input_shape(observation.shape))
+        expected = tuple(operator.forward(torch.zeros(image_shape)).shape)
+    except ValueError as exc:
+        raise ValueError(f"observation: shape {tuple(observation.shape)} does not fit "
+                         f"{operator!r}: {exc}") from None
+    if expected != tuple(observation.shape):
+        raise ValueError(f"observation: shape {tuple(observation.shape)} does not match "
+                         f"{operator!r}, which maps {image_shape} to {expected}")
+    return image_shape
+
+
+def check_initial_image(image: Any, shape: tuple[int, ...], name: str = "dip_image"
+                        ) -> torch.Tensor:
+    """A caller's initial image: a finite float tensor of the restored image's ``shape``."""
+    if not isinstance(image, torch.Tensor) or not image.is_floating_point():
+        raise TypeError(f"{name}: expected a float tensor, got "
+                        f"{getattr(image, 'dtype', type(image).__name__)}")
+    if tuple(image.shape[-3:]) != tuple(shape) or image.numel() != torch.Size(shape).numel():
+        raise ValueError(f"{name}: shape {tuple(image.shape)} does not match the image shape "
+                         f"{tuple(shape)}")
+    if not bool(torch.isfinite(image).all()):
+        raise ValueError(f"{name}: contains NaN or inf values")
+    return image.detach().reshape(shape).float()

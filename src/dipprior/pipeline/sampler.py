@@ -1,0 +1,350 @@
+"""DIP-initialised reverse diffusion with data consistency (:class:`DIPInitializedSampler`).
+
+The data flow of one call, top-down in :meth:`DIPInitializedSampler.__call__`::
+
+    observation --DIP fit--> initial image --plan_start--> t0, x_t0
+                --reverse_diffusion (proximal data consistency each step)--> restored image
+
+Scales: images and observations are in [0, 1]; the diffusion model works in [-1, 1]; the only
+conversions are :func:`observation_to_model_scale` and :mod:`dipprior._tensor`'s two helpers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dipprior._tensor import Model, model_device, randn, to_image_scale, to_model_scale
+from dipprior.diffusion.sampling import reverse_diffusion
+from dipprior.operators import Operator
+from dipprior.pipeline.checks import check_initial_image, check_observation, check_operator
+from dipprior.pipeline.config import SamplerConfig, is_int
+from dipprior.pipeline.start import Start, forward_diffuse, plan_start, resolve_t0
+
+__all__ = ["DIPInitializedSampler", "SampleResult", "fit_dip", "observation_to_model_scale"]
+
+# the scheduler methods the sampler uses (any object that has them works)
+_SCHEDULER_API = ("num_train_timesteps", "alphas_cumprod", "timesteps", "add_noise", "pred_x0",
+                  "pred_epsilon", "epsilon_from_x0", "step_from_x0", "noise_level",
+                  "timestep_for_noise_level")
+
+
+@dataclass
+class SampleResult:
+    """What a sampler (or baseline) returns.
+
+    For one image (an observation of shape (3, H, W) or (1, 3, H, W)) every field is a single
+    value; for a batch of N, ``image`` and ``dip_image`` are (N, 3, H, W) and the per-image
+    fields (``t0``, ``nfe``, ``error_std``, ``timesteps``, ``dip_iterations``) are lists.
+
+    Attributes:
+        image: the restored image in [0, 1], same rank as the observation.
+        dip_image: the DIP reconstruction the chain started from (None when DIP was not used).
+        t0: the timestep the reverse chain started at (None for methods without diffusion).
+        nfe: diffusion-model evaluations actually made (DIP iterations are not counted here).
+        seconds: wall-clock seconds per stage: ``dip``, ``diffusion`` and ``total``.
+        error_std: the estimated error std of the initial image on the [0, 1] scale (set when
+            ``t0="auto"`` chose ``t0`` or ``renoise="missing"`` used it).
+        timesteps: the timesteps at which the model was evaluated.
+        intermediates: with ``return_intermediates=True``, one dict per step with ``t``,
+            ``x0_hat`` (the model's estimate) and ``x0`` (after data consistency), both in [0, 1]
+            and on the CPU; else None.
+        dip_iterations: iterations the DIP fit ran (None when DIP was not used).
+    """
+
+    image: torch.Tensor
+    dip_image: torch.Tensor | None = None
+    t0: Any = None
+    nfe: Any = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    error_std: Any = None
+    timesteps: Any = field(default_factory=list)
+    intermediates: list[dict[str, Any]] | None = None
+    dip_iterations: Any = None
+
+
+def observation_to_model_scale(y: torch.Tensor, operator: Operator) -> torch.Tensor:
+    """An observation ``y = A x + n`` of a [0, 1] image -> the observation of ``2 x - 1``.
+
+    ``A (2x - 1) + 2n = 2 y - A 1`` for a linear ``A``: for inpainting ``A 1`` is the mask, so the
+    unobserved entries stay 0.  Its noise std is ``2 * operator.noise_sigma``.
+    """
+    ones = torch.ones(operator.input_shape(y.shape), dtype=y.dtype, device=y.device)
+    return 2.0 * y - operator.forward(ones)
+
+
+def fit_dip(observation: torch.Tensor, operator: Operator, config: Any, *, seed: int,
+            device: torch.device | None = None, progress: bool = True,
+            ground_truth: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+    """Run :func:`dipprior.dip.fit` on one image with this call's seed, device and progress.
+
+    These are passed only where ``config`` (a :class:`~dipprior.dip.DIPConfig`, None: the
+    default) has such fields, so a config that fixes them elsewhere is respected.
+    ``ground_truth`` only feeds the fit's PSNR history.  Returns ``(image, DIPResult)`` with the
+    image in the operator's input shape (the high-resolution shape for super-resolution).
+    """
+    from dipprior import dip
+
+    config = config if config is not None else dip.DIPConfig()
+    names = {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) \
+        else set()
+    overrides: dict[str, Any] = {}
+    if "seed" in names:
+        overrides["seed"] = seed
+    if "progress" in names:
+        overrides["progress"] = progress and getattr(config, "progress", True)
+    if "device" in names and device is not None and getattr(config, "device", None) is None:
+        overrides["device"] = device
+    if ground_truth is not None:
+        overrides["ground_truth"] = ground_truth
+    result = dip.fit(observation, operator, config=config, **overrides)
+    image_shape = tuple(operator.input_shape(observation.shape[-3:]))
+    return result.image.detach().reshape(image_shape).float(), result
+
+
+class DIPInitializedSampler:
+    """Restore images with a diffusion prior whose reverse chain starts from a DIP fit.
+
+    Args:
+        model: any callable ``model(x, t)`` on the [-1, 1] scale with ``t`` an (N,) long
+            tensor: a :class:`~dipprior.diffusion.UNet`, a diffusers ``UNet2DModel`` (its output
+            object is unwrapped), in any floating dtype.  Its output type (epsilon, x0, v) is
+            the scheduler's ``prediction_type``.
+        scheduler: a :class:`~dipprior.diffusion.Scheduler`.
+        config: a :class:`SamplerConfig`; keyword arguments (``steps=10``, ``t0=40``, ...)
+            override its fields, so ``DIPInitializedSampler(model, scheduler, steps=10)`` works.
+        dip: the :class:`~dipprior.dip.DIPConfig` of the DIP fit (``init="dip"``).
+        device: where the diffusion runs (None: the model's device, else CUDA if available).
+        progress: show tqdm bars.
+
+    Example:
+        >>> import torch
+        >>> from dipprior.diffusion import Scheduler, UNet
+        >>> from dipprior.dip import DIPConfig
+        >>> from dipprior.operators import Denoise
+        >>> op = Denoise(25 / 255)
+        >>> y = op.degrade(torch.rand(3, 16, 16), torch.Generator().manual_seed(0))
+        >>> sampler = DIPInitializedSampler(UNet(base_channels=8), Scheduler(), steps=3,
+        ...                                 dip=DIPConfig(iterations=5), t0=40, progress=False)
+        >>> result = sampler(y, op, seed=0)
+        >>> result.image.shape, result.nfe, result.t0
+        (torch.Size([3, 16, 16]), 3, 40)
+    """
+
+    def __init__(self, model: Model, scheduler: Any, config: SamplerConfig | None = None, *,
+                 dip: Any = None, device: str | torch.device | None = None,
+                 progress: bool = True, **overrides: Any) -> None:
+        if not callable(model):
+            raise TypeError(f"model: expected a callable model(x, t), got {type(model).__name__}")
+        missing = [a for a in _SCHEDULER_API if not hasattr(scheduler, a)]
+        if missing:
+            raise TypeError(f"scheduler: expected a dipprior Scheduler, got "
+                            f"{type(scheduler).__name__} without {missing}")
+        if config is not None and not isinstance(config, SamplerConfig):
+            raise TypeError(f"config: expected a SamplerConfig, got {type(config).__name__}")
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(SamplerConfig)}
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; sampler settings "
+                            f"are the fields of SamplerConfig")
+        config = (config or SamplerConfig()).replace(**overrides)
+        T = scheduler.num_train_timesteps
+        if config.init == "noise" and config.t0 != "auto" \
+                and resolve_t0(config.t0, T) != T - 1:
+            raise ValueError(f"t0: init='noise' starts from pure noise at T - 1 = {T - 1}; got "
+                             f"t0={config.t0!r} (use init='dip' or 'observation' to start lower)")
+        if config.t0 != "auto":
+            resolve_t0(config.t0, T)  # in range for this schedule
+        self.model, self.scheduler, self.config = model, scheduler, config
+        self.dip = dip  # None: DIPConfig() at fit time
+        self.device, self.progress = device, progress
+
+    def __repr__(self) -> str:
+        return f"DIPInitializedSampler({self.config!r})"
+
+    @property
+    def init(self) -> str:
+        return self.config.init
+
+    # -------------------------------------------------------------------- call
+    def __call__(self, observation: torch.Tensor, operator: Operator | Sequence[Operator],
+                 seed: int = 0, ground_truth: torch.Tensor | None = None,
+                 return_intermediates: bool = False, *,
+                 generator: torch.Generator | None = None,
+                 dip_image: torch.Tensor | None = None) -> SampleResult:
+        """Restore ``observation``: one image (3, H, W) or a batch (N, 3, H, W).
+
+        ``operator`` is one operator for all images or a sequence of N (e.g. one mask each).
+        A (N, 3, H, W) input (N >= 1) gives a (N, 3, H, W) image and per-image lists.
+        Randomness: image ``i`` of a batch uses ``seed + i`` for its DIP fit and its diffusion
+        noise, so a batch equals N single calls with the matching seeds; or pass a
+        ``generator`` (it then draws the per-image seeds).  ``ground_truth`` only feeds the
+        DIP fit's PSNR history (it never steers fitting, stopping or ``t0``).  ``dip_image``
+        reuses earlier DIP reconstructions of the same observations (their seconds count as 0).
+        """
+        ys, ops, batched = _split(observation, operator)
+        n = len(ys)
+        seeds = _seeds(seed, generator, n)
+        dev = model_device(self.model, self.device)
+        truths = _per_image(ground_truth, n, "ground_truth")
+        given = _per_image(dip_image, n, "dip_image")
+        began = time.perf_counter()
+
+        # 1. the initial images: DIP fits, the observations' pseudo-inverses or none (noise)
+        inits, iterations = [], []
+        for i in range(n):
+            image, its = self._initial_image(ys[i], ops[i], seeds[i], dev, truths[i], given[i])
+            inits.append(image)
+            iterations.append(its)
+        fitted = self.config.init == "dip" and given[0] is None
+        dip_seconds = time.perf_counter() - began if fitted else 0.0
+
+        # 2. where each chain starts, and its first noise draw
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        starts = [plan_start(self.config, self.scheduler, ops[i], ys[i], inits[i])
+                  for i in range(n)]
+        xs = [self._start_state(ys[i], ops[i], inits[i], starts[i], generators[i], dev)
+              for i in range(n)]
+
+        # 3. the reverse chains, images with the same timesteps in one batch
+        began_diffusion = time.perf_counter()
+        x0s: list[torch.Tensor | None] = [None] * n
+        timesteps = [self.scheduler.timesteps(self.config.steps_from(s.t0), start=s.t0).tolist()
+                     for s in starts]
+        steps_log: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+        for group in _groups(timesteps):
+            out = self._diffuse(group, ys, ops, xs, timesteps[group[0]], generators, dev,
+                                steps_log if return_intermediates else None)
+            for j, i in enumerate(group):
+                x0s[i] = out[j:j + 1]
+        diffusion_seconds = time.perf_counter() - began_diffusion
+
+        # 4. the result, shaped like the input
+        images = torch.cat([to_image_scale(x) for x in x0s]).to(observation.device)
+        have_dip = self.config.init == "dip"
+        result = SampleResult(
+            image=images if batched else images[0],
+            dip_image=(torch.stack(inits) if batched else inits[0]) if have_dip else None,
+            seconds={"dip": dip_seconds, "diffusion": diffusion_seconds,
+                     "total": time.perf_counter() - began})
+        per_image = {"t0": [s.t0 for s in starts], "nfe": [len(t) for t in timesteps],
+                     "error_std": [s.error_std for s in starts], "timesteps": timesteps,
+                     "dip_iterations": iterations,
+                     "intermediates": steps_log if return_intermediates else None}
+        for key, values in per_image.items():
+            setattr(result, key, values if batched or values is None else values[0])
+        return result
+
+    # ---------------------------------------------------------------- stages
+    def _initial_image(self, y: torch.Tensor, op: Operator, seed: int, dev: torch.device,
+                       truth: torch.Tensor | None, given: torch.Tensor | None
+                       ) -> tuple[torch.Tensor | None, int | None]:
+        if self.config.init == "noise":
+            return None, None
+        if self.config.init == "observation":
+            return op.pseudo_inverse(y), None
+        if given is not None:
+            return check_initial_image(given, tuple(op.input_shape(y.shape))), None
+        image, result = fit_dip(y, op, self.dip, seed=seed, device=dev, progress=self.progress,
+                                ground_truth=truth)
+        return image, int(getattr(result, "iterations", 0)) or None
+
+    def _start_state(self, y: torch.Tensor, op: Operator, init: torch.Tensor | None,
+                     start: Start, generator: torch.Generator, dev: torch.device) -> torch.Tensor:
+        shape = (1, *op.input_shape(y.shape))  # the image's shape, not the observation's
+        noise = randn(shape, generator, dev)
+        if init is None:
+            return noise
+        x0 = to_model_scale(init.to(dev)).unsqueeze(0)
+        return forward_diffuse(self.scheduler, x0, noise, start.t0, start.present_std)
+
+    def _diffuse(self, group: list[int], ys: list[torch.Tensor], ops: list[Operator],
+                 xs: list[torch.Tensor], timesteps: list[int],
+                 generators: list[torch.Generator], dev: torch.device,
+                 steps_log: list[list[dict[str, Any]]] | None) -> torch.Tensor:
+        s, cfg = self.scheduler, self.config
+        y_m = [observation_to_model_scale(ys[i].to(dev), ops[i]).unsqueeze(0) for i in group]
+
+        def proximal(x0_hat: torch.Tensor, t: int) -> torch.Tensor:
+            rho = cfg.guidance_scale / float(s.noise_level(t)) ** 2
+            return torch.cat([ops[i].proximal(x0_hat[j:j + 1], y_m[j], rho,
+                                              sigma=2.0 * ops[i].noise_sigma)
+                              for j, i in enumerate(group)])
+
+        def record(step: dict[str, Any]) -> None:
+            for j, i in enumerate(group):
+                steps_log[i].append({"t": step["t"],
+                                     "x0_hat": to_image_scale(step["x0_hat"][j]).cpu(),
+                                     "x0": to_image_scale(step["x0"][j]).cpu()})
+
+        return reverse_diffusion(
+            self.model, s, torch.cat([xs[i] for i in group]), timesteps,
+            consistency=proximal if cfg.guidance == "proximal" else None, eta=cfg.eta,
+            generator=[generators[i] for i in group] if len(group) > 1 else generators[group[0]],
+            callback=record if steps_log is not None else None, progress=self.progress)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _split(observation: Any, operator: Any) -> tuple[list[torch.Tensor], list[Operator], bool]:
+    """Checked per-image observations (3, H, W) and operators, and whether the input was a
+    batch (N, 3, H, W)."""
+    if isinstance(operator, Sequence):
+        ops = list(operator)
+    else:
+        ops = None
+    if not isinstance(observation, torch.Tensor):
+        raise TypeError(f"observation: expected a torch.Tensor, got {type(observation).__name__}")
+    n = observation.shape[0] if observation.dim() == 4 else 1
+    if n < 1:
+        raise ValueError(f"observation: empty batch of shape {tuple(observation.shape)}")
+    if ops is None:
+        ops = [operator] * n
+    if len(ops) != n:
+        raise ValueError(f"operator: {len(ops)} operators for {n} observations")
+    for op in ops:
+        check_operator(op)
+    ys = [observation[i] for i in range(n)] if observation.dim() == 4 else [observation]
+    for y, op in zip(ys, ops, strict=True):
+        check_observation(y, op)
+    return [y.float() for y in ys], ops, observation.dim() == 4
+
+
+def _seeds(seed: int, generator: torch.Generator | None, n: int) -> list[int]:
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator, got "
+                            f"{type(generator).__name__}")
+        draws = torch.randint(0, 2**31 - 1, (n,), generator=generator, device=generator.device)
+        return [int(v) for v in draws.tolist()]
+    if not is_int(seed):
+        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+    return [int(seed) + i for i in range(n)]
+
+
+def _per_image(value: torch.Tensor | None, n: int, name: str) -> list[torch.Tensor | None]:
+    if value is None:
+        return [None] * n
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if value.dim() == 4:
+        if value.shape[0] != n:
+            raise ValueError(f"{name}: expected {n} images, got shape {tuple(value.shape)}")
+        return [value[i] for i in range(n)]
+    if n != 1:
+        raise ValueError(f"{name}: expected a batch of {n} images, got shape "
+                         f"{tuple(value.shape)}")
+    return [value]
+
+
+def _groups(timesteps: list[list[int]]) -> list[list[int]]:
+    """Indices of the images that share a timestep sequence, in first-seen order."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, ts in enumerate(timesteps):
+        groups.setdefault(tuple(ts), []).append(i)
+    return list(groups.values())
