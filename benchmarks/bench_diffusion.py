@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from dipprior._tensor import default_device
 from dipprior.diffusion import Scheduler, UNet, sample, train
 
 
@@ -82,9 +83,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default=None)
     args = p.parse_args()
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(args.device)
     torch.manual_seed(0)
     net = UNet(base_channels=args.base_channels).to(device)
     sched = Scheduler()

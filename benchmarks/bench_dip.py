@@ -27,7 +27,8 @@ from collections.abc import Callable
 import torch
 
 from dipprior import dip
-from dipprior.dip.fit import build_network, resolve_device, use_channels_last
+from dipprior._tensor import default_device
+from dipprior.dip.fit import build_network, use_channels_last
 
 
 def plain_loop(channels: int, size: int, iters: int, device: torch.device,
@@ -108,9 +109,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--device", default=None)
     args = p.parse_args()
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = default_device(args.device)
     print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"device {device}, {torch.get_num_threads()} threads, iters {args.iters}, "
           f"reps {args.reps}\n")

@@ -37,11 +37,12 @@ import torch
 
 from dipprior import dip as dip_module
 from dipprior._atomic import atomic_write_bytes, atomic_write_text
+from dipprior._tensor import default_device
 from dipprior.dip import DIPConfig, build_network
-from dipprior.experiments import load_folder, make_task, parse_t0
+from dipprior.experiments import degrade, load_folder, make_task
 from dipprior.io import sample_image
 from dipprior.metrics import evaluate, results_table
-from dipprior.pipeline import DIPInitializedSampler
+from dipprior.pipeline import DIPInitializedSampler, SamplerConfig, parse_t0
 
 SEED_COLUMNS = ["Image", "PSNR", "SSIM", "MSE", "MAE", "Delta E"]
 DEFAULT_SAMPLES = ("astronaut", "chelsea", "coffee", "motorcycle")
@@ -73,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="CPU smoke run: 64x64 crops, 3 images, 300 DIP iterations")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
@@ -86,22 +89,15 @@ def load_images(args: argparse.Namespace) -> dict[str, torch.Tensor]:
     return {name: sample_image(name, size=args.size) for name in names}
 
 
-def degrade(task: Any, clean: torch.Tensor, seed: int) -> tuple[Any, torch.Tensor]:
-    """Operator and observation; the same draw as ``dipprior.experiments.compare``."""
-    generator = torch.Generator().manual_seed(seed)
-    op = task if hasattr(task, "proximal") else task(clean, generator)
-    return op, op.degrade(clean, generator)
-
-
 def parameter_count(config: DIPConfig, shape: tuple[int, ...]) -> int:
     net, _ = build_network(config, 0, shape)
     return sum(p.numel() for p in net.parameters())
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(args.device)
     if args.model:
         from dipprior.diffusion import load
 
@@ -112,10 +108,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model, scheduler = load_pretrained(device=device)
     task = make_task(args.task, sigma=args.sigma, keep=args.keep, factor=args.factor)
     images = load_images(args)
-    sampler = DIPInitializedSampler(model, scheduler, init="dip", steps=args.steps,
-                                    t0=parse_t0(args.t0), guidance="proximal", device=device,
-                                    progress=False)
-    observations = {name: degrade(task, clean, args.seed + i)
+    sampler = DIPInitializedSampler(
+        model, scheduler, SamplerConfig(init="dip", steps=args.steps, t0=parse_t0(args.t0),
+                                        guidance="proximal"), device=device, progress=False)
+    # image i: seed + i, the same draw as dipprior.experiments.compare
+    observations = {name: degrade(clean, task, args.seed + i)
                     for i, (name, clean) in enumerate(images.items())}
     rows: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []

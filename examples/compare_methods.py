@@ -24,8 +24,10 @@ import torch
 
 from dipprior import experiments as ex
 from dipprior._atomic import atomic_write_text
+from dipprior._tensor import default_device
 from dipprior.diffusion import load
 from dipprior.dip import DIPConfig
+from dipprior.pipeline import SamplerConfig, parse_t0
 
 
 def parse_args(doc: str = __doc__, extra=None) -> argparse.Namespace:
@@ -60,6 +62,8 @@ def parse_args(doc: str = __doc__, extra=None) -> argparse.Namespace:
     if extra is not None:
         extra(p)
     args = p.parse_args()
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
     if args.quick:
         args.n_images, args.size = 2, 32
         args.dip_iterations, args.dip_channels = 30, 16
@@ -69,16 +73,22 @@ def parse_args(doc: str = __doc__, extra=None) -> argparse.Namespace:
 
 def setup(args: argparse.Namespace):
     """Threads, process group, prior, images and DIP config shared by the example scripts."""
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     rank, world = ex.init_distributed()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, scheduler = load(args.model, device=device)
+    model, scheduler = load(args.model, device=default_device(args.device))
     images = ex.load_folder(args.data, args.n_images, args.size)
     dip = DIPConfig(iterations=args.dip_iterations, channels=args.dip_channels,
                     early_stopping=args.early_stopping, device=args.device,
                     progress=False)
     return rank, world, model, scheduler, images, dip
+
+
+def sampler_config(args: argparse.Namespace) -> SamplerConfig:
+    """The warm-start sampler settings of the options (``--steps``, ``--t0``, ``--eta``,
+    ``--guidance-scale``, ``--renoise``); experiments replace fields such as steps or t0."""
+    return SamplerConfig(steps=args.steps, t0=parse_t0(args.t0), eta=args.eta,
+                         guidance_scale=args.guidance_scale, renoise=args.renoise)
 
 
 def header(args: argparse.Namespace, world: int) -> str:
@@ -101,11 +111,9 @@ def write(out: Path, name: str, text: str) -> None:
 def main() -> None:
     args = parse_args()
     rank, world, model, scheduler, images, dip = setup(args)
-    methods = ex.standard_methods(model, scheduler, dip=dip, steps=args.steps,
-                                  ddpm_steps=args.ddpm_steps, t0=ex.parse_t0(args.t0),
-                                  eta=args.eta, guidance_scale=args.guidance_scale,
-                                  renoise=args.renoise, cbm3d=not args.no_cbm3d,
-                                  device=args.device)
+    methods = ex.standard_methods(model, scheduler, sampler=sampler_config(args),
+                                  ddpm_steps=args.ddpm_steps, dip=dip,
+                                  cbm3d=not args.no_cbm3d, device=args.device)
     out = Path(args.out)
     for task in args.tasks:
         start = time.perf_counter()

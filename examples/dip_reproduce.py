@@ -45,15 +45,17 @@ import torch
 import torch.nn.functional as F
 
 from dipprior import dip, metrics
+from dipprior._atomic import atomic_write_text
 from dipprior.dip.fit import build_network
-from dipprior.io import center_crop, load_image
+from dipprior.estimators import estimate_noise_sigma
+from dipprior.io import IMAGE_SUFFIXES, center_crop, load_image
 from dipprior.operators import Denoise, Inpaint, SuperResolution, random_pixel_mask
 
 SIGMA = 25 / 255
 
 
 def crops(data: Path, indices: list[int], size: int) -> list[tuple[str, torch.Tensor]]:
-    files = sorted(p for p in data.iterdir() if p.suffix.lower() in (".png", ".jpg", ".bmp"))
+    files = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if len(files) <= max(indices):
         raise SystemExit(f"--data: {data} holds {len(files)} images, need {max(indices) + 1}")
     return [(files[i].name, center_crop(load_image(files[i]), size)) for i in indices]
@@ -86,7 +88,7 @@ def task_denoise(args) -> dict:
                     ground_truth=x, seed=args.fit_seed, compile=args.compile)
         best, stop = dip.wmv_stop_point(r.history["variance"], args.patience)
         row = {"image": name, "noisy_psnr": psnr(y, x), "seconds": r.seconds,
-               "sigma_estimate": float(dip.estimate_noise_sigma(y[None])[0]),
+               "sigma_estimate": float(estimate_noise_sigma(y[None])[0]),
                "restores": r.restores, **curve_summary(r.history["psnr"]),
                "final_psnr": r.history["psnr"][-1],
                "es_best_iteration": None if best is None else best + 1,
@@ -228,7 +230,7 @@ def stopping_rules(den: dict, args) -> list[tuple[str, list[str]]]:
     if any("sigma_estimate" not in r for r in rows) and args.data is not None:
         args.crop, args.seed, args.images = meta["crop"], meta["seed"], [0, 1, 2]
         for r, (_, _, y) in zip(rows, noisy_images(args), strict=True):
-            r["sigma_estimate"] = float(dip.estimate_noise_sigma(y[None])[0])
+            r["sigma_estimate"] = float(estimate_noise_sigma(y[None])[0])
 
     def cell(best: int | None, stop: int | None, r: dict) -> str:
         if best is None:
@@ -344,9 +346,11 @@ def main() -> None:
     p.add_argument("--verify-es", action="store_true",
                    help="denoise: also run the real early-stopped fit on the first image")
     args = p.parse_args()
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
     if args.fit_seed is None:
         args.fit_seed = args.seed
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.task == "report":
@@ -366,10 +370,7 @@ def save(args, task: str, result: dict, start: float) -> None:
                        "total_seconds": time.perf_counter() - start}
     suffix = "" if args.images == [0, 1, 2] or task not in ("denoise", "reference") else (
         "_" + "_".join(map(str, args.images)))
-    path = args.out / f"{task}{suffix}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, path)
+    atomic_write_text(args.out / f"{task}{suffix}.json", json.dumps(result))
 
 
 if __name__ == "__main__":

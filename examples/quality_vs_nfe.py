@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_methods import header, parse_args, setup, write  # noqa: E402
+from compare_methods import header, parse_args, sampler_config, setup, write  # noqa: E402
 
 from dipprior import experiments as ex  # noqa: E402
 from dipprior.metrics import ResultsTable  # noqa: E402
@@ -36,9 +36,7 @@ def main() -> None:
         start = time.perf_counter()
         operator = ex.make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
         rows = ex.quality_vs_nfe(images, operator, model, scheduler, steps=steps,
-                                 t0=ex.parse_t0(args.t0), dip=dip, eta=args.eta,
-                                 guidance_scale=args.guidance_scale, renoise=args.renoise,
-                                 seed=args.seed,
+                                 sampler=sampler_config(args), dip=dip, seed=args.seed,
                                  dip_cache=args.dip_cache, device=args.device,
                                  progress=rank == 0)
         if rank != 0:

@@ -19,23 +19,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_methods import header, parse_args, setup, write  # noqa: E402
+from compare_methods import header, parse_args, sampler_config, setup, write  # noqa: E402
 
 from dipprior import experiments as ex  # noqa: E402
+from dipprior.pipeline import parse_t0  # noqa: E402
 
 
 def main() -> None:
     args = parse_args(__doc__, lambda p: p.add_argument(
         "--t0s", default="5,10,20,40,80,160,320,auto", help="comma list: ints, strengths, auto"))
-    t0s = [ex.parse_t0(v) for v in args.t0s.split(",")]
+    t0s = [parse_t0(v) for v in args.t0s.split(",")]
     rank, world, model, scheduler, images, dip = setup(args)
     out = Path(args.out)
     for task in args.tasks:
         start = time.perf_counter()
         operator = ex.make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
-        table = ex.t0_ablation(images, operator, model, scheduler, t0s=t0s, steps=args.steps,
-                               dip=dip, eta=args.eta, guidance_scale=args.guidance_scale,
-                               renoise=args.renoise, seed=args.seed,
+        table = ex.t0_ablation(images, operator, model, scheduler, t0s=t0s,
+                               sampler=sampler_config(args), dip=dip, seed=args.seed,
                                dip_cache=args.dip_cache, device=args.device, progress=rank == 0)
         if rank != 0:
             continue

@@ -28,7 +28,12 @@ from compare_methods import header, parse_args, setup, write  # noqa: E402
 
 from dipprior import experiments as ex  # noqa: E402
 from dipprior.metrics import psnr  # noqa: E402
-from dipprior.pipeline import DIPInitializedSampler, resolve_t0  # noqa: E402
+from dipprior.pipeline import (  # noqa: E402
+    DIPInitializedSampler,
+    SamplerConfig,
+    parse_t0,
+    resolve_t0,
+)
 
 
 def _options(p) -> None:
@@ -42,11 +47,11 @@ def _options(p) -> None:
 
 
 def settings(args):
-    """Every combination of the grid as a dict of sampler keyword arguments."""
+    """Every combination of the grid as a dict of :class:`SamplerConfig` fields."""
     lambdas = [None if v == "none" else float(v) for v in args.lambdas.split(",")]
     grid = itertools.product(args.inits.split(","), lambdas,
                              [int(v) for v in args.steps_list.split(",")],
-                             [ex.parse_t0(v) for v in args.t0s.split(",")],
+                             [parse_t0(v) for v in args.t0s.split(",")],
                              [float(v) for v in args.etas.split(",")],
                              args.renoises.split(","))
     for init, lam, steps, t0, eta, renoise in grid:
@@ -65,29 +70,38 @@ def label(s: dict) -> str:
 
 def main() -> None:
     args = parse_args(__doc__, _options)
-    _, world, model, scheduler, images, dip = setup(args)
+    rank, world, model, scheduler, images, dip = setup(args)
     out = Path(args.out)
     T = scheduler.num_train_timesteps
+    cache = ex.DIPCache.of(args.dip_cache)
     for task in args.tasks:
         start = time.perf_counter()
         operator = ex.make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
-        rows = []
-        for index, (name, clean) in enumerate(ex.prepare_images(images)):
-            op, y = ex._degrade(index, clean, operator, args.seed)
-            dip_image, _ = ex._fit_dip_cached(y, op, dip, args.seed + index,
-                                              ex._as_cache(args.dip_cache), args.device, False)
-            rows.append({"image": name, "setting": "DIP", "nfe": 0, "t0": "",
-                         "psnr": psnr(dip_image.clamp(0, 1), clean)})
+
+        def work(case: ex.Case, task: str = task, start: float = start) -> list[dict]:
+            dip_image, _ = ex.fit_dip_cached(case.observation, case.operator, dip, case.seed,
+                                             cache, args.device, False)
+            rows = [{"image": case.name, "setting": "DIP", "nfe": 0, "t0": "",
+                     "psnr": psnr(dip_image.clamp(0, 1), case.clean)}]
             for s in settings(args):
                 if s["init"] == "observation" and s["t0"] == "auto" and task != "denoise":
                     continue  # auto from the pseudo-inverse only makes sense for denoising
                 if s["t0"] != "auto" and s["steps"] > resolve_t0(s["t0"], T) + 1:
-                    continue
-                sampler = DIPInitializedSampler(model, scheduler, progress=False, **s)
-                r = sampler(y, op, seed=args.seed + index, dip_image=dip_image)
-                rows.append({"image": name, "setting": label(s), "nfe": r.nfe, "t0": r.t0,
-                             "psnr": psnr(r.image, clean)})
-            print(f"{name}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+                    continue  # a chain runs min(steps, t0 + 1) steps: not under a larger label
+                sampler = DIPInitializedSampler(model, scheduler, SamplerConfig(**s),
+                                                progress=False)
+                r = sampler(case.observation, case.operator, seed=case.seed,
+                            dip_image=dip_image)
+                rows.append({"image": case.name, "setting": label(s), "nfe": r.nfe,
+                             "t0": r.t0, "psnr": psnr(r.image, case.clean)})
+            print(f"{case.name}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+            return rows
+
+        # image i is degraded with seed + i; under torchrun the images are split over ranks
+        rows = ex.run_over_images(images, operator, args.seed, work, progress=False,
+                                  desc="tune")
+        if rank != 0:
+            continue
         names = sorted({r["image"] for r in rows})
         by_setting: dict[str, list[dict]] = {}
         for r in rows:

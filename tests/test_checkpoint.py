@@ -3,20 +3,12 @@ import json
 import pytest
 import torch
 
-from dipprior.diffusion import Scheduler, UNet, available_pretrained, load, load_pretrained, save
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from conftest import tiny_unet
+from dipprior.diffusion import Scheduler, available_pretrained, load, load_pretrained, save
 
 
 def _model():
-    torch.manual_seed(0)
-    net = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, dropout=0.0)
+    net = tiny_unet()
     torch.nn.init.normal_(net.conv_out.weight, std=0.1)
     return net.eval()
 

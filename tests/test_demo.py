@@ -15,14 +15,6 @@ TINY = {"images": ("chelsea",), "size": 32, "dip_iterations": 4, "dip_channels":
         "ddpm_steps": 3, "steps": 2, "t0": 30}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_demo_end_to_end_with_the_shipped_prior(tmp_path, monkeypatch):
     fits = []
     original = dip.fit
@@ -69,11 +61,10 @@ def test_demo_end_to_end_with_the_shipped_prior(tmp_path, monkeypatch):
     assert result.cpu_seconds > 0 and result.wall_seconds > 0
 
 
-def test_demo_is_deterministic_and_inpaints_with_a_given_model(tmp_path):
-    from dipprior.diffusion import Scheduler, UNet
+def test_demo_is_deterministic_and_inpaints_with_a_given_model(tmp_path, make_unet):
+    from dipprior.diffusion import Scheduler
 
-    torch.manual_seed(0)
-    model = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, dropout=0.0).eval()
+    model = make_unet().eval()
     config = DemoConfig(task="inpaint", **TINY)
     a = run_demo(config, out=None, model=model, scheduler=Scheduler(), progress=False, log=None)
     b = run_demo(config, out=None, model=model, scheduler=Scheduler(), progress=False, log=None)

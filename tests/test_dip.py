@@ -20,15 +20,6 @@ from dipprior.operators import Denoise, Inpaint, SuperResolution, random_pixel_m
 TINY = dict(channels=8, depth=3, input_depth=8, progress=False, check_every=10)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Correctness tests; one thread avoids OpenMP spin-waits on a busy 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def noisy(shape=(3, 24, 24), sigma=0.1, seed=0):
     """A smooth random image (bilinear upsampling of a 4x4 one) and its noisy observation."""
     g = torch.Generator().manual_seed(seed)

@@ -14,24 +14,15 @@ import torch
 from dipprior import experiments as ex
 from dipprior import pipeline
 from dipprior.cli import main
-from dipprior.diffusion import Scheduler, UNet, save
+from dipprior.diffusion import Scheduler, save
 from dipprior.dip import DIPConfig
+from dipprior.experiments import runner
 from dipprior.io import save_image
 from dipprior.metrics import psnr
 from dipprior.operators import Denoise
-from dipprior.experiments import runner
-from dipprior.pipeline import SampleResult, SamplerConfig
+from dipprior.pipeline import SamplerConfig, SampleResult
 
 DIP = DIPConfig(channels=8, depth=3, iterations=8, progress=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _images(n: int = 2, size: int = 16) -> dict[str, torch.Tensor]:
@@ -42,16 +33,6 @@ def _images(n: int = 2, size: int = 16) -> dict[str, torch.Tensor]:
         img = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear")[0]
         out[f"img{i}"] = (0.1 + 0.8 * img).clamp(0, 1)
     return out
-
-
-@pytest.fixture(scope="module")
-def model() -> UNet:
-    torch.manual_seed(0)
-    net = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, dropout=0.0)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return net.eval()
 
 
 def identity(y, op, seed):

@@ -14,15 +14,6 @@ from dipprior.operators import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Correctness tests; one thread avoids OpenMP spin-waits on a busy 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from dipprior._tensor import to_image_scale, to_model_scale
 from dipprior.diffusion import Scheduler, UNet
 from dipprior.dip import DIPConfig, fit
 from dipprior.operators import Denoise, Inpaint, SuperResolution, random_pixel_mask
@@ -15,26 +16,16 @@ from dipprior.pipeline import (
     CBM3DBaseline,
     DIPBaseline,
     DIPInitializedSampler,
+    SamplerConfig,
     SampleResult,
     auto_t0,
-    SamplerConfig,
     estimate_error_std,
     observation_to_model_scale,
     resolve_t0,
 )
-from dipprior._tensor import to_image_scale, to_model_scale
 
 SIGMA = 25 / 255
 DIP = DIPConfig(channels=8, depth=3, iterations=10, progress=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _smooth_image(size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -43,16 +34,6 @@ def _smooth_image(size: int = 16, seed: int = 0) -> torch.Tensor:
     up = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear",
                                          align_corners=False)
     return (0.15 + 0.7 * up[0]).clamp(0, 1)
-
-
-@pytest.fixture(scope="module")
-def model() -> UNet:
-    torch.manual_seed(0)
-    net = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, dropout=0.0)
-    with torch.no_grad():  # the zero-initialised output layers would make every output 0
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return net.eval()
 
 
 @pytest.fixture(scope="module")
@@ -391,9 +372,8 @@ def test_generator_gives_the_same_image(model, scheduler, noisy):
         sampler(y, op, generator=7)
 
 
-def test_bf16_model_runs(scheduler, noisy):
-    torch.manual_seed(0)
-    net = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1).to(torch.bfloat16)
+def test_bf16_model_runs(scheduler, noisy, make_unet):
+    net = make_unet(perturb=0.05).to(torch.bfloat16)
     op, y = noisy
     r = DIPInitializedSampler(net, scheduler, init="observation", steps=2, progress=False)(y, op)
     assert r.image.dtype == torch.float32 and torch.isfinite(r.image).all()

@@ -9,16 +9,18 @@ import torch
 from safetensors.torch import load_file
 from skimage import io as skio
 
+from conftest import tiny_unet
 from dipprior.cli import main as cli_main
-from dipprior.diffusion import PatchDataset, Scheduler, UNet, load, train
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from dipprior.diffusion import (
+    Augmentation,
+    PatchDataset,
+    Scheduler,
+    TimestepDistribution,
+    UNet,
+    load,
+    train,
+)
+from dipprior.diffusion.train import _learning_rate
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +43,7 @@ def images(tmp_path_factory) -> Path:
 
 
 def _net(dropout=0.1):
-    torch.manual_seed(0)
-    return UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, dropout=dropout)
+    return tiny_unet(dropout=dropout)
 
 
 # ------------------------------------------------------------------- dataset
@@ -71,6 +72,105 @@ def test_patch_dataset(images):
         PatchDataset(empty, patch_size=8)
     with pytest.raises(ValueError, match="not a directory"):
         PatchDataset(images / "nope", patch_size=8)
+
+
+# ------------------------------------------------------------------ training options
+def test_timestep_histogram_matches_the_mixture():
+    dist = TimestepDistribution(low_fraction=0.75, low_max=250)
+    p = dist.probabilities(1000)
+    assert float(p.sum()) == pytest.approx(1.0)
+    assert float(p[0]) == pytest.approx(0.75 / 250 + 0.25 / 1000)
+    assert float(p[999]) == pytest.approx(0.25 / 1000)
+    n = 400_000
+    t = dist.sample(n, 1000, torch.Generator().manual_seed(0))
+    assert t.dtype == torch.long and int(t.min()) == 0 and int(t.max()) == 999
+    counts = torch.bincount(t, minlength=1000).double()
+    # ten bins of 100 timesteps: within 4 standard errors of the exact probabilities
+    observed = counts.reshape(10, 100).sum(1) / n
+    expected = p.reshape(10, 100).sum(1)
+    assert torch.all((observed - expected).abs() < 4 * (expected * (1 - expected) / n).sqrt())
+    assert float(counts[:250].sum() / n) == pytest.approx(0.75 + 0.25 * 0.25, abs=0.004)
+
+
+def test_uniform_timesteps_draw_what_randint_draws():
+    a = TimestepDistribution().sample(64, 1000, torch.Generator().manual_seed(3))
+    b = torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_training_option_errors():
+    with pytest.raises(ValueError, match="low_fraction"):
+        TimestepDistribution(low_fraction=1.0)
+    with pytest.raises(ValueError, match="low_max"):
+        TimestepDistribution(low_fraction=0.5, low_max=0)
+    with pytest.raises(ValueError, match="low_max"):
+        TimestepDistribution(0.5, 2000).probabilities(1000)
+    with pytest.raises(ValueError, match="scale"):
+        Augmentation(scale=(2.0, 1.0))
+    with pytest.raises(ValueError, match="saturation"):
+        Augmentation(saturation=1.5)
+
+
+def test_augmentation_is_deterministic_and_does_what_it_says(images):
+    plain = PatchDataset(images, patch_size=16)
+    default = PatchDataset(images, patch_size=16, augment=Augmentation())
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    # the default augmentation draws nothing extra: the same patches as before it existed
+    assert torch.equal(plain.sample_batch(6, g()), default.sample_batch(6, g()))
+    aug = Augmentation(rotate=True, scale=(0.5, 2.0), saturation=0.3, brightness=0.2)
+    ds = PatchDataset(images, patch_size=16, augment=aug)
+    a, b = ds.sample_batch(8, g()), ds.sample_batch(8, g())
+    assert torch.equal(a, b) and a.shape == (8, 3, 16, 16)
+    assert 0 <= float(a.min()) and float(a.max()) <= 1
+    assert not torch.equal(a, ds.sample_batch(8, torch.Generator().manual_seed(5)))
+    # rotation only: every patch is a 90-degree rotation of the unaugmented patch
+    rot = PatchDataset(images, patch_size=16, flip=False, augment=Augmentation(rotate=True))
+    base = PatchDataset(images, patch_size=16, flip=False)
+    index = base.files.index(images / "img0.png")
+    for seed in range(6):
+        r = rot.patch(index, torch.Generator().manual_seed(seed))
+        x = base.patch(index, torch.Generator().manual_seed(seed))
+        assert any(torch.equal(r, torch.rot90(x, k, (1, 2))) for k in range(4))
+    # saturation -1 + eps is nearly grey; brightness scales values
+    grey = PatchDataset(images, patch_size=16, augment=Augmentation(saturation=0.999999))
+    patches = torch.stack([grey.patch(index, torch.Generator().manual_seed(s)) for s in range(20)])
+    spread = (patches - patches.mean(1, keepdim=True)).abs().amax((1, 2, 3))
+    assert float(spread.min()) < 0.05 < float(spread.max())
+
+
+def test_cosine_learning_rate_by_hand():
+    assert _learning_rate(0, 100, 1.0, 10, "cosine") == pytest.approx(0.1)  # warm-up
+    assert _learning_rate(10, 100, 1.0, 10, "cosine") == pytest.approx(
+        0.1 + 0.45 * (1 + np.cos(np.pi * 0.1)))
+    assert _learning_rate(50, 100, 1.0, 0, "cosine") == pytest.approx(0.55)
+    assert _learning_rate(100, 100, 1.0, 0, "cosine") == pytest.approx(0.1)
+    assert _learning_rate(50, 100, 1.0, 10, "constant") == 1.0
+
+
+def test_resume_with_training_options_is_bitwise(images, tmp_path):
+    opts = dict(timesteps=TimestepDistribution(0.75, 250),
+                augment=Augmentation(rotate=True, scale=(0.7, 1.4), saturation=0.2),
+                lr_schedule="cosine")
+    kw = dict(steps=8, batch_size=2, patch_size=16, lr=1e-3, warmup=2, seed=1,
+              checkpoint_every=3, progress=False, **opts)
+    full = train(_net(), Scheduler(), images, checkpoint_dir=tmp_path / "full", **kw)
+
+    def crash(step, loss):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_net(), Scheduler(), images, checkpoint_dir=tmp_path / "cut", callback=crash, **kw)
+    resumed = train(_net(), Scheduler(), images, checkpoint_dir=tmp_path / "cut", **kw)
+    assert resumed.loss_history == full.loss_history
+    a = load_file(tmp_path / "full" / "training_state.safetensors")
+    b = load_file(tmp_path / "cut" / "training_state.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the options are part of the saved arguments: resuming without them warns
+    with pytest.warns(UserWarning, match="changed arguments"):
+        train(_net(), Scheduler(), images, checkpoint_dir=tmp_path / "cut",
+              **{**kw, "steps": 9, "timesteps": None, "augment": None,
+                 "lr_schedule": "constant"})
 
 
 # ------------------------------------------------------------------ training

@@ -7,15 +7,6 @@ from dipprior.diffusion import UNet
 from dipprior.diffusion.unet import timestep_embedding
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: extra threads only add OpenMP sync, which is slow on a busy 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _net(**kw):
     torch.manual_seed(0)
     cfg = dict(base_channels=8, channel_mults=(1, 2, 2), num_res_blocks=1,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny_unet
 from dipprior import pretrained
 from dipprior.diffusion import Scheduler, UNet, available_pretrained, load_pretrained, save, train
 from dipprior.diffusion.checkpoint import DEFAULT_PRETRAINED
@@ -16,14 +17,6 @@ from dipprior.metrics import psnr
 from dipprior.operators import Denoise
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- shipped weights
@@ -154,8 +147,7 @@ def test_evaluate_denoiser_uses_the_compare_noise_draws():
 
 def _tiny_checkpoint(directory: Path) -> UNet:
     """Two real training steps of a tiny UNet, checkpointed (config, weights, state, losses)."""
-    torch.manual_seed(0)
-    net = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, dropout=0.0)
+    net = tiny_unet()
     data = torch.utils.data.TensorDataset(torch.rand(4, 3, 16, 16))
 
     class Patches(torch.utils.data.Dataset):

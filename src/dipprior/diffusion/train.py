@@ -211,8 +211,9 @@ def _read_checkpoint(directory: Path, state: _State, scheduler: Scheduler,
     if saved.get("scheduler") != meta["scheduler"]:
         raise ValueError(f"{source} was trained with scheduler {saved.get('scheduler')}, "
                          f"but the scheduler passed is {meta['scheduler']}")
-    changed = {k: (saved.get(k), v) for k, v in meta["args"].items()
-               if saved.get("args", {}).get(k) != v}
+    before, now = saved.get("args", {}), meta["args"]
+    changed = {k: (before.get(k), now.get(k)) for k in {**before, **now}
+               if before.get(k) != now.get(k)}
     if changed:
         warnings.warn(f"resuming {source} with changed arguments (saved, now): {changed}",
                       stacklevel=3)
