@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from dipprior import __version__
 from dipprior.cli import compare, demo, restore, train
+from dipprior.cli.options import HELP
 
 __all__ = ["build_parser", "main"]
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dipprior",
         description="Deep Image Prior initialisation for fast diffusion-based image restoration.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HELP)
     parser.add_argument("--version", action="version", version=f"dipprior {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Degrade center crops of the images in FOLDER (seeded), restore them with "
         "each method and write per-image and average tables (Markdown, CSV) to --out. Under "
         "`torchrun --nproc_per_node N` the images are split over N processes.")
-    p.add_argument("folder", metavar="FOLDER")
+    p.add_argument("folder", metavar="FOLDER", help="folder of clean images")
     add_task(p)
     add_sampler(p, steps=10)
     add_dip(p, iterations=1000)
@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-cbm3d", action="store_true", help="skip CBM3D even if installed")
     p.add_argument("--dip-cache", metavar="DIR", help="keep DIP fits here across runs")
     p.add_argument("--out", metavar="DIR", help="write compare_<task>.md/.csv here")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="degradation, DIP and noise seed")
     add_runtime(p)
     return p
 

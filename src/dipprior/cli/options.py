@@ -7,7 +7,16 @@ from typing import Any
 
 from dipprior.pipeline.config import SamplerConfig, parse_t0
 
-HELP = argparse.ArgumentDefaultsHelpFormatter
+
+class HELP(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` after every option that has a real default (not None/flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool) \
+                or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
 _DEFAULT = SamplerConfig()
 
 
@@ -20,7 +29,7 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
 
 def add_task(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--task", required=required, choices=["denoise", "inpaint", "sr"],
-                   **({} if required else {"default": "denoise"}))
+                   help="the degradation", **({} if required else {"default": "denoise"}))
     p.add_argument("--sigma", type=float, default=25.0, help="denoise: noise std, 0..255 units")
     p.add_argument("--keep", type=float, default=0.5,
                    help="inpaint (simulated): fraction of pixels kept")

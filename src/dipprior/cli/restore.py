@@ -23,18 +23,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Restore IMAGE, an observation (noisy image; image with holes plus --mask; "
         "low-resolution image), with DIP-initialised diffusion. With --simulate, IMAGE is a "
         "clean image that is degraded first (seeded) and the result is scored.")
-    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("image", metavar="IMAGE", help="the observation (or a clean image with "
+                   "--simulate)")
     add_task(p)
     add_sampler(p, steps=50)
     add_dip(p, iterations=1000)
     p.add_argument("--mask", metavar="PNG", help="inpaint: mask image, white = known pixel")
     p.add_argument("--simulate", action="store_true",
                    help="IMAGE is clean: degrade it (--sigma/--keep/--factor) and report PSNR")
-    p.add_argument("--init", default="dip", choices=["dip", "noise", "observation"])
+    p.add_argument("--init", default="dip", choices=["dip", "noise", "observation"],
+                   help="start of the reverse chain")
     p.add_argument("--no-guidance", action="store_true", help="plain SDEdit, no data term")
     p.add_argument("--save-dip", metavar="PNG", help="also write the DIP image here")
     p.add_argument("--out", required=True, metavar="OUT.png", help="output image (atomic)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="degradation, DIP and noise seed")
     add_runtime(p)
     return p
 

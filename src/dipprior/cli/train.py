@@ -34,13 +34,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
                    help="after warm-up: constant, or cosine down to lr/10 at --steps")
     p.add_argument("--warmup", type=int, default=1000, help="linear LR warm-up steps")
-    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights")
     p.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm, 0 = off")
     p.add_argument("--amp", action="store_true", help="mixed precision")
     p.add_argument("--low-t-fraction", type=float, default=0.0,
                    help="share of timesteps drawn from [0, --low-t-max) instead of [0, T) "
                    "(0: uniform)")
-    p.add_argument("--low-t-max", type=int, default=250)
+    p.add_argument("--low-t-max", type=int, default=250, help="end of the low-noise range")
     p.add_argument("--rotate", action="store_true", help="random 90-degree rotations")
     p.add_argument("--scale", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
                    help="random rescaling of the source photo (1 1: off)")
@@ -59,7 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                       help="default epsilon")
     arch.add_argument("--num-train-timesteps", type=int, help="default 1000")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="data, noise and initial-weight seed")
     add_runtime(p)
     return p
 

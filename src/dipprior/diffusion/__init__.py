@@ -11,7 +11,7 @@ from dipprior.diffusion.checkpoint import (
     save,
 )
 from dipprior.diffusion.data import Augmentation, PatchDataset
-from dipprior.diffusion.sampling import sample
+from dipprior.diffusion.sampling import reverse_diffusion, sample
 from dipprior.diffusion.scheduler import Scheduler, SchedulerOutput
 from dipprior.diffusion.timesteps import TimestepDistribution
 from dipprior.diffusion.train import TrainResult, train
@@ -32,4 +32,5 @@ __all__ = [
     "load_pretrained",
     "available_pretrained",
     "sample",
+    "reverse_diffusion",
 ]

@@ -38,9 +38,10 @@ _SCHEDULER_API = ("num_train_timesteps", "alphas_cumprod", "timesteps", "add_noi
 class SampleResult:
     """What a sampler (or baseline) returns.
 
-    For one image (an observation of shape (3, H, W) or (1, 3, H, W)) every field is a single
-    value; for a batch of N, ``image`` and ``dip_image`` are (N, 3, H, W) and the per-image
-    fields (``t0``, ``nfe``, ``error_std``, ``timesteps``, ``dip_iterations``) are lists.
+    For one image (an observation of shape (3, H, W)) every field is a single value; for a batch
+    (N, 3, H, W), N >= 1, ``image`` and ``dip_image`` are (N, 3, H, W) and the per-image fields
+    (``t0``, ``nfe``, ``error_std``, ``timesteps``, ``dip_iterations``, ``intermediates``) are
+    lists.
 
     Attributes:
         image: the restored image in [0, 1], same rank as the observation.
