@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import dipprior
 from dipprior.cli import main
 
@@ -18,6 +20,7 @@ def test_no_command_prints_help(capsys):
     assert "usage: dipprior" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_console_entry_point_runs():
     out = subprocess.run(
         [sys.executable, "-m", "dipprior.cli", "--help"], capture_output=True, text=True, check=True

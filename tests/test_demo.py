@@ -15,6 +15,7 @@ TINY = {"images": ("chelsea",), "size": 32, "dip_iterations": 4, "dip_channels":
         "ddpm_steps": 3, "steps": 2, "t0": 30}
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_with_the_shipped_prior(tmp_path, monkeypatch):
     fits = []
     original = dip.fit

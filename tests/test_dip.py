@@ -279,6 +279,7 @@ def test_channels_last_rule():
     assert use_channels_last(DIPConfig(channels=16, channels_last=True)) is True
 
 
+@pytest.mark.slow
 def test_fit_with_discrepancy_stops_where_the_loss_reaches_the_noise_level():
     x, y = noisy(sigma=0.2)
     kw = dict(iterations=300, early_stopping="discrepancy", discrepancy_window=10, **TINY)
@@ -375,6 +376,7 @@ def test_spike_guard_ignores_normal_chunks_and_restores_one_network_of_many():
         torch.testing.assert_close(halves[1], snap[k].view(2, -1)[1])  # restored
 
 
+@pytest.mark.slow
 def test_fit_recovers_from_an_injected_spike():
     x, y = noisy()
 
@@ -399,6 +401,7 @@ def test_fit_recovers_from_an_injected_spike():
 # ----------------------------------------------------------------------------- batched fits
 
 
+@pytest.mark.slow
 def test_batched_equals_sequential():
     g = torch.Generator().manual_seed(5)
     x = torch.rand(2, 3, 24, 24, generator=g)

@@ -156,6 +156,7 @@ def test_shard_covers_every_item_once():
     assert ex.gather([1, 2]) == [1, 2]  # not distributed: identity
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_gather_the_same_table(tmp_path):
     """Two gloo processes each take half of the images; every rank gets the full table."""
     script = tmp_path / "run.py"
@@ -333,6 +334,7 @@ def test_cli_compare_writes_tables(tmp_path, prior_dir):
     assert len(csv.strip().splitlines()) == 1 + 2 * 4 + 4
 
 
+@pytest.mark.slow
 def test_cli_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "dipprior.cli", "--help"], capture_output=True,
                          text=True, check=True).stdout

@@ -399,6 +399,7 @@ def test_results_table_bad_input():
         M.results_table([{"Image": "a", "psnr": np.array([1.0, 2.0])}])
 
 
+@pytest.mark.slow
 def test_example_metrics_table_runs(tmp_path):
     """The README's main job: prints the seed's table for noisy sample images."""
     import subprocess

@@ -174,6 +174,7 @@ def test_resume_with_training_options_is_bitwise(images, tmp_path):
 
 
 # ------------------------------------------------------------------ training
+@pytest.mark.slow
 def test_training_lowers_the_loss(images):
     net = _net(dropout=0.0)
     out = train(net, Scheduler(), images, steps=150, batch_size=8, patch_size=16, lr=3e-3,
@@ -278,6 +279,7 @@ def test_cli_train_and_resume(images, tmp_path, capsys):
     assert "differs from the checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(images, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -124,6 +124,7 @@ def test_one_step_denoise_maps_the_observation_onto_the_forward_process():
         pretrained.one_step_denoise(oracle, s, torch.rand(4, 8, 8), sigma)
 
 
+@pytest.mark.slow
 def test_evaluate_denoiser_uses_the_compare_noise_draws():
     s, sigma = Scheduler(), 25 / 255
     g = torch.Generator().manual_seed(2)
