@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import tiny_unet
-from dipprior import pretrained
+from dipprior import pretrained, prior_export
 from dipprior.diffusion import Scheduler, UNet, available_pretrained, load_pretrained, save, train
 from dipprior.diffusion.checkpoint import DEFAULT_PRETRAINED
 from dipprior.metrics import psnr
@@ -194,7 +194,7 @@ def test_export_roundtrip_card_and_atomic_replace(tmp_path, monkeypatch):
 
     # a failing re-export (over the size limit) leaves the earlier export in place
     before = (target / "MODEL_CARD.md").read_text()
-    monkeypatch.setattr(pretrained, "MAX_BYTES", 1000)
+    monkeypatch.setattr(prior_export, "MAX_BYTES", 1000)
     with pytest.raises(ValueError, match="limit"):
         pretrained.export_pretrained(tmp_path / "run", "tiny", root=root)
     assert (target / "MODEL_CARD.md").read_text() == before

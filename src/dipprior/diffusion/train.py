@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +16,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from dipprior._distributed import init_process_group, rank_world
 from dipprior.diffusion import checkpoint as ckpt
 from dipprior.diffusion.data import Augmentation, PatchDataset
 from dipprior.diffusion.scheduler import Scheduler
 from dipprior.diffusion.timesteps import TimestepDistribution
+from dipprior.diffusion.train_state import (
+    Ranks,
+    TrainState,
+    derive_seed,
+    read_checkpoint,
+    setup_distributed,
+    write_checkpoint,
+)
 from dipprior.diffusion.unet import UNet
 
 __all__ = ["train", "TrainResult"]
@@ -45,31 +50,6 @@ class TrainResult:
     seconds: float
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-
-def _setup_distributed(device: torch.device | None) -> _Dist:
-    """Join the process group ``torchrun`` describes (gloo on CPU, NCCL on CUDA), if any."""
-    cuda = torch.cuda.is_available() if device is None else device.type == "cuda"
-    owns = init_process_group(cuda)
-    rank, world = rank_world()
-    return _Dist(rank, world, int(os.environ.get("LOCAL_RANK", 0)), owns_group=owns)
-
-
-def _derive_seed(seed: int, rank: int, stream: int) -> int:
-    # distinct, reproducible streams per (rank, purpose)
-    return (seed * 1_000_003 + rank * 7919 + stream * 104_729) % (2**63 - 1)
-
-
 def _draw_batch(data: Any, batch_size: int, generator: torch.Generator,
                 shard: list[int]) -> torch.Tensor:
     if isinstance(data, PatchDataset) or hasattr(data, "sample_batch"):
@@ -78,149 +58,7 @@ def _draw_batch(data: Any, batch_size: int, generator: torch.Generator,
     return torch.stack([torch.as_tensor(data[shard[i]]) for i in picks])
 
 
-class _State:
-    """Everything that changes during training, and its (de)serialisation."""
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, ema: nn.Module,
-                 scaler: torch.amp.GradScaler | None, g_data: torch.Generator,
-                 g_noise: torch.Generator, device: torch.device) -> None:
-        self.model, self.optimizer, self.ema, self.scaler = model, optimizer, ema, scaler
-        self.g_data, self.g_noise, self.device = g_data, g_noise, device
-        self.step = 0
-        self.losses: list[float] = []
-
-    # RNG states of this process, as one uint8 vector (same length on every rank)
-    def rng_vector(self) -> torch.Tensor:
-        parts = [torch.get_rng_state(), self.g_data.get_state(), self.g_noise.get_state()]
-        if self.device.type == "cuda":
-            parts.append(torch.cuda.get_rng_state(self.device))
-        return torch.cat(parts)
-
-    def set_rng_vector(self, vec: torch.Tensor) -> None:
-        sizes = [t.numel() for t in (torch.get_rng_state(), self.g_data.get_state(),
-                                     self.g_noise.get_state())]
-        if self.device.type == "cuda":
-            sizes.append(torch.cuda.get_rng_state(self.device).numel())
-        if vec.numel() != sum(sizes):
-            raise ValueError("saved RNG state does not fit this device; cannot resume exactly")
-        parts = torch.split(vec.to(torch.uint8).cpu(), sizes)
-        torch.set_rng_state(parts[0].clone())
-        self.g_data.set_state(parts[1].clone())
-        self.g_noise.set_state(parts[2].clone())
-        if self.device.type == "cuda":
-            torch.cuda.set_rng_state(parts[3].clone(), self.device)
-
-    def to_file(self, rng_per_rank: list[torch.Tensor],
-                meta: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        tensors: dict[str, torch.Tensor] = {}
-        tensors.update({f"model.{k}": v for k, v in self.model.state_dict().items()})
-        tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
-        opt = self.optimizer.state_dict()
-        opt_json: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
-        for pid, entries in opt["state"].items():
-            for name, value in entries.items():
-                if isinstance(value, torch.Tensor):
-                    tensors[f"optim.{pid}.{name}"] = value
-                else:
-                    opt_json["state"].setdefault(str(pid), {})[name] = value
-        for r, vec in enumerate(rng_per_rank):
-            tensors[f"rng.rank{r}"] = vec
-        tensors["loss_history"] = torch.tensor(self.losses, dtype=torch.float64)
-        state = {**meta, "step": self.step, "world_size": len(rng_per_rank), "optimizer": opt_json,
-                 "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None}
-        return tensors, {"format": ckpt.FORMAT + ".training_state",
-                         "format_version": str(ckpt.FORMAT_VERSION), "state": json.dumps(state)}
-
-    def from_file(self, tensors: dict[str, torch.Tensor], state: dict[str, Any], rank: int,
-                  world: int, source: str) -> None:
-        def prefixed(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-        ckpt.load_state_into(self.model, prefixed("model."), source + " (model.*)")
-        ckpt.load_state_into(self.ema, prefixed("ema."), source + " (ema.*)")
-        opt_json = state["optimizer"]
-        opt_state: dict[int, dict[str, Any]] = {}
-        for key, value in prefixed("optim.").items():
-            pid, name = key.split(".", 1)
-            opt_state.setdefault(int(pid), {})[name] = value
-        for pid, entries in opt_json.get("state", {}).items():
-            opt_state.setdefault(int(pid), {}).update(entries)
-        groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g
-                  for g in opt_json["param_groups"]]
-        try:
-            self.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-        except (ValueError, KeyError) as exc:
-            raise ValueError(f"optimizer state in {source} does not fit: {exc}") from None
-        if self.scaler is not None and state.get("grad_scaler"):
-            self.scaler.load_state_dict(state["grad_scaler"])
-        self.step = int(state["step"])
-        self.losses = tensors["loss_history"].tolist()
-        if len(self.losses) != self.step:
-            raise ValueError(f"{source}: loss history has {len(self.losses)} entries for step "
-                             f"{self.step} (corrupt training state)")
-        key = f"rng.rank{rank}"
-        if state.get("world_size") == world and key in tensors:
-            self.set_rng_vector(tensors[key])
-        else:
-            warnings.warn(f"{source} was written with world size {state.get('world_size')}, "
-                          f"now {world}: RNG streams are re-seeded, so the run will not be "
-                          "bitwise identical to an uninterrupted one", stacklevel=3)
-            seed = int(state.get("seed", 0))
-            torch.manual_seed(_derive_seed(seed, rank, 2 + self.step))
-            self.g_data.manual_seed(_derive_seed(seed, rank, 3 + self.step))
-            self.g_noise.manual_seed(_derive_seed(seed, rank, 4 + self.step))
-
-
-def _gather_rng(state: _State, dd: _Dist) -> list[torch.Tensor]:
-    vec = state.rng_vector()
-    if not dd.enabled:
-        return [vec]
-    comm_device = state.device if dist.get_backend() == "nccl" else torch.device("cpu")
-    local = vec.to(comm_device)
-    out = [torch.empty_like(local) for _ in range(dd.world)]
-    dist.all_gather(out, local)
-    return [t.cpu() for t in out]
-
-
-def _write_checkpoint(directory: Path, state: _State, scheduler: Scheduler,
-                      meta: dict[str, Any], dd: _Dist) -> None:
-    rngs = _gather_rng(state, dd)  # collective: every rank takes part
-    if dd.rank != 0:
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors, header = state.to_file(rngs, meta)
-    # training state first: if we die before the sampling weights, they are one interval old
-    ckpt.save_tensors(directory / ckpt.STATE_FILE, tensors, header)
-    ckpt.save(state.ema, scheduler, directory, metadata={"step": state.step})
-    lines = ["step,loss"] + [f"{i + 1},{v:.8g}" for i, v in enumerate(state.losses)]
-    ckpt.atomic_write_bytes(directory / ckpt.LOSS_FILE, ("\n".join(lines) + "\n").encode())
-
-
-def _read_checkpoint(directory: Path, state: _State, scheduler: Scheduler,
-                     meta: dict[str, Any], dd: _Dist) -> None:
-    source = str(directory / ckpt.STATE_FILE)
-    tensors, header = ckpt.read_tensors(directory / ckpt.STATE_FILE)
-    try:
-        saved = json.loads(header["state"])
-    except (KeyError, json.JSONDecodeError):
-        raise ValueError(f"{source} has no readable training-state header") from None
-    if saved.get("model") != meta["model"]:
-        raise ValueError(f"{source} was trained with model config {saved.get('model')}, "
-                         f"but the model passed has {meta['model']}; use the same architecture "
-                         "or another checkpoint_dir")
-    if saved.get("scheduler") != meta["scheduler"]:
-        raise ValueError(f"{source} was trained with scheduler {saved.get('scheduler')}, "
-                         f"but the scheduler passed is {meta['scheduler']}")
-    before, now = saved.get("args", {}), meta["args"]
-    changed = {k: (before.get(k), now.get(k)) for k in {**before, **now}
-               if before.get(k) != now.get(k)}
-    if changed:
-        warnings.warn(f"resuming {source} with changed arguments (saved, now): {changed}",
-                      stacklevel=3)
-    state.from_file(tensors, saved, dd.rank, dd.world, source)
-
-
-def _resolve_device(device: str | torch.device | None, dd: _Dist) -> torch.device:
+def _resolve_device(device: str | torch.device | None, dd: Ranks) -> torch.device:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -328,7 +166,7 @@ def train(
         raise TypeError("checkpointing needs a dipprior UNet model")
 
     started = time.perf_counter()
-    dd = _setup_distributed(None if device is None else torch.device(device))
+    dd = setup_distributed(None if device is None else torch.device(device))
     try:
         dev = _resolve_device(device, dd)
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
@@ -344,7 +182,7 @@ def train(
 
 
 def _train_loop(model: nn.Module, scheduler: Scheduler, data: Any, dev: torch.device,
-                dd: _Dist, started: float, *, steps: int, batch_size: int, lr: float,
+                dd: Ranks, started: float, *, steps: int, batch_size: int, lr: float,
                 ema_decay: float, warmup: int, grad_clip: float | None, amp: bool,
                 timesteps: TimestepDistribution, lr_schedule: str,
                 checkpoint_dir: str | os.PathLike | None, checkpoint_every: int, resume: bool,
@@ -352,14 +190,14 @@ def _train_loop(model: nn.Module, scheduler: Scheduler, data: Any, dev: torch.de
                 callback: Callable[[int, float], None] | None) -> TrainResult:
     from tqdm.auto import tqdm
 
-    torch.manual_seed(_derive_seed(seed, dd.rank, 2))
+    torch.manual_seed(derive_seed(seed, dd.rank, 2))
     model.to(dev).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scaler = torch.amp.GradScaler("cuda") if amp and dev.type == "cuda" else None
-    g_data = torch.Generator().manual_seed(_derive_seed(seed, dd.rank, 0))
-    g_noise = torch.Generator(dev).manual_seed(_derive_seed(seed, dd.rank, 1))
-    state = _State(model, optimizer, ema, scaler, g_data, g_noise, dev)
+    g_data = torch.Generator().manual_seed(derive_seed(seed, dd.rank, 0))
+    g_noise = torch.Generator(dev).manual_seed(derive_seed(seed, dd.rank, 1))
+    state = TrainState(model, optimizer, ema, scaler, g_data, g_noise, dev)
     meta = {"model": model.config if isinstance(model, UNet) else None,
             "scheduler": scheduler.to_config(), "seed": seed,
             "args": {"batch_size": batch_size, "lr": lr, "ema_decay": ema_decay,
@@ -374,7 +212,7 @@ def _train_loop(model: nn.Module, scheduler: Scheduler, data: Any, dev: torch.de
         meta["args"]["lr_schedule"] = lr_schedule
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if directory is not None and resume and ckpt.is_checkpoint(directory):
-        _read_checkpoint(directory, state, scheduler, meta, dd)
+        read_checkpoint(directory, state, scheduler, meta, dd)
 
     n = len(data)
     shard = list(range(dd.rank, n, dd.world)) if n >= dd.world else list(range(n))
@@ -434,7 +272,7 @@ def _train_loop(model: nn.Module, scheduler: Scheduler, data: Any, dev: torch.de
                 bar.set_postfix(loss=f"{sum(state.losses[-10:]) / len(state.losses[-10:]):.4f}")
             due = state.step % checkpoint_every == 0 or state.step == steps
             if directory is not None and due:
-                _write_checkpoint(directory, state, scheduler, meta, dd)
+                write_checkpoint(directory, state, scheduler, meta, dd)
             if callback is not None:
                 callback(state.step, state.losses[-1])
     finally:

@@ -1,0 +1,270 @@
+"""The operator base class, its validation and conjugate gradient, and ``Denoise``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+Tensor = torch.Tensor
+Rho = float | Tensor
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def check_image(x: Tensor, name: str, *, low: float = -0.5, high: float = 1.5) -> None:
+    """Raise a clear error unless ``x`` is a finite float (C, H, W) or (N, C, H, W) tensor in range.
+
+    ``low``/``high`` bound the values; the defaults accept [0, 1] images with room for noise but
+    reject e.g. 0..255 images. This synchronises with the device, so it is not called per step.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a float tensor, got dtype {x.dtype}")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"{name}: expected shape (C, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name}: empty tensor of shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: contains NaN or inf values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < low or hi > high:
+        raise ValueError(
+            f"{name}: values span [{lo:.3g}, {hi:.3g}], far outside [0, 1] (allowed "
+            f"[{low:.3g}, {high:.3g}]); images must be floats in [0, 1], not 0..255 or [-1, 1]"
+        )
+
+
+def _as4d(x: Tensor, name: str) -> tuple[Tensor, bool]:
+    """(C, H, W) -> (1, C, H, W); returns the tensor and whether to squeeze the result."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 3:
+        return x.unsqueeze(0), True
+    if x.dim() == 4:
+        return x, False
+    raise ValueError(f"{name}: expected shape (C, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+
+
+def _rho4d(rho: Rho, like: Tensor) -> Tensor:
+    """rho as a float or a per-image tensor of N values -> (N or 1, 1, 1, 1) on like's device."""
+    r = torch.as_tensor(rho, dtype=like.dtype, device=like.device)
+    if r.dim() > 1 or (r.dim() == 1 and r.numel() not in (1, like.shape[0])):
+        raise ValueError(f"rho: expected a number or {like.shape[0]} values, got {tuple(r.shape)}")
+    if bool((r < 0).any()) or not bool(torch.isfinite(r).all()):
+        raise ValueError("rho: must be finite and >= 0")
+    return r.reshape(-1, 1, 1, 1)
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-image inner product of (N, C, H, W) tensors -> (N, 1, 1, 1)."""
+    return (a * b).sum(dim=(1, 2, 3), keepdim=True)
+
+
+def _randn(shape: torch.Size, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    device = generator.device if generator is not None else like.device
+    noise = torch.randn(shape, generator=generator, device=device, dtype=like.dtype)
+    return noise.to(like.device)
+
+
+def conjugate_gradient(
+    apply: Callable[[Tensor], Tensor],
+    b: Tensor,
+    x0: Tensor,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 200,
+) -> Tensor:
+    """Solve ``apply(x) = b`` for a symmetric positive (semi-)definite ``apply``, per image.
+
+    Each image of the (N, C, H, W) batch has its own step sizes; iteration stops when every
+    residual norm is below ``tol * ||b||`` (or ``tol`` when ``b`` is zero). Starting from ``x0``
+    on a singular but consistent system converges to the solution closest to ``x0``.
+    """
+    x = x0.clone()
+    r = b - apply(x)
+    p = r.clone()
+    rs = _dot(r, r)
+    threshold = (tol * _dot(b, b).sqrt()).clamp_min(tol) ** 2
+    tiny = torch.finfo(b.dtype).tiny
+    for _ in range(max_iter):
+        if bool((rs <= threshold).all()):
+            break
+        ap = apply(p)
+        alpha = torch.where(rs > threshold, rs / _dot(p, ap).clamp_min(tiny), 0.0)
+        x.add_(alpha * p)
+        r.sub_(alpha * ap)
+        rs_new = _dot(r, r)
+        beta = torch.where(rs > tiny, rs_new / rs.clamp_min(tiny), 0.0)
+        p = r + beta * p
+        rs = rs_new
+    return x
+
+
+# ----------------------------------------------------------------------------- base class
+
+
+class Operator:
+    """A linear degradation ``y = A x + noise_sigma * n``.
+
+    Subclasses implement :meth:`_forward` and :meth:`_adjoint` on (N, C, H, W) tensors and, where
+    a closed form exists, :meth:`_prox` (the solution of ``(A^T A + lam I) x = A^T y + lam x0``).
+    """
+
+    noise_sigma: float = 0.0
+
+    # -- to implement
+    def _forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _prox(self, x0: Tensor, y: Tensor, lam: Tensor) -> Tensor | None:
+        return None  # no closed form: conjugate gradient
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        """Shape of ``A x`` for ``x`` of ``input_shape`` ((C, H, W) or (N, C, H, W))."""
+        return tuple(input_shape)
+
+    def input_shape(self, output_shape: Sequence[int]) -> tuple[int, ...]:
+        """Shape of the image ``x`` whose observation ``A x`` has ``output_shape``."""
+        return tuple(output_shape)
+
+    # -- public API
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the noiseless operator, ``A x``."""
+        x4, squeeze = _as4d(x, "x")
+        y = self._forward(x4)
+        return y.squeeze(0) if squeeze else y
+
+    __call__ = forward
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """Apply the transpose, ``A^T y`` (so that ``<A x, y> = <x, A^T y>``)."""
+        y4, squeeze = _as4d(y, "y")
+        x = self._adjoint(y4)
+        return x.squeeze(0) if squeeze else x
+
+    def degrade(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Simulate an observation of the clean [0, 1] image ``x``: ``A x + noise_sigma * n``.
+
+        The noise is Gaussian and not clipped (the CBSD68 protocol).
+        """
+        check_image(x, "x")
+        y = self.forward(x)
+        if self.noise_sigma > 0:
+            y = y + self.noise_sigma * _randn(y.shape, y, generator)
+        return self._mask_observation(y)
+
+    def _mask_observation(self, y: Tensor) -> Tensor:
+        return y
+
+    def pseudo_inverse(self, y: Tensor) -> Tensor:
+        """The minimum-norm least-squares image ``A^+ y`` (``A A^+ y = y`` when ``A`` is onto)."""
+        y4, squeeze = _as4d(y, "y")
+        x0 = y4.new_zeros(self.input_shape(y4.shape))
+        x = self._solve(x0, y4, x0.new_zeros(1, 1, 1, 1))
+        return x.squeeze(0) if squeeze else x
+
+    def proximal(self, x0: Tensor, y: Tensor, rho: Rho, *, sigma: float | None = None) -> Tensor:
+        """``argmin_x ||y - A x||^2 / (2 sigma^2) + rho / 2 ||x - x0||^2``.
+
+        ``sigma`` defaults to :attr:`noise_sigma` and must be on the scale of ``x0`` and ``y``
+        (double it when working in [-1, 1]). ``rho`` is a number or one value per image. With
+        ``sigma = 0`` the data term is a hard constraint: the result is the point of
+        ``{x : A x = y}`` closest to ``x0`` (for inpainting, ``x0`` with the known pixels
+        replaced by ``y``). Closed form where there is one, conjugate gradient otherwise.
+        """
+        x4, squeeze = _as4d(x0, "x0")
+        y4, _ = _as4d(y, "y")
+        self._check_pair(x4, y4)
+        lam = self._lam(x4, rho, sigma)
+        x = self._solve(x4, y4, lam)
+        return x.squeeze(0) if squeeze else x
+
+    def proximal_cg(
+        self,
+        x0: Tensor,
+        y: Tensor,
+        rho: Rho,
+        *,
+        sigma: float | None = None,
+        tol: float = 1e-6,
+        max_iter: int = 200,
+    ) -> Tensor:
+        """:meth:`proximal` by conjugate gradient on the normal equations, for any operator."""
+        x4, squeeze = _as4d(x0, "x0")
+        y4, _ = _as4d(y, "y")
+        self._check_pair(x4, y4)
+        lam = self._lam(x4, rho, sigma)
+        x = self._cg(x4, y4, lam, tol=tol, max_iter=max_iter)
+        return x.squeeze(0) if squeeze else x
+
+    # -- helpers
+    def _lam(self, x: Tensor, rho: Rho, sigma: float | None) -> Tensor:
+        s = self.noise_sigma if sigma is None else float(sigma)
+        if not math.isfinite(s) or s < 0:
+            raise ValueError(f"sigma: must be finite and >= 0, got {sigma}")
+        return _rho4d(rho, x) * s**2
+
+    def _check_pair(self, x: Tensor, y: Tensor) -> None:
+        expected = self.output_shape(x.shape)
+        if tuple(y.shape[1:]) != expected[1:] or y.shape[0] not in (1, x.shape[0]):
+            raise ValueError(
+                f"y: shape {tuple(y.shape)} does not match A(x0) of shape {expected}"
+            )
+
+    def _solve(self, x0: Tensor, y: Tensor, lam: Tensor) -> Tensor:
+        x = self._prox(x0, y, lam)
+        return x if x is not None else self._cg(x0, y, lam)
+
+    def _cg(self, x0: Tensor, y: Tensor, lam: Tensor, *, tol: float = 1e-6,
+            max_iter: int = 200) -> Tensor:
+        def normal(v: Tensor) -> Tensor:
+            return self._adjoint(self._forward(v)) + lam * v
+
+        b = self._adjoint(y.expand(self.output_shape(x0.shape))) + lam * x0
+        return conjugate_gradient(normal, b, x0, tol=tol, max_iter=max_iter)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(noise_sigma={self.noise_sigma:g})"
+
+
+def _check_sigma(sigma: float) -> float:
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
+        raise TypeError(f"sigma: expected a number, got {type(sigma).__name__}")
+    sigma = float(sigma)
+    if not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma: must be finite and >= 0, got {sigma}")
+    if sigma > 1:
+        raise ValueError(
+            f"sigma: {sigma:g} is on the 0..255 scale; operators take sigma on the [0, 1] scale "
+            f"(e.g. {sigma:g}/255 = {sigma / 255:.4f})"
+        )
+    return sigma
+
+
+# ----------------------------------------------------------------------------- denoising
+
+
+class Denoise(Operator):
+    """Additive white Gaussian noise: ``A = I``, ``y = x + sigma n`` (sigma on the [0, 1] scale).
+
+    ``Denoise(0.0)`` is the identity, used for fitting without a known noise level.
+    """
+
+    def __init__(self, sigma: float) -> None:
+        self.noise_sigma = _check_sigma(sigma)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return y
+
+    def _prox(self, x0: Tensor, y: Tensor, lam: Tensor) -> Tensor:
+        return x0 + (y - x0) / (1.0 + lam)

@@ -1,0 +1,158 @@
+"""Inpainting: ``Inpaint`` and the masks it takes."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from dipprior.operators.base import Operator, Tensor, _check_sigma
+
+# ----------------------------------------------------------------------------- inpainting
+
+
+def _mask_tensor(mask: Tensor | np.ndarray) -> Tensor:
+    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+    if m.dim() == 2:
+        m = m.unsqueeze(0)
+    if m.dim() != 3 or m.shape[0] not in (1, 3):
+        raise ValueError(
+            f"mask: expected shape (H, W), (1, H, W) or (3, H, W), got {tuple(m.shape)}"
+        )
+    m = m.detach().to(torch.float32)
+    if not bool(((m == 0) | (m == 1)).all()):
+        raise ValueError("mask: values must be 0 (missing) or 1 (known)")
+    return m
+
+
+class Inpaint(Operator):
+    """Missing pixels: ``y = M * (x + sigma n)`` with a binary mask ``M`` (1 = known pixel).
+
+    ``mask`` is (H, W), (1, H, W) (same for all channels) or (3, H, W). Unknown pixels of the
+    observation are 0. See :func:`random_pixel_mask`, :func:`random_box_mask`,
+    :func:`mask_from_image`.
+    """
+
+    def __init__(self, mask: Tensor | np.ndarray, sigma: float = 0.0) -> None:
+        self.mask = _mask_tensor(mask)
+        self.noise_sigma = _check_sigma(sigma)
+        self._cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    @property
+    def known_fraction(self) -> float:
+        return float(self.mask.mean())
+
+    def _m(self, x: Tensor) -> Tensor:
+        """The mask on x's device and dtype, checked against x's shape (cached per device)."""
+        if x.shape[-2:] != self.mask.shape[-2:] or (
+            self.mask.shape[0] == 3 and x.shape[-3] != 3
+        ):
+            raise ValueError(
+                f"mask: shape {tuple(self.mask.shape)} does not match image of shape "
+                f"{tuple(x.shape)}"
+            )
+        key = (x.device, x.dtype)
+        m = self._cache.get(key)
+        if m is None:
+            m = self._cache[key] = self.mask.to(device=x.device, dtype=x.dtype)
+        return m
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return x * self._m(x)
+
+    _adjoint = _forward
+
+    def _mask_observation(self, y: Tensor) -> Tensor:
+        return y * self._m(y)
+
+    def _prox(self, x0: Tensor, y: Tensor, lam: Tensor) -> Tensor:
+        # (M + lam) x = M y + lam x0 with M in {0, 1}; the unknown pixels keep x0, also at lam = 0.
+        return x0 + self._m(x0) * (y - x0) / (1.0 + lam)
+
+    def __repr__(self) -> str:
+        return (f"Inpaint(mask={tuple(self.mask.shape)}, known={self.known_fraction:.3f}, "
+                f"noise_sigma={self.noise_sigma:g})")
+
+
+def _spatial_shape(shape: Sequence[int], name: str = "shape") -> tuple[int, ...]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (2, 3) or any(s <= 0 for s in shape):
+        raise ValueError(f"{name}: expected (H, W) or (C, H, W) with positive sizes, got {shape}")
+    return shape
+
+
+def random_pixel_mask(
+    shape: Sequence[int], keep: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """A mask with exactly ``round(keep * n)`` known entries chosen uniformly at random.
+
+    ``shape`` (H, W) gives a mask shared by all channels; (C, H, W) drops entries per channel.
+
+    Example:
+        >>> m = random_pixel_mask((4, 5), keep=0.5, generator=torch.Generator().manual_seed(0))
+        >>> int(m.sum())
+        10
+    """
+    shape = _spatial_shape(shape)
+    if not 0.0 <= float(keep) <= 1.0:
+        raise ValueError(f"keep: must be in [0, 1], got {keep}")
+    n = math.prod(shape)
+    order = torch.randperm(n, generator=generator)
+    mask = torch.zeros(n)
+    mask[order[: round(float(keep) * n)]] = 1.0
+    return mask.reshape(shape)
+
+
+def random_box_mask(
+    shape: Sequence[int],
+    boxes: int = 1,
+    size: tuple[float, float] = (0.2, 0.4),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """A mask of ones with ``boxes`` random rectangular holes (zeros).
+
+    Each side of a box is a uniform random fraction of the image side in ``size``; the box lies
+    fully inside the image. ``shape`` is (H, W) or (C, H, W) (holes through all channels).
+    """
+    shape = _spatial_shape(shape)
+    lo, hi = (float(s) for s in size)
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"size: expected 0 < low <= high <= 1, got {size}")
+    if boxes < 0:
+        raise ValueError(f"boxes: must be >= 0, got {boxes}")
+    h, w = shape[-2:]
+    mask = torch.ones(shape)
+    for _ in range(boxes):
+        u = torch.rand(4, generator=generator).tolist()
+        bh = max(1, round((lo + (hi - lo) * u[0]) * h))
+        bw = max(1, round((lo + (hi - lo) * u[1]) * w))
+        top = min(int(u[2] * (h - bh + 1)), h - bh)
+        left = min(int(u[3] * (w - bw + 1)), w - bw)
+        mask[..., top : top + bh, left : left + bw] = 0.0
+    return mask
+
+
+def mask_from_image(path: str | os.PathLike, threshold: float = 0.5) -> Tensor:
+    """Read a mask image: pixels brighter than ``threshold`` (of full scale) are known (1).
+
+    Colour masks are averaged over channels first; returns (H, W) float32 of 0 and 1 (the
+    convention of the DIP reference masks: white = known, black = hole).
+    """
+    from skimage import io as skio
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"path: no such file {str(path)!r}")
+    try:
+        array = np.asarray(skio.imread(path))
+    except Exception as exc:  # noqa: BLE001 - any decoder failure
+        raise ValueError(f"path: cannot read {str(path)!r} as an image ({exc})") from exc
+    scale = float(np.iinfo(array.dtype).max) if np.issubdtype(array.dtype, np.integer) else 1.0
+    array = array.astype(np.float64) / scale
+    if array.ndim == 3:
+        array = array[..., :3].mean(axis=-1) if array.shape[-1] in (3, 4) else array[..., 0]
+    if array.ndim != 2:
+        raise ValueError(f"path: {str(path)!r} is not a 2-D mask image (shape {array.shape})")
+    return torch.from_numpy((array > threshold).astype(np.float32))
