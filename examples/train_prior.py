@@ -131,19 +131,30 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     return (*load_pretrained(args.name, device=args.device), f"pretrained {args.name}")
 
 
-def _summary(table: Any, images: int, args: argparse.Namespace) -> dict[str, Any]:
+def _summary(table: Any, images: int, sigma: float, args: argparse.Namespace
+             ) -> dict[str, Any]:
     avg = table.rows[-1]
-    return {"images": images, "crop": args.crop, "sigma_255": args.sigma, "seed": args.seed,
-            "t": int(table.rows[0]["t"]), "psnr": float(avg["PSNR"]), "ssim": float(avg["SSIM"]),
-            "noisy_psnr": float(avg["Noisy PSNR"])}
+    out = {"images": images, "crop": args.crop, "sigma_255": sigma, "seed": args.seed,
+           "t": int(table.rows[0]["t"]), "psnr": float(avg["PSNR"]), "ssim": float(avg["SSIM"]),
+           "noisy_psnr": float(avg["Noisy PSNR"])}
+    if "CBM3D PSNR" in avg:
+        out.update({"cbm3d_psnr": float(avg["CBM3D PSNR"]),
+                    "cbm3d_ssim": float(avg["CBM3D SSIM"])})
+    return out
 
 
-def _evaluate(model: Any, scheduler: Any, folder: str, args: argparse.Namespace
+def _evaluate(model: Any, scheduler: Any, folder: str, args: argparse.Namespace, *,
+              sigma: float | None = None, cbm3d: bool | None = None
               ) -> tuple[Any, dict[str, Any]]:
+    """One-step denoising of the folder's crops at ``sigma`` (default ``--sigma``), with CBM3D
+    on the same noisy crops unless ``--no-cbm3d`` (or ``cbm3d=False``)."""
+    sigma = args.sigma if sigma is None else sigma
+    if cbm3d is None:
+        cbm3d = None if not getattr(args, "no_cbm3d", False) else False
     images = load_folder(folder, args.n_images, args.crop)
-    table = evaluate_denoiser(model, scheduler, images, sigma=args.sigma / 255, seed=args.seed,
-                              progress=not args.no_progress)
-    return table, _summary(table, len(images), args)
+    table = evaluate_denoiser(model, scheduler, images, sigma=sigma / 255, seed=args.seed,
+                              cbm3d=cbm3d, progress=not args.no_progress)
+    return table, _summary(table, len(images), sigma, args)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -207,7 +218,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
     if step is None:
         print(f"curve: {directory} records no training step", file=sys.stderr)
         return 2
-    _, summary = _evaluate(model, scheduler, args.data, args)
+    _, summary = _evaluate(model, scheduler, args.data, args, cbm3d=False)
     path = Path(args.csv)
     rows = [r for r in read_curve(path) if int(r["step"]) != int(step)] + [
         _curve_row(int(step), summary, mtime)]
@@ -264,9 +275,18 @@ def _export(directory: Path, args: argparse.Namespace) -> int:
         model, scheduler = ckpt.load(directory, device=args.device)
         fp16_roundtrip(model)  # the numbers of the weights as shipped
         for label, folder in (("CBSD68", args.data), ("Kodak24", args.kodak)):
-            if folder:
-                _, evaluation[label] = _evaluate(model, scheduler, folder, args)
-                print(f"{label}: PSNR {evaluation[label]['psnr']:.2f} dB")
+            if not folder:
+                continue
+            for sigma in [args.sigma, *args.other_sigmas]:
+                key = label if sigma == args.sigma else f"{label}, sigma {sigma:g}"
+                table, evaluation[key] = _evaluate(model, scheduler, folder, args, sigma=sigma)
+                if args.tables:
+                    out = Path(args.tables) / f"denoise_{label}_sigma{sigma:g}.csv"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    table.to_csv(out)
+                e = evaluation[key]
+                print(f"{key}: PSNR {e['psnr']:.2f} dB" + (
+                    f" (CBM3D {e['cbm3d_psnr']:.2f} dB)" if "cbm3d_psnr" in e else ""))
     curve = read_curve(Path(args.curve)) if args.curve else []
     if args.curve and "CBSD68" in evaluation and step is not None:
         # the exported step belongs on the curve too (same protocol as `curve`)
@@ -279,7 +299,8 @@ def _export(directory: Path, args: argparse.Namespace) -> int:
     if rate:
         compute = f"{compute}; {rate}"
     training = {"data": args.data_description, "patch_size": args.patch_size,
-                "compute": compute, "command": args.command}
+                "compute": compute, "command": args.command,
+                "history_note": args.history_note}
     target = export_pretrained(directory, args.name, root=args.root, training=training,
                                evaluation=evaluation, curve=curve)
     size = sum(p.stat().st_size for p in target.iterdir())
@@ -300,6 +321,8 @@ def _eval_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--crop", type=int, default=128, help="center-crop side (default 128)")
     p.add_argument("--sigma", type=float, default=25.0, help="noise std in 0..255 (default 25)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the first image")
+    p.add_argument("--no-cbm3d", action="store_true",
+                   help="skip CBM3D on the same crops (default: run it when bm3d is installed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size 8 --patch-size 64 --lr 3e-4 --warmup 500 --base-channels 32 "
         "--channel-mults 1,2,2 --num-res-blocks 2 --attention-resolutions none "
         "--checkpoint-every 250 --seed 0 --threads 2"), help="for the model card")
+    p.add_argument("--other-sigmas", type=float, nargs="*", default=[15.0, 50.0],
+                   help="also evaluate at these noise levels (default 15 50)")
+    p.add_argument("--tables", metavar="DIR", help="write the per-image tables here as CSV")
+    p.add_argument("--history-note", help="for the model card: how the run got here")
     _eval_args(p, required=False)
     p.set_defaults(func=cmd_export)
     return parser

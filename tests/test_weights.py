@@ -124,15 +124,16 @@ def test_one_step_denoise_maps_the_observation_onto_the_forward_process():
         pretrained.one_step_denoise(oracle, s, torch.rand(4, 8, 8), sigma)
 
 
-@pytest.mark.slow
 def test_evaluate_denoiser_uses_the_compare_noise_draws():
     s, sigma = Scheduler(), 25 / 255
     g = torch.Generator().manual_seed(2)
     images = {"a": torch.rand(3, 12, 12, generator=g), "b": torch.rand(3, 12, 12, generator=g),
               "c": torch.rand(3, 11, 13, generator=g)}  # two sizes: two batches
     table = pretrained.evaluate_denoiser(lambda x, t: torch.zeros_like(x), s, images,
-                                         sigma=sigma, seed=5, batch_size=1, progress=False)
+                                         sigma=sigma, seed=5, batch_size=1, cbm3d=False,
+                                         progress=False)
     assert [r["Image"] for r in table.rows] == ["a", "b", "c", "Average"]
+    assert "CBM3D PSNR" not in table.columns
     for i, clean in enumerate(images.values()):
         noisy = Denoise(sigma).degrade(clean, torch.Generator().manual_seed(5 + i))
         row = table.rows[i]
@@ -141,6 +142,29 @@ def test_evaluate_denoiser_uses_the_compare_noise_draws():
         assert row["t"] == 56
     avg = table.rows[-1]["PSNR"]
     assert avg == pytest.approx(sum(r["PSNR"] for r in table.rows[:3]) / 3)
+
+
+def test_evaluate_denoiser_scores_cbm3d_on_the_same_noisy_images(monkeypatch):
+    """The CBM3D columns score the reference denoiser on exactly the prior's noisy inputs."""
+    from dipprior.pipeline import baselines
+
+    seen = []
+
+    def fake_cbm3d(noisy, sigma):  # stands in for bm3d: returns its input (the noisy image)
+        seen.append((noisy.clone(), sigma))
+        return noisy.clamp(0, 1)
+
+    monkeypatch.setattr(baselines, "cbm3d", fake_cbm3d)
+    g = torch.Generator().manual_seed(0)
+    images = {"a": torch.rand(3, 12, 12, generator=g), "b": torch.rand(3, 12, 12, generator=g)}
+    table = pretrained.evaluate_denoiser(lambda x, t: torch.zeros_like(x), Scheduler(), images,
+                                         sigma=0.1, seed=3, cbm3d=True, progress=False)
+    for i, (name, clean) in enumerate(images.items()):
+        noisy = Denoise(0.1).degrade(clean, torch.Generator().manual_seed(3 + i))
+        assert torch.equal(seen[i][0], noisy) and seen[i][1] == 0.1
+        row = table.rows[i]
+        assert row["CBM3D PSNR"] == pytest.approx(float(psnr(noisy.clamp(0, 1), clean)))
+    assert "CBM3D SSIM" in table.columns
 
 
 # ----------------------------------------------------------------------------- export
