@@ -128,3 +128,103 @@ def test_shipped_registry_lists_names():
             load_pretrained()
     with pytest.raises(ValueError, match="unknown pretrained prior"):
         load_pretrained("no-such-prior")
+
+
+# ----------------------------------------------------------------------------- reliability
+
+
+def _other_model():
+    return tiny_unet(base_channels=16)
+
+
+def test_failed_save_over_another_architecture_keeps_the_old_checkpoint(tmp_path):
+    save(_model(), Scheduler(), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match="metadata"):
+        save(_other_model(), Scheduler(), tmp_path, metadata={"when": object()})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    load(tmp_path, device="cpu")  # still loads
+
+
+def test_interrupted_save_leaves_the_previous_checkpoint_and_cleans_up(tmp_path, monkeypatch):
+    from dipprior import _atomic
+
+    folder = tmp_path / "ck"
+    save(_model(), Scheduler(), folder)
+
+    def killed(tmp, target):
+        raise KeyboardInterrupt  # as if the process died right before the swap
+
+    monkeypatch.setattr(_atomic, "_swap", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save(_other_model(), Scheduler(), folder)
+    monkeypatch.undo()
+    assert load(folder, device="cpu")[0].config == _model().config
+    # what a SIGKILL leaves behind (a temp folder, a temp file) goes with the next write
+    (tmp_path / ".ck.tmp-dead").mkdir()
+    (folder / ".config.json.dead.tmp").write_text("{")
+    save(_other_model(), Scheduler(), folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert load(folder, device="cpu")[0].config == _other_model().config
+
+
+def test_save_keeps_other_files_and_writes_through_a_symlink(tmp_path):
+    real = tmp_path / "real"
+    save(_model(), Scheduler(), real)
+    (real / "notes.txt").write_text("mine")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    save(_other_model(), Scheduler(), link)
+    assert link.is_symlink() and (real / "notes.txt").read_text() == "mine"
+    assert load(link, device="cpu")[0].config == _other_model().config
+
+
+def test_a_folder_left_aside_mid_swap_is_put_back(tmp_path):
+    folder = tmp_path / "ck"
+    save(_model(), Scheduler(), folder)
+    folder.rename(tmp_path / ".ck.old-1234")  # the state between the two fallback renames
+    model, _ = load(folder, device="cpu")
+    assert folder.is_dir() and model.config == _model().config
+
+
+def _write_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key)
+        else:
+            config[key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_nan_weights_and_missing_scheduler_are_refused(tmp_path):
+    net = _model()
+    with torch.no_grad():
+        net.conv_out.weight[0, 0, 0, 0] = float("nan")
+    save(net, Scheduler(), tmp_path / "nan")
+    with pytest.raises(ValueError, match="NaN"):
+        load(tmp_path / "nan", device="cpu")
+    save(_model(), Scheduler(), tmp_path / "nosched")
+    _write_config(tmp_path / "nosched", scheduler=None)
+    with pytest.raises(ValueError, match="scheduler"):
+        load(tmp_path / "nosched", device="cpu")
+
+
+@pytest.mark.parametrize("model_change", [
+    {"base_channels": 10**9}, {"base_channels": 2048}, {"num_res_blocks": 20000},
+    {"channel_mults": [1] * 100}])
+def test_absurd_or_mismatched_configs_fail_before_allocating(tmp_path, model_change):
+    save(_model(), Scheduler(), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    _write_config(tmp_path, model={**config["model"], **model_change})
+    with pytest.raises(ValueError, match="model config"):
+        load(tmp_path, device="cpu")
+
+
+def test_absurd_schedule_fails_before_allocating(tmp_path):
+    save(_model(), Scheduler(), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    _write_config(tmp_path, scheduler={**config["scheduler"], "num_train_timesteps": 10**9})
+    with pytest.raises(ValueError, match="num_train_timesteps"):
+        load(tmp_path, device="cpu")

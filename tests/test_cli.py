@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import dipprior
 from dipprior.cli import main
@@ -33,3 +34,106 @@ def test_unknown_public_name_raises():
 
     with pytest.raises(AttributeError, match="no_such_name"):
         dipprior.no_such_name  # noqa: B018
+
+
+# ----------------------------------------------------------------------------- user errors
+
+
+def _photo_folder(tmp_path, n=2, size=24):
+    from dipprior.io import sample_image, save_image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, name in enumerate(["chelsea", "coffee", "astronaut"][:n]):
+        save_image(sample_image(name, size), folder / f"{i}.png")
+    return folder
+
+
+def _one_line_error(capsys, code, expected_code=2):
+    err = capsys.readouterr().err
+    assert code == expected_code, err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines[-1].startswith("dipprior ") and "error:" in lines[-1]
+    return lines[-1]
+
+
+TINY_TRAIN = ["--steps", "2", "--batch-size", "2", "--patch-size", "16", "--base-channels", "8",
+              "--channel-mults", "1,2", "--num-res-blocks", "1", "--no-progress", "--threads", "1"]
+
+
+def test_train_refuses_an_out_with_a_model_but_no_training_state(tmp_path, capsys):
+    from dipprior.diffusion import Scheduler, save
+    from dipprior.diffusion.unet import UNet
+
+    data = _photo_folder(tmp_path)
+    out = tmp_path / "model"
+    save(UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1), Scheduler(), out)
+    before = (out / "model.safetensors").read_bytes()
+    err = _one_line_error(capsys, main(["train", str(data), "--out", str(out), *TINY_TRAIN]))
+    assert "--force" in err and (out / "model.safetensors").read_bytes() == before
+    assert main(["train", str(data), "--out", str(out), "--force", *TINY_TRAIN]) == 0
+    assert (out / "training_state.safetensors").is_file()
+
+
+def test_train_checks_every_image_before_step_one(tmp_path, capsys):
+    data = _photo_folder(tmp_path)
+    (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "run"
+    err = _one_line_error(capsys, main(["train", str(data), "--out", str(out), *TINY_TRAIN]))
+    assert "broken.png" in err and not (out / "training_state.safetensors").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "{data}", "--out", "{tmp}/r", "--lr", "1e30"], "lr"),
+    (["train", "{data}", "--out", "{tmp}/r", "--threads", "0"], "threads"),
+    (["demo", "--task", "sr", "--factor", "0", "--out", "{tmp}/d"], "factor"),
+    (["restore", "{data}/0.png", "--task", "denoise", "--out", "{tmp}/missing/x.png"], "--out"),
+    (["restore", "{data}/0.png", "--task", "denoise", "--out", "{tmp}/x.gif"], "--out"),
+    (["restore", "{tmp}/nope.png", "--task", "denoise", "--out", "{tmp}/x.png"], "nope.png"),
+    (["restore", "{data}/0.png", "--task", "denoise", "--out", "{tmp}/x.png", "--device",
+      "cuda:7"], "device"),
+])
+def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, needle):
+    if needle == "device" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    data = _photo_folder(tmp_path)
+    argv = [a.format(data=data, tmp=tmp_path) for a in argv]
+    err = _one_line_error(capsys, main(argv))
+    assert needle in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(ValueError, match="threads"):
+        main(["--debug", "train", str(tmp_path), "--out", str(tmp_path / "r"), "--threads", "0"])
+
+
+@pytest.mark.slow
+def test_killed_train_leaves_a_loadable_checkpoint_and_no_temp_files(tmp_path):
+    import json
+    import signal
+    import time
+
+    from dipprior.diffusion import load
+
+    data = _photo_folder(tmp_path)
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "dipprior.cli", "train", str(data), "--out", str(out),
+            "--checkpoint-every", "1", *TINY_TRAIN]
+    args[args.index("--steps") + 1] = "100000"
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not (out / "training_state.safetensors").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # let it be in the middle of later checkpoints
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    load(out, device="cpu")  # loadable whatever moment it died
+    step = json.loads((out / "config.json").read_text())["step"]
+    resumed = args.copy()
+    resumed[resumed.index("--steps") + 1] = str(step + 2)
+    subprocess.run(resumed, check=True, capture_output=True)
+    assert json.loads((out / "config.json").read_text())["step"] == step + 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "run"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

@@ -159,7 +159,7 @@ def test_evaluate_denoiser_scores_cbm3d_on_the_same_noisy_images(monkeypatch):
     images = {"a": torch.rand(3, 12, 12, generator=g), "b": torch.rand(3, 12, 12, generator=g)}
     table = pretrained.evaluate_denoiser(lambda x, t: torch.zeros_like(x), Scheduler(), images,
                                          sigma=0.1, seed=3, cbm3d=True, progress=False)
-    for i, (name, clean) in enumerate(images.items()):
+    for i, clean in enumerate(images.values()):
         noisy = Denoise(0.1).degrade(clean, torch.Generator().manual_seed(3 + i))
         assert torch.equal(seen[i][0], noisy) and seen[i][1] == 0.1
         row = table.rows[i]

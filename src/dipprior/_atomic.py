@@ -1,10 +1,19 @@
-"""Atomic file writes: write a temporary file next to the target, then ``os.replace`` it."""
+"""Atomic writes: a file via a temporary file and ``os.replace``; a folder of several files via a
+temporary folder swapped in whole.  Temporary files and folders that a killed process left behind
+are removed by the next write to the same place (one writer per file or folder is assumed).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
+import shutil
+import sys
 import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +30,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         path = Path(os.path.realpath(path))
     if not path.parent.is_dir():
         raise ValueError(f"path: directory {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise ValueError(f"path: {str(path)!r} is a directory")
+    _remove_stale(path.parent.glob(f".{_glob_escape(path.name)}.*.tmp"))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp creates the file 0600; give it the mode a plain open() would have.
@@ -55,3 +67,104 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """``obj`` as indented JSON (and a final newline), written atomically."""
     return atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike, keep_others: bool = True) -> Iterator[Path]:
+    """Write a folder as one unit: yields an empty temporary folder next to ``target``; when the
+    block ends without an error it replaces ``target`` whole (readers see the old folder or the
+    new one), else it is removed and ``target`` is untouched.
+
+    With ``keep_others``, files of the old folder that the block did not write are carried over
+    (hard links where possible).  On Linux the swap is one ``renameat2(RENAME_EXCHANGE)``;
+    elsewhere two renames, and a folder left aside by a crash between them is put back by the
+    next call (see :func:`recover_folder`).
+    """
+    target = Path(target)
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"path: {str(target)!r} exists and is not a folder")
+    recover_folder(target)
+    _remove_stale(target.parent.glob(f".{_glob_escape(target.name)}.tmp-*"))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        if keep_others and target.is_dir():
+            for old in target.iterdir():
+                if old.is_file() and not old.name.startswith(".") \
+                        and not (tmp / old.name).exists():
+                    _link_or_copy(old, tmp / old.name)
+        os.chmod(tmp, _default_mode(target) | 0o111 if not target.exists()
+                 else target.stat().st_mode & 0o777)
+        _fsync_dir(tmp)
+        _swap(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recover_folder(target: str | os.PathLike) -> None:
+    """Put back a folder that a crash left aside mid-swap (only possible without
+    ``RENAME_EXCHANGE``): ``target`` missing and ``.<name>.old-*`` present."""
+    target = Path(target)
+    if target.exists():
+        return
+    aside = sorted(target.parent.glob(f".{_glob_escape(target.name)}.old-*"))
+    if aside:
+        os.replace(aside[-1], target)
+
+
+def _swap(tmp: Path, target: Path) -> None:
+    """Afterwards ``target`` holds what ``tmp`` held; ``tmp`` holds the old folder or is gone."""
+    if not target.exists():
+        os.replace(tmp, target)
+    elif not _exchange(tmp, target):
+        aside = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+        os.replace(target, aside)
+        os.replace(tmp, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    _fsync_dir(target.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux ``renameat2(RENAME_EXCHANGE)``; False if unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove_stale(paths: Iterator[Path]) -> None:
+    for stale in paths:
+        with contextlib.suppress(OSError):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)

@@ -13,16 +13,23 @@ Model = Callable[[torch.Tensor, torch.Tensor], Any]
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``device`` if given (checked: a CUDA device needs CUDA), else CUDA when available, else
+    CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: {device!r} is not a device ({exc})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {str(device)!r} asked for, but CUDA is not available here")
+    return device
 
 
 def model_device(model: Model, device: str | torch.device | None = None) -> torch.device:
     """``device`` if given, else the model's parameter device, else :func:`default_device`."""
     if device is not None:
-        return torch.device(device)
+        return default_device(device)
     if isinstance(model, nn.Module):
         param = next(model.parameters(), None)
         if param is not None:

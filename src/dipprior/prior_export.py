@@ -13,14 +13,13 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dipprior._atomic import atomic_folder, atomic_write_json
 from dipprior.diffusion import checkpoint as ckpt
 from dipprior.diffusion.checkpoint import weights_root
 
@@ -271,23 +270,6 @@ def _half_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             for k, v in model.state_dict().items()}
 
 
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Replace ``target`` (a folder, maybe absent) by ``tmp`` with two renames."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, old / target.name)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old / target.name, target)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def export_pretrained(
     checkpoint: str | os.PathLike,
     name: str = ckpt.DEFAULT_PRETRAINED,
@@ -333,8 +315,7 @@ def export_pretrained(
     root = weights_root() if root is None else Path(root)
     root.mkdir(parents=True, exist_ok=True)
     target = root / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp.", dir=root))
-    try:
+    with atomic_folder(target, keep_others=False) as tmp:
         ckpt.save_tensors(tmp / ckpt.WEIGHTS_FILE, _half_state(model),
                           {"format": "pt", "dtype": "float16"})
         config = ckpt.checkpoint_config(model, scheduler, {
@@ -342,7 +323,7 @@ def export_pretrained(
             "pretrained": {"name": name, "weights_dtype": "float16", "training": info,
                            "evaluation": dict(evaluation or {}),
                            "curve": [dict(r) for r in curve or []]}})
-        ckpt.atomic_write_json(tmp / ckpt.CONFIG_FILE, config)
+        atomic_write_json(tmp / ckpt.CONFIG_FILE, config)
         has_plot = bool(plot and history and plot_loss_curve(
             history, tmp / LOSS_PLOT_FILE, title=f"{name}: training loss"))
         card = model_card(name, config, parameters=parameter_count(model),
@@ -353,11 +334,6 @@ def export_pretrained(
         if size > MAX_BYTES:
             raise ValueError(f"export of {checkpoint} is {size / 2**20:.1f} MiB, over the "
                              f"{MAX_BYTES / 2**20:.0f} MiB limit for shipped weights")
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700
-        _swap_in(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

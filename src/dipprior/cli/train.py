@@ -60,6 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     arch.add_argument("--num-train-timesteps", type=int, help="default 1000")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     p.add_argument("--seed", type=int, default=0, help="data, noise and initial-weight seed")
+    p.add_argument("--force", action="store_true",
+                   help="train into an --out that holds a model without training state "
+                   "(it is replaced)")
     add_runtime(p)
     return p
 
@@ -123,6 +126,13 @@ def run(args: argparse.Namespace) -> int:
     from dipprior.diffusion import Augmentation, TimestepDistribution, train
     from dipprior.diffusion import checkpoint as ckpt
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {args.out!r} exists and is not a folder")
+    if (out / ckpt.WEIGHTS_FILE).exists() and not ckpt.is_checkpoint(out) and not args.force:
+        raise ValueError(f"--out: {args.out!r} holds a model without training state (written "
+                         "by save() or exported); training would start afresh and replace it. "
+                         "Use another --out, or --force")
     model, scheduler = _build(args)
     resumed = ckpt.is_checkpoint(args.out)
     nparams = sum(p.numel() for p in model.parameters())

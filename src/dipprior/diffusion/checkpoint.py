@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from dipprior._atomic import atomic_write_bytes, atomic_write_json
+from dipprior._atomic import atomic_folder, atomic_write_bytes, recover_folder
 from dipprior._tensor import default_device
 from dipprior.diffusion.scheduler import Scheduler
 from dipprior.diffusion.unet import UNet
@@ -62,6 +62,23 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     except Exception as exc:  # safetensors raises its own error types
         raise ValueError(f"checkpoint file {path} is truncated or corrupt ({exc})") from None
     return tensors, metadata
+
+
+def read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{name: (dtype, shape)}`` of a safetensors file, read from its header only."""
+    if not path.is_file():
+        raise ValueError(f"checkpoint file {path} is missing")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        size = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < size <= min(100 * 2**20, path.stat().st_size - 8):
+            raise ValueError(f"checkpoint file {path} is truncated or corrupt (bad header)")
+        try:
+            header = json.loads(f.read(size))
+            return {k: (v["dtype"], tuple(int(n) for n in v["shape"]))
+                    for k, v in header.items() if k != "__metadata__"}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"checkpoint file {path} is truncated or corrupt ({exc})") from None
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -122,17 +139,50 @@ def save(model: torch.nn.Module, scheduler: Scheduler, directory: str | os.PathL
          *, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (a :class:`UNet`) and ``scheduler`` to ``directory``.
 
-    Writes ``model.safetensors`` and ``config.json`` (each atomically; the directory is created).
-    ``metadata`` adds JSON-able entries to ``config.json``.  Returns the directory.
+    Writes ``model.safetensors`` and ``config.json`` as one unit: the folder is assembled next
+    to ``directory`` and swapped in whole, so an interrupted save leaves the previous checkpoint
+    loadable; other files in ``directory`` are kept.  ``metadata`` adds JSON-able entries to
+    ``config.json`` (checked before anything is written).  Returns the directory.
 
     >>> save(UNet(base_channels=8), Scheduler(), "/tmp/prior")  # doctest: +SKIP
     """
     directory = Path(directory)
-    config = checkpoint_config(model, scheduler, metadata)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_tensors(directory / WEIGHTS_FILE, model.state_dict(), {"format": "pt"})
-    atomic_write_json(directory / CONFIG_FILE, config)
+    files = checkpoint_files(model, scheduler, metadata)
+    with atomic_folder(directory) as tmp:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
     return directory
+
+
+def checkpoint_files(model: torch.nn.Module, scheduler: Scheduler,
+                     metadata: dict[str, Any] | None = None) -> dict[str, bytes]:
+    """The bytes of ``config.json`` and ``model.safetensors`` (any error before any write)."""
+    config = checkpoint_config(model, scheduler, metadata)
+    try:
+        text = json.dumps(config, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata: must be JSON-serialisable ({exc})") from None
+    weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return {WEIGHTS_FILE: st_save(weights, metadata={"format": "pt"}),
+            CONFIG_FILE: text.encode()}
+
+
+def _check_against_weights(config: dict[str, Any], weights: Path, source: Path) -> None:
+    """Build the model on the meta device (no memory) and compare its tensors with the weights'
+    header, so a config that does not fit -- or asks for an absurd model -- fails before any
+    allocation."""
+    with torch.device("meta"):
+        meta = _model_from_config(config, source)
+    header = read_header(weights)
+    own = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    if own != {k: shape for k, (_, shape) in header.items()}:
+        parts = {"missing keys": sorted(set(own) - set(header)),
+                 "unexpected keys": sorted(set(header) - set(own)),
+                 "wrong shapes": [f"{k}: {header[k][1]} vs expected {own[k]}" for k in own
+                                  if k in header and own[k] != header[k][1]]}
+        raise ValueError(f"weights in {weights} do not match the model config in {source}: "
+                         + "; ".join(f"{name} {keys[:3]}{' ...' if len(keys) > 3 else ''}"
+                                     for name, keys in parts.items() if keys))
 
 
 def _model_from_config(config: dict[str, Any], source: Path) -> UNet:
@@ -146,7 +196,7 @@ def _model_from_config(config: dict[str, Any], source: Path) -> UNet:
         raise ValueError(f"{source} does not describe a UNet model")
     try:
         return UNet(**config["model"])
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{source} has an invalid model config: {exc}") from None
 
 
@@ -159,18 +209,28 @@ def load(directory: str | os.PathLike, device: str | torch.device | None = None
     config raise ``ValueError``.  Works on a checkpoint directory that training is still writing.
     """
     directory = Path(directory)
+    recover_folder(directory)
     if not directory.is_dir():
         raise ValueError(f"checkpoint directory {directory} does not exist")
-    config = read_json(directory / CONFIG_FILE)
-    model = _model_from_config(config, directory / CONFIG_FILE)
+    source = directory / CONFIG_FILE
+    config = read_json(source)
+    if not isinstance(config.get("scheduler"), dict):
+        raise ValueError(f"{source} has no scheduler config (key 'scheduler'); a checkpoint "
+                         "without one would silently get the default schedule")
     try:
-        scheduler = Scheduler.from_config(config.get("scheduler", {}))
+        scheduler = Scheduler.from_config(config["scheduler"])
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{directory / CONFIG_FILE} has an invalid scheduler config: {exc}"
-                         ) from None
+        raise ValueError(f"{source} has an invalid scheduler config: {exc}") from None
+    _check_against_weights(config, directory / WEIGHTS_FILE, source)
+    dev = default_device(device)
+    model = _model_from_config(config, source)
     tensors, _ = read_tensors(directory / WEIGHTS_FILE)
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"weights in {directory / WEIGHTS_FILE} contain NaN or inf "
+                         f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
     load_state_into(model, tensors, str(directory / WEIGHTS_FILE))
-    return model.to(default_device(device)).eval(), scheduler
+    return model.to(dev).eval(), scheduler
 
 
 def is_checkpoint(directory: str | os.PathLike) -> bool:

@@ -114,6 +114,12 @@ class PatchDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def check(self) -> None:
+        """Decode every image now (kept when ``cache``), so that a corrupt or too small file
+        fails before training starts, naming the file."""
+        for index in range(len(self)):
+            self.image(index)
+
     def image(self, index: int) -> np.ndarray:
         """Image ``index`` as an (H, W, 3) uint8 array."""
         img = self._images.get(index)

@@ -41,6 +41,9 @@ class SchedulerOutput:
     pred_original_sample: torch.Tensor
 
 
+# far above any schedule in use (DDPM: 1000), low enough to refuse absurd configs cheaply
+MAX_TIMESTEPS = 100_000
+
 def _cosine_betas(num_steps: int, max_beta: float = 0.999) -> torch.Tensor:
     """Nichol & Dhariwal (2021) cosine schedule, as diffusers' ``squaredcos_cap_v2``."""
 
@@ -91,8 +94,9 @@ class Scheduler:
     ) -> None:
         if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int):
             raise TypeError(f"num_train_timesteps must be an int, got {num_train_timesteps!r}")
-        if num_train_timesteps < 2:
-            raise ValueError(f"num_train_timesteps must be >= 2, got {num_train_timesteps}")
+        if not 2 <= num_train_timesteps <= MAX_TIMESTEPS:
+            raise ValueError(f"num_train_timesteps must be in [2, {MAX_TIMESTEPS}], got "
+                             f"{num_train_timesteps}")
         if beta_schedule not in _SCHEDULE_ALIASES:
             raise ValueError(
                 f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")

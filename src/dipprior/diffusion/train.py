@@ -141,8 +141,8 @@ def train(
                              ("warmup", warmup, 0), ("checkpoint_every", checkpoint_every, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    if not 0 < lr <= 1:
+        raise ValueError(f"lr must be in (0, 1], got {lr}")
     if not 0 <= ema_decay < 1:
         raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
     if grad_clip is not None and not grad_clip > 0:
@@ -158,6 +158,7 @@ def train(
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     if isinstance(data, (str, os.PathLike)):
         data = PatchDataset(data, patch_size, augment=augment)
+        data.check()
     elif augment is not None:
         raise ValueError("augment applies only when data is a folder (augment your own dataset)")
     if len(data) == 0:

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dipprior._atomic import atomic_write_bytes
+from dipprior._atomic import atomic_folder
 from dipprior._distributed import init_process_group, rank_world
 from dipprior.diffusion import checkpoint as ckpt
 from dipprior.diffusion.scheduler import Scheduler
@@ -161,13 +161,15 @@ def write_checkpoint(directory: Path, state: TrainState, scheduler: Scheduler,
     rngs = gather_rng(state, dd)  # collective: every rank takes part
     if dd.rank != 0:
         return
-    directory.mkdir(parents=True, exist_ok=True)
     tensors, header = state.to_file(rngs, meta)
-    # training state first: if we die before the sampling weights, they are one interval old
-    ckpt.save_tensors(directory / ckpt.STATE_FILE, tensors, header)
-    ckpt.save(state.ema, scheduler, directory, metadata={"step": state.step})
+    files = ckpt.checkpoint_files(state.ema, scheduler, {"step": state.step})
     lines = ["step,loss"] + [f"{i + 1},{v:.8g}" for i, v in enumerate(state.losses)]
-    atomic_write_bytes(directory / ckpt.LOSS_FILE, ("\n".join(lines) + "\n").encode())
+    files[ckpt.LOSS_FILE] = ("\n".join(lines) + "\n").encode()
+    # state, sampling weights, config and losses are replaced as one unit
+    with atomic_folder(directory) as tmp:
+        ckpt.save_tensors(tmp / ckpt.STATE_FILE, tensors, header)
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
 
 
 def read_checkpoint(directory: Path, state: TrainState, scheduler: Scheduler,

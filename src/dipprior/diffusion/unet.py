@@ -87,6 +87,13 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+# sane upper bounds, checked before anything is allocated (a 4096-channel level is already
+# far beyond any published DDPM UNet)
+MAX_CHANNELS = 4096
+MAX_RES_BLOCKS = 32
+MAX_LEVELS = 8
+
+
 class UNet(nn.Module):
     """DDPM-style UNet: ``forward(x, t)`` returns the prediction with the shape of ``x``.
 
@@ -121,11 +128,15 @@ class UNet(nn.Module):
         super().__init__()
         channel_mults = tuple(int(m) for m in channel_mults)
         attention_resolutions = tuple(int(r) for r in attention_resolutions)
-        if in_channels < 1 or base_channels < 1 or num_res_blocks < 1:
-            raise ValueError("in_channels, base_channels and num_res_blocks must be >= 1, got "
-                             f"{in_channels}, {base_channels}, {num_res_blocks}")
-        if not channel_mults or min(channel_mults) < 1:
-            raise ValueError(f"channel_mults must be non-empty positive ints, got {channel_mults}")
+        for name, value, top in (("in_channels", in_channels, MAX_CHANNELS),
+                                 ("base_channels", base_channels, MAX_CHANNELS),
+                                 ("num_res_blocks", num_res_blocks, MAX_RES_BLOCKS)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ValueError(f"{name} must be an int in [1, {top}], got {value!r}")
+        if not channel_mults or min(channel_mults) < 1 or len(channel_mults) > MAX_LEVELS \
+                or base_channels * max(channel_mults) > MAX_CHANNELS:
+            raise ValueError(f"channel_mults must be 1 to {MAX_LEVELS} positive ints with "
+                             f"base_channels * mult <= {MAX_CHANNELS}, got {channel_mults}")
         factors = {2**i for i in range(len(channel_mults))}
         if not set(attention_resolutions) <= factors:
             raise ValueError(f"attention_resolutions must be down-sampling factors in "
