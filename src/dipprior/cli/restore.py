@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from dipprior.cli.options import (
@@ -50,6 +51,8 @@ def _check_output(path: str, flag: str) -> None:
         raise ValueError(f"{flag}: folder {str(out.parent)!r} does not exist")
     if out.is_dir():
         raise ValueError(f"{flag}: {path!r} is a folder")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ValueError(f"{flag}: {path!r} is not writable")
 
 
 def run(args: argparse.Namespace) -> int:
