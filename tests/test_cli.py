@@ -137,3 +137,24 @@ def test_killed_train_leaves_a_loadable_checkpoint_and_no_temp_files(tmp_path):
     assert json.loads((out / "config.json").read_text())["step"] == step + 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "run"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_runtime_failures_exit_1_without_traceback(tmp_path, capsys, monkeypatch):
+    from dipprior.cli import restore
+
+    def out_of_memory(args):
+        raise MemoryError
+
+    monkeypatch.setattr(restore, "run", out_of_memory)
+    data = _photo_folder(tmp_path)
+    code = main(["restore", str(data / "0.png"), "--task", "denoise", "--out",
+                 str(tmp_path / "x.png")])
+    assert "out of memory" in _one_line_error(capsys, code, expected_code=1)
+
+
+def test_restore_refuses_a_folder_as_out(tmp_path, capsys):
+    data = _photo_folder(tmp_path)
+    (tmp_path / "x.png").mkdir()
+    code = main(["restore", str(data / "0.png"), "--task", "denoise", "--out",
+                 str(tmp_path / "x.png")])
+    assert "folder" in _one_line_error(capsys, code)

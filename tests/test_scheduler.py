@@ -261,3 +261,11 @@ def test_sample_matches_manual_loop_with_a_plain_callable():
     assert calls == s.timesteps(5).tolist()
     # predicting x0 = 0 with eta = 0 ends at exactly 0 -> 0.5 in image space
     torch.testing.assert_close(x, torch.full((1, 3, 4, 4), 0.5))
+
+
+def test_sample_names_the_timestep_of_a_nan_model_output():
+    def broken(x, t):
+        return torch.where(t[:, None, None, None] < 500, float("nan"), 0.0) * torch.ones_like(x)
+
+    with pytest.raises(FloatingPointError, match="timestep"):
+        sample(broken, Scheduler(), (1, 3, 8, 8), steps=4, progress=False)
