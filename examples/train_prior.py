@@ -153,7 +153,8 @@ def _evaluate(model: Any, scheduler: Any, folder: str, args: argparse.Namespace,
         cbm3d = None if not getattr(args, "no_cbm3d", False) else False
     images = load_folder(folder, args.n_images, args.crop)
     table = evaluate_denoiser(model, scheduler, images, sigma=sigma / 255, seed=args.seed,
-                              cbm3d=cbm3d, progress=not args.no_progress)
+                              cbm3d=cbm3d, cbm3d_cache=args.cbm3d_cache,
+                              progress=not args.no_progress)
     return table, _summary(table, len(images), sigma, args)
 
 
@@ -323,6 +324,8 @@ def _eval_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed of the first image")
     p.add_argument("--no-cbm3d", action="store_true",
                    help="skip CBM3D on the same crops (default: run it when bm3d is installed)")
+    p.add_argument("--cbm3d-cache", metavar="DIR",
+                   help="keep CBM3D's outputs here (deterministic; saves re-running it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
