@@ -59,6 +59,10 @@ def parse_args(doc: str = __doc__, extra=None) -> argparse.Namespace:
     p.add_argument("--out", default="results", help="output folder")
     p.add_argument("--dip-cache", default=None, help="folder for DIP fits shared across runs")
     p.add_argument("--quick", action="store_true", help="2 tiny images, short runs")
+    if extra is None:
+        p.add_argument("--methods", nargs="+", metavar="NAME",
+                       help="run only these of DIP, DDPM, DIP->DDPM, Observation->DDPM, CBM3D "
+                       "(default: all)")
     if extra is not None:
         extra(p)
     args = p.parse_args()
@@ -114,6 +118,11 @@ def main() -> None:
     methods = ex.standard_methods(model, scheduler, sampler=sampler_config(args),
                                   ddpm_steps=args.ddpm_steps, dip=dip,
                                   cbm3d=not args.no_cbm3d, device=args.device)
+    if args.methods:
+        unknown = set(args.methods) - set(methods) - {"CBM3D"}
+        if unknown:
+            raise SystemExit(f"--methods: unknown {sorted(unknown)}; choose from {list(methods)}")
+        methods = {k: v for k, v in methods.items() if k in args.methods}
     out = Path(args.out)
     for task in args.tasks:
         start = time.perf_counter()
