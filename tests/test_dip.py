@@ -14,6 +14,7 @@ from dipprior.dip import (
     wmv_stop_point,
 )
 from dipprior.dip.fit import use_channels_last
+from dipprior.dip.net import too_small
 from dipprior.estimators import haar_diagonal
 from dipprior.operators import Denoise, Inpaint, SuperResolution, random_pixel_mask
 
@@ -173,6 +174,109 @@ def test_clear_errors():
         dip.fit(y, "denoise", iterations=1, **TINY)
     with pytest.raises(ValueError, match="observation"):
         dip.fit(torch.rand(24, 24), iterations=1, **TINY)
+
+
+def test_images_too_small_for_the_network_are_refused_up_front():
+    """A 1x1 (or 2x2, 3x3) image becomes constant inside the network and the fit went NaN."""
+    for shape, depth in [((3, 1, 1), 3), ((3, 2, 2), 1), ((3, 3, 3), 2), ((3, 2, 3), 5)]:
+        with pytest.raises(ValueError, match=rf"observation: .* {shape[1]}x{shape[2]} pixels, "
+                                             rf"too small .* depth {depth}"):
+            dip.fit(torch.rand(shape), iterations=1, **(TINY | {"depth": depth}))
+    for shape, depth in [((3, 3, 3), 1), ((3, 1, 3), 3), ((3, 4, 4), 3)]:
+        r = dip.fit(torch.rand(shape), iterations=2, **(TINY | {"depth": depth}))
+        assert r.image.shape == shape
+    sr = SuperResolution(4, "box")  # the network output is the high-resolution image
+    assert dip.fit(torch.rand(3, 1, 1), sr, iterations=1, **TINY).image.shape == (3, 4, 4)
+
+
+def test_too_small_is_where_the_network_collapses():
+    """The rule agrees with the network: some BatchNorm sees constant maps exactly then."""
+    torch.manual_seed(0)
+    collapsed = []
+
+    def hook(module, inputs, output):
+        x = inputs[0].flatten(2)
+        collapsed.append(bool((x.std(2) <= 1e-5 * x.abs().amax(2) + 1e-12).all()))
+
+    for depth in (1, 2, 3):
+        net = SkipNet(4, depth, 2, 3)
+        bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        handles = [m.register_forward_hook(hook) for m in bns]
+        for h in range(1, 6):
+            for w in range(1, 6):
+                collapsed.clear()
+                with torch.no_grad():
+                    net(torch.rand(1, 3, h, w))
+                assert any(collapsed) == too_small(h, w, depth), (h, w, depth)
+        for handle in handles:
+            handle.remove()
+
+
+def _poison(at):
+    def callback(state):
+        if state.iteration == at:
+            with torch.no_grad():
+                for p in state.net.parameters():
+                    p.fill_(float("nan"))
+    return callback
+
+
+def test_a_diverged_fit_raises_instead_of_returning_nan():
+    """After the spike recovery gave up, fit returned a NaN image."""
+    _, y = noisy()
+    # NaN in the first chunk: there is no good state to go back to
+    with pytest.raises(FloatingPointError, match="observation: the DIP fit diverged"):
+        dip.fit(y, iterations=30, callback=_poison(3), **TINY)
+    with pytest.raises(FloatingPointError, match="diverged.*spike_recovery is off"):
+        dip.fit(y, iterations=30, callback=_poison(15), spike_recovery=False, **TINY)
+    with pytest.raises(FloatingPointError, match=r"diverged \(batch images \[0, 1\]\)"):
+        dip.fit(torch.stack([y, y]), iterations=30, callback=_poison(3), **TINY)
+    # later, the last good state is restored and the result stays finite
+    r = dip.fit(y, iterations=30, callback=_poison(15), **TINY)
+    assert r.restores == [19] and bool(torch.isfinite(r.image).all())
+    assert bool(torch.isfinite(r.last_image).all())
+
+
+def test_network_sizes_are_bounded_before_anything_is_built():
+    """depth=40 allocated ~34 GB (inputs are padded to 2**(depth + 1) a side) before failing."""
+    for kwargs, name in [
+        ({"depth": 40}, r"depth: expected an int in 1\.\.10"),
+        ({"depth": 11}, "depth"),
+        ({"channels": 10**6}, r"channels: expected an int in 1\.\.1024"),
+        ({"channels": [8, 8, 2048], "depth": 3}, "channels"),
+        ({"skip_channels": 10**6}, "skip_channels"),
+        ({"input_depth": 10**6}, "input_depth"),
+        ({"wmv_window": 10**9}, r"wmv_window: expected an int in 2\.\.10000"),
+        ({"discrepancy_window": 10**9}, "discrepancy_window"),
+        ({"check_every": 10**9}, "check_every"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            DIPConfig(**kwargs)
+        with pytest.raises(ValueError, match=name):
+            dip.fit(torch.rand(3, 8, 8), **(TINY | kwargs))
+    with pytest.raises(ValueError, match="depth"):
+        SkipNet(8, depth=40)
+    DIPConfig(depth=10, channels=1024, skip_channels=[0] * 10, input_depth=1024)  # the maxima
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+def test_fit_works_whatever_the_callers_grad_mode(context):
+    """Under torch.no_grad() or torch.inference_mode() fit crashed in backward()."""
+    x, y = noisy()
+    plain = dip.fit(y, Denoise(0.1), iterations=4, ground_truth=x, **TINY)
+    with getattr(torch, context)():
+        if context == "inference_mode":  # tensors made there are inference tensors
+            x, y = x.clone(), y.clone()
+            assert y.is_inference()
+        r = dip.fit(y, Denoise(0.1), iterations=4, ground_truth=x, **TINY)
+        assert torch.is_grad_enabled() is False
+        sr = SuperResolution(2)  # its kernels are cached under the caller's mode
+        r_sr = dip.fit(sr.degrade(x), sr, iterations=2, **TINY)
+    assert torch.equal(r.image, plain.image) and r.history == plain.history
+    assert not r.image.is_inference() and not r.image.requires_grad
+    assert (r.image + 1).sum() > 0  # usable outside the context
+    assert r_sr.image.shape == (3, 24, 24)
+    assert dip.fit(sr.degrade(x), sr, iterations=2, **TINY).image.shape == (3, 24, 24)
 
 
 def test_callback_sees_every_step_and_can_stop():

@@ -3,6 +3,7 @@
 import io
 import os
 import struct
+import tracemalloc
 import warnings
 import zlib
 
@@ -237,10 +238,10 @@ def test_load_errors(tmp_path):
         load_image(tmp_path / "c.png")
 
 
-def test_save_clamps_and_keeps_permissions(tmp_path):
+def test_save_clamps_rounding_overshoot_and_keeps_permissions(tmp_path):
     img = torch.full((3, 4, 4), 0.5)
-    img[0] = 1.7
-    img[1] = -0.2
+    img[0] = 1.0005
+    img[1] = -0.0005
     loaded = load_image(save_image(img, tmp_path / "c.png"))
     assert torch.equal(loaded[0], torch.ones(4, 4)) and torch.equal(loaded[1], torch.zeros(4, 4))
     umask = os.umask(0)
@@ -273,6 +274,60 @@ def test_save_errors(tmp_path):
     with pytest.raises(ValueError, match="path.*directory"):
         save_image(img, tmp_path / "nope" / "a.png")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("values", [(0.0, 255.0), (-0.2, 0.5), (0.2, 1.7)])
+@pytest.mark.parametrize("kind", ["torch", "numpy"])
+def test_save_refuses_floats_outside_0_1(tmp_path, values, kind):
+    """0..255 floats were clamped to a white image without a word."""
+    img = torch.full((3, 4, 4), values[0])
+    img[0, 0, 0] = values[1]
+    img = img.numpy() if kind == "numpy" else img
+    with pytest.raises(ValueError, match=r"tensor: float values must lie in \[0, 1\].*255"):
+        save_image(img, tmp_path / "a.png")
+    with pytest.raises(ValueError, match="tensor"):
+        save_image(img, tmp_path / "a.png", bits=16)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _header_only_png(width, height, depth=16, colour=2):
+    """A valid PNG whose IHDR declares ``width`` x ``height`` but whose IDAT holds one byte."""
+    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
+            + _chunk(b"IDAT", zlib.compress(b"\0")) + _chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("size, message", [
+    ((0, 0), "an empty 0x0"), ((7, 0), "an empty 7x0"), ((0, 3), "an empty 0x3"),
+    ((100_000, 100_000), "100000x100000 .*2\\*\\*28"), ((2**31 - 1, 2), ".* pixels, more than"),
+])
+def test_png_header_size_checked_before_decoding(tmp_path, size, message):
+    """0x0 loaded as an empty tensor; 100000x100000 tried to allocate ~56 GiB before failing."""
+    data = _header_only_png(*size)
+    with pytest.raises(ValueError, match=f"data: the PNG header declares {message}"):
+        _png.decode_png(data)
+    for depth in (8, 16):
+        (tmp_path / "h.png").write_bytes(_header_only_png(*size, depth=depth))
+        with pytest.raises(ValueError, match=f"path: cannot read .*h.png.*declares {message}"):
+            load_image(tmp_path / "h.png")
+
+
+def test_png_decoder_inflates_only_what_the_header_needs():
+    """Surplus image data (or a zlib bomb) is not inflated past the declared image."""
+    pixel = np.array([[[1, 2, 65535]]], np.uint16)
+    raw = b"\0" + pixel.astype(">u2").tobytes() + b"\0" * 10_000_000
+    header = struct.pack(">IIBBBBB", 1, 1, 16, 2, 0, 0, 0)
+    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
+            + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b""))
+    assert len(data) < 20_000
+    tracemalloc.start()
+    try:
+        decoded = _png.decode_png(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(decoded, pixel)
+    assert peak < 1_000_000  # not the 10 MB the stream would inflate to
 
 
 def test_atomic_save_leaves_no_temp_file_on_failure(tmp_path, monkeypatch):

@@ -219,3 +219,55 @@ def test_clear_errors():
         Denoise(0.1).proximal(torch.rand(3, 4, 4), torch.rand(3, 4, 4), -1.0)
     with pytest.raises(ValueError, match="y"):
         SuperResolution(2).proximal(torch.rand(3, 8, 8), torch.rand(3, 8, 8), 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+@pytest.mark.parametrize("op", [Denoise(0.1), Inpaint(torch.ones(8, 8)), SuperResolution(4),
+                                SuperResolution(2, "box")], ids=repr)
+def test_integer_and_bool_images_are_refused(op, dtype):
+    """A uint8 image was downsampled in integer arithmetic: all zeros, without a word."""
+    x, xf = torch.zeros(3, 8, 8, dtype=dtype), torch.rand(3, 8, 8)
+    y = op(xf)
+    yi = torch.zeros(y.shape, dtype=dtype)
+    calls = [(op.forward, (x,), "x"), (op, (x,), "x"), (op.degrade, (x,), "x"),
+             (op.adjoint, (yi,), "y"), (op.pseudo_inverse, (yi,), "y"),
+             (op.proximal, (x, y, 1.0), "x0"), (op.proximal, (xf, yi, 1.0), "y"),
+             (op.proximal_cg, (xf, yi, 1.0), "y")]
+    for method, args, name in calls:
+        with pytest.raises(TypeError, match=rf"^{name}: expected a floating point tensor"):
+            method(*args)
+
+
+def test_size_arguments_are_bounded():
+    """A huge factor or mask size used to allocate tens of GiB before failing."""
+    with pytest.raises(ValueError, match=r"factor: expected an int in 1\.\.64, got 1000000000"):
+        SuperResolution(10**9)
+    with pytest.raises(ValueError, match="factor"):
+        SuperResolution(65, kernel="box")
+    with pytest.raises(ValueError, match="factor"):
+        bicubic_taps(10**9)
+    assert SuperResolution(64)(torch.rand(3, 128, 128)).shape == (3, 2, 2)
+    with pytest.raises(ValueError, match="shape.*entries"):
+        random_pixel_mask((100_000, 100_000), 0.5)
+    with pytest.raises(ValueError, match="shape.*entries"):
+        random_box_mask((3, 100_000, 100_000))
+    with pytest.raises(ValueError, match=r"boxes: expected an int in 0\.\.10000"):
+        random_box_mask((8, 8), boxes=10**9)
+    with pytest.raises(TypeError, match="boxes"):
+        random_box_mask((8, 8), boxes=2.5)
+
+
+@pytest.mark.parametrize("make", [lambda: SuperResolution(2), lambda: SuperResolution(2, "box"),
+                                  lambda: Inpaint(torch.ones(8, 8))],
+                         ids=["bicubic", "box", "inpaint"])
+def test_operators_used_under_inference_mode_still_work_with_autograd(make):
+    """Kernels and masks cached (or made) under inference mode broke a later DIP fit."""
+    with torch.inference_mode():
+        op = make()
+        op(torch.rand(3, 8, 8))
+        op.adjoint(op(torch.rand(3, 8, 8)))
+    x = torch.rand(3, 8, 8, requires_grad=True)
+    op.adjoint(op(x)).square().sum().backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all())
+    with torch.inference_mode():
+        assert op(torch.rand(3, 8, 8)).is_inference()

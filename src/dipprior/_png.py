@@ -17,6 +17,9 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> number of channels (0 grey, 2 RGB, 4 grey+alpha, 6 RGBA)
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 _COLOUR_TYPE = {c: t for t, c in _CHANNELS.items()}
+# Largest image decoded: 2**28 pixels (16384 x 16384), 2 GiB as 16-bit RGBA. A header may claim
+# up to 2**31 - 1 on each side; checked before anything is allocated for it.
+MAX_PIXELS = 2**28
 # Adam7 passes: (row start, column start, row step, column step)
 _ADAM7 = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2),
           (1, 0, 2, 1))
@@ -57,6 +60,16 @@ def read_header(data: bytes) -> dict | None:
             "compression": comp, "filter": filt, "interlace": interlace}
 
 
+def check_size(width: int, height: int) -> None:
+    """Raise ValueError unless a PNG header's ``width`` x ``height`` is a sane image size."""
+    if width < 1 or height < 1:
+        raise ValueError(f"data: the PNG header declares an empty {width}x{height} image "
+                         "(width and height must be >= 1)")
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"data: the PNG header declares {width}x{height} = {width * height} "
+                         f"pixels, more than the {MAX_PIXELS} (2**28) this reader accepts")
+
+
 def decode_png(data: bytes) -> np.ndarray:
     """Decode an 8- or 16-bit non-palette PNG to a uint8/uint16 array (H, W, C), C in 1..4."""
     header = read_header(data)
@@ -68,17 +81,20 @@ def decode_png(data: bytes) -> np.ndarray:
     if header["compression"] != 0 or header["filter"] != 0 or header["interlace"] not in (0, 1):
         raise ValueError("data: invalid PNG header")
     height, width, channels = header["height"], header["width"], _CHANNELS[colour]
+    check_size(width, height)
+    bpp = channels * depth // 8
+    passes = _ADAM7 if header["interlace"] else ((0, 0, 1, 1),)
+    sizes = [(r0, c0, dr, dc, -(-(height - r0) // dr), -(-(width - c0) // dc))
+             for r0, c0, dr, dc in passes]
+    expected = sum(h * (w * bpp + 1) for *_, h, w in sizes if h > 0 and w > 0)
     compressed = _idat(data)
-    try:
-        raw = np.frombuffer(zlib.decompress(compressed), np.uint8)
+    try:  # never inflate more than the header's image needs (a zlib bomb stops here)
+        raw = np.frombuffer(zlib.decompressobj().decompress(compressed, expected), np.uint8)
     except zlib.error as exc:
         raise ValueError(f"data: corrupt PNG image data ({exc})") from None
-    bpp = channels * depth // 8
     out = np.zeros((height, width, bpp), np.uint8)
-    passes = _ADAM7 if header["interlace"] else ((0, 0, 1, 1),)
     pos = 0
-    for r0, c0, dr, dc in passes:
-        h, w = -(-(height - r0) // dr), -(-(width - c0) // dc)
+    for r0, c0, dr, dc, h, w in sizes:
         if h <= 0 or w <= 0:
             continue  # an empty pass has no filter bytes at all
         size = h * (w * bpp + 1)

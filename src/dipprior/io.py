@@ -152,6 +152,8 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     data = path.read_bytes()
     header = _png.read_header(data)
     try:
+        if header is not None:
+            _png.check_size(header["width"], header["height"])
         if header is not None and header["bit_depth"] == 16:
             array = _png.decode_png(data)
         else:
@@ -213,8 +215,9 @@ def save_image(
 ) -> Path:
     """Save a (3, H, W) image in [0, 1] as PNG or JPEG (chosen by the extension), atomically.
 
-    Values are clamped to [0, 1] and rounded to ``bits`` (8, or 16 for PNG only). JPEG uses
-    ``quality`` (1..100). The file is written to a temporary name in the same directory and
+    Values must lie in [0, 1] (a rounding overshoot of up to 1e-3 is clamped; 0..255 data is
+    refused, not clipped to white) and are rounded to ``bits`` (8, or 16 for PNG only). JPEG
+    uses ``quality`` (1..100). The file is written to a temporary name in the same directory and
     renamed, so a failure never leaves a half-written image behind. Returns the path.
     """
     path = Path(path)
@@ -238,6 +241,11 @@ def save_image(
     array = to_numpy(tensor).astype(np.float64)
     if not np.isfinite(array).all():
         raise ValueError("tensor: contains NaN or inf")
+    if array.size and (array.min() < -_RANGE_TOL or array.max() > 1 + _RANGE_TOL):
+        raise ValueError(
+            f"tensor: float values must lie in [0, 1], got [{array.min():.4g}, "
+            f"{array.max():.4g}]; divide 0..255 data by 255 (or clamp(0, 1) to clip on purpose)"
+        )
     scale = 65535 if bits == 16 else 255
     quantised = np.round(np.clip(array, 0.0, 1.0) * scale).astype(np.uint16 if bits == 16 else
                                                                   np.uint8)

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from dipprior.dip.net import SkipNet
-from dipprior.dip.stopping import WMV, Discrepancy, SpikeGuard
+from dipprior.dip.net import SkipNet, too_small
+from dipprior.dip.stopping import MAX_WINDOW, WMV, Discrepancy, SpikeGuard
 from dipprior.estimators import estimate_noise_sigma
 from dipprior.operators import Denoise, Operator, check_image
 
@@ -87,15 +87,20 @@ class DIPConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        def positive_int(name: str, minimum: int = 1) -> None:
+        def positive_int(name: str, minimum: int = 1, maximum: int | None = None) -> None:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ValueError(f"{name}: expected an int >= {minimum}, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum or (
+                    maximum is not None and v > maximum):
+                expected = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+                raise ValueError(f"{name}: expected an int {expected}, got {v!r}")
 
-        for name in ("depth", "input_depth", "iterations", "wmv_patience", "check_every",
-                     "discrepancy_window"):
+        for name in ("iterations", "wmv_patience"):
             positive_int(name)
-        positive_int("wmv_window", 2)
+        # windows are buffers of that many values or frames: bounded, so a typo cannot exhaust
+        # memory (depth and channels are bounded by the network check below)
+        for name in ("check_every", "discrepancy_window"):
+            positive_int(name, 1, MAX_WINDOW)
+        positive_int("wmv_window", 2, MAX_WINDOW)
         def number(name: str, ok: Callable[[float], bool], expected: str) -> None:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
@@ -122,7 +127,8 @@ class DIPConfig:
         if not isinstance(self.skip_channels, int):
             self.skip_channels = tuple(self.skip_channels)
         with torch.device("meta"):  # validates the network options early, without allocating
-            SkipNet(self.channels, self.depth, self.skip_channels, 1, self.upsample, self.pad)
+            SkipNet(self.channels, self.depth, self.skip_channels, self.input_depth,
+                    self.upsample, self.pad)
 
     def replace(self, **changes: Any) -> DIPConfig:
         """A copy with some fields changed; an unknown name raises TypeError naming it."""
@@ -231,7 +237,10 @@ def fit(
     None means plain fitting (denoising with unknown noise). The network's output, hence
     ``result.image``, has the operator's input shape (for super-resolution the high-resolution
     shape). ``ground_truth`` only adds PSNR curves to the history; it never steers the fit.
-    Options: a ``config`` and/or any :class:`DIPConfig` field as keyword argument.
+    Options: a ``config`` and/or any :class:`DIPConfig` field as keyword argument. Fitting
+    trains, so it runs with gradients on also when called under ``torch.no_grad()`` or
+    ``torch.inference_mode()``. A fit that diverges (a non-finite loss the spike recovery cannot
+    undo) raises ``FloatingPointError`` instead of returning NaN.
 
     Example:
         >>> import torch
@@ -250,22 +259,40 @@ def fit(
     check_image(observation, "observation", low=-margin, high=1.0 + margin)
     single = observation.dim() == 3
     device = resolve_device(cfg.device)
-    y = (observation.unsqueeze(0) if single else observation).to(device, torch.float32)
-    target = op.input_shape(y.shape)
+    target = op.input_shape((observation.unsqueeze(0) if single else observation).shape)
     op.output_shape(target)  # validates divisibility and shapes before any work
-    gt = None
+    h, w = target[-2:]
+    if too_small(h, w, cfg.depth):
+        raise ValueError(
+            f"observation: the restored image would be {h}x{w} pixels, too small for a DIP "
+            f"network of depth {cfg.depth} (downsampling turns it into a constant and the fit "
+            "diverges); images need a side of at least 4 pixels"
+        )
     if ground_truth is not None:
         check_image(ground_truth, "ground_truth")
-        gt = (ground_truth.unsqueeze(0) if ground_truth.dim() == 3 else ground_truth)
-        if tuple(gt.shape) != tuple(target):
+        shape = ground_truth.shape if ground_truth.dim() == 4 else (1, *ground_truth.shape)
+        if tuple(shape) != tuple(target):
             raise ValueError(f"ground_truth: shape {tuple(ground_truth.shape)} does not match "
                              f"the restored image shape {tuple(target)}")
-        gt = gt.to(device, torch.float32)
-    results = _Fit(cfg, op, y, target, gt, device, callback, operator is None).run()
+    # Fitting trains whatever the caller's grad mode; tensors made under inference mode cannot
+    # take part in autograd, so the inputs are cloned out of it.
+    with torch.inference_mode(False), torch.enable_grad():
+        y = _as_normal((observation.unsqueeze(0) if single else observation).to(
+            device, torch.float32))
+        gt = None
+        if ground_truth is not None:
+            gt = _as_normal((ground_truth.unsqueeze(0) if ground_truth.dim() == 3
+                             else ground_truth).to(device, torch.float32))
+        results = _Fit(cfg, op, y, target, gt, device, callback, operator is None).run()
     out_device = observation.device
     for r in results:
         r.image, r.last_image = r.image.to(out_device), r.last_image.to(out_device)
     return results[0] if single else results
+
+
+def _as_normal(x: Tensor) -> Tensor:
+    """``x``, or a copy of it when it is an inference tensor (call outside inference mode)."""
+    return x.clone() if x.is_inference() else x
 
 
 class _Fit:
@@ -369,6 +396,7 @@ class _Fit:
         for i, h in enumerate(self.history):
             for key, col in columns.items():
                 h[key].extend(col[:, i].tolist())
+        restored = torch.zeros(self.n, dtype=torch.bool)
         if self.guard is not None:
             restored = self.guard.check(losses)
             if bool(restored.any()):
@@ -376,7 +404,21 @@ class _Fit:
                     self.restores[i].append(t)
                 if self.stopper is not None:
                     self.stopper.reset_window(restored)
+        # a NaN/inf loss that was not undone (no recovery, or no good state yet to go back to)
+        # leaves the weights non-finite for good: stop now rather than return NaN at the end
+        lost = ~torch.isfinite(losses).all(0) & ~restored
+        if bool(lost.any()):
+            self._diverged(lost, f"the loss became NaN or inf by iteration {t}")
         return self.stopper is not None and self.stopper.poll()
+
+    def _diverged(self, networks: Tensor, what: str) -> None:
+        which = torch.nonzero(networks).flatten().tolist()
+        whose = f" (batch images {which})" if self.n > 1 else ""
+        raise FloatingPointError(
+            f"observation: the DIP fit diverged{whose}: {what}"
+            + ("" if self.guard is not None else " and spike_recovery is off")
+            + "; try a lower lr or fewer channels"
+        )
 
     def run(self) -> list[DIPResult]:
         cfg = self.cfg
@@ -420,6 +462,9 @@ class _Fit:
             stopped = [s if s >= 0 else None for s in stops]
         image = image.float().contiguous()
         final = final.float().contiguous()
+        bad = ~(torch.isfinite(image).flatten(1).all(1) & torch.isfinite(final).flatten(1).all(1))
+        if bool(bad.any()):
+            self._diverged(bad.cpu(), "the restored image is not finite")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start

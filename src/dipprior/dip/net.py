@@ -32,19 +32,45 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SkipNet"]
+__all__ = ["MAX_CHANNELS", "MAX_DEPTH", "SkipNet", "too_small"]
 
 Channels = int | Sequence[int]
+
+#: the deepest hourglass: inputs are padded to >= 2**(depth + 1) pixels a side, so depth 10
+#: already computes on >= 2048 x 2048 maps (and a typo such as 40 would ask for terabytes)
+MAX_DEPTH = 10
+#: the most channels at one scale, of a skip connection, of ``z`` or of the output (the
+#: reference uses 128)
+MAX_CHANNELS = 1024
 
 
 def _per_scale(value: Channels, depth: int, name: str, minimum: int) -> list[int]:
     values = [value] * depth if isinstance(value, int) else list(value)
     if len(values) != depth or any(
-        isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in values
+        isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= MAX_CHANNELS
+        for v in values
     ):
-        raise ValueError(f"{name}: expected an int >= {minimum} or {depth} such ints, "
-                         f"got {value!r}")
+        raise ValueError(f"{name}: expected an int in {minimum}..{MAX_CHANNELS} or {depth} such "
+                         f"ints, got {value!r}")
     return values
+
+
+def too_small(height: int, width: int, depth: int) -> bool:
+    """Whether an H x W input leaves a ``depth``-scale hourglass with constant feature maps.
+
+    Reflection padding repeats a side of 2 or 3 pixels with period 2 or 4, which one or two
+    stride-2 convolutions turn into a constant; when that happens to both sides (a 1 x 1 input is
+    constant from the start), every BatchNorm below divides a zero variance by sqrt(eps) and the
+    gradients overflow to NaN within a few steps. A side of 1 next to a longer one is padded by
+    replication and collapses nothing; sides of 4 or more pixels never collapse.
+    """
+    if height == 1 and width == 1:
+        return True
+    if height == 1 or width == 1:
+        return False
+    collapse = {2: 1, 3: 2}  # side -> the scale at which it has become constant
+    return height in collapse and width in collapse and max(
+        collapse[height], collapse[width]) <= depth
 
 
 class _Conv(nn.Conv2d):
@@ -145,16 +171,17 @@ class SkipNet(nn.Module):
         networks: int = 1,
     ) -> None:
         super().__init__()
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth: expected an int >= 1, got {depth!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
+            raise ValueError(f"depth: expected an int in 1..{MAX_DEPTH}, got {depth!r}")
         if upsample not in ("bilinear", "nearest"):
             raise ValueError(f"upsample: expected 'bilinear' or 'nearest', got {upsample!r}")
         if pad not in ("reflection", "zero"):
             raise ValueError(f"pad: expected 'reflection' or 'zero', got {pad!r}")
-        for name, v in (("input_depth", input_depth), ("out_channels", out_channels),
-                        ("networks", networks)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+        for name, v in (("input_depth", input_depth), ("out_channels", out_channels)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_CHANNELS:
+                raise ValueError(f"{name}: expected an int in 1..{MAX_CHANNELS}, got {v!r}")
+        if isinstance(networks, bool) or not isinstance(networks, int) or networks < 1:
+            raise ValueError(f"networks: expected an int >= 1, got {networks!r}")
         chans = _per_scale(channels, depth, "channels", 1)
         skips = _per_scale(skip_channels, depth, "skip_channels", 0)
         self.config = dict(channels=chans, depth=depth, skip_channels=skips,

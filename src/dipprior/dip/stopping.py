@@ -27,6 +27,8 @@ __all__ = ["WMV", "Discrepancy", "SpikeGuard", "discrepancy_stop_point", "wmv_st
 
 #: a window larger than this (bytes) is kept in pinned CPU memory when fitting on an accelerator
 WMV_DEVICE_BUDGET = 256 * 2**20
+#: the longest window (iterations) of either rule; the reference ES-WMV window is 100
+MAX_WINDOW = 10_000
 
 
 def wmv_stop_point(variances: Sequence[float], patience: int) -> tuple[int | None, int | None]:
@@ -79,8 +81,8 @@ class WMV:
 
     def __init__(self, window: int, patience: int, shape: Sequence[int], device: torch.device,
                  storage: str = "auto") -> None:
-        if window < 2:
-            raise ValueError(f"wmv_window: must be >= 2, got {window}")
+        if not 2 <= window <= MAX_WINDOW:
+            raise ValueError(f"wmv_window: expected an int in 2..{MAX_WINDOW}, got {window}")
         if patience < 1:
             raise ValueError(f"wmv_patience: must be >= 1, got {patience}")
         if storage not in ("auto", "device", "cpu"):
@@ -158,8 +160,9 @@ class Discrepancy:
     """
 
     def __init__(self, threshold: torch.Tensor, window: int, device: torch.device) -> None:
-        if window < 1:
-            raise ValueError(f"discrepancy_window: must be >= 1, got {window}")
+        if not 1 <= window <= MAX_WINDOW:
+            raise ValueError(f"discrepancy_window: expected an int in 1..{MAX_WINDOW}, "
+                             f"got {window}")
         n = threshold.numel()
         self.threshold = threshold.to(device, torch.float32).reshape(n)
         self.window, self.count = window, 0

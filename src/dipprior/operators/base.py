@@ -20,12 +20,7 @@ def check_image(x: Tensor, name: str, *, low: float = -0.5, high: float = 1.5) -
     ``low``/``high`` bound the values; the defaults accept [0, 1] images with room for noise but
     reject e.g. 0..255 images. This synchronises with the device, so it is not called per step.
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a float tensor, got dtype {x.dtype}")
-    if x.dim() not in (3, 4):
-        raise ValueError(f"{name}: expected shape (C, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+    _check_tensor(x, name)
     if x.numel() == 0:
         raise ValueError(f"{name}: empty tensor of shape {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
@@ -38,15 +33,32 @@ def check_image(x: Tensor, name: str, *, low: float = -0.5, high: float = 1.5) -
         )
 
 
-def _as4d(x: Tensor, name: str) -> tuple[Tensor, bool]:
-    """(C, H, W) -> (1, C, H, W); returns the tensor and whether to squeeze the result."""
+def _check_tensor(x: Tensor, name: str) -> None:
+    """The checks every operator input passes: a floating point (C, H, W) or (N, C, H, W) tensor.
+
+    Integer and bool images are refused rather than computed on: a uint8 image would be
+    downsampled and rounded in integer arithmetic (e.g. to all zeros) without a word.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if x.dim() == 3:
-        return x.unsqueeze(0), True
-    if x.dim() == 4:
-        return x, False
-    raise ValueError(f"{name}: expected shape (C, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating point tensor (an image in [0, 1]), got "
+                        f"dtype {x.dtype}; convert it first, e.g. x.float() / 255 for a uint8 "
+                        "image")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"{name}: expected shape (C, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+
+
+def _as4d(x: Tensor, name: str) -> tuple[Tensor, bool]:
+    """Check ``x`` and make it (N, C, H, W); returns it and whether to squeeze the result."""
+    _check_tensor(x, name)
+    return (x.unsqueeze(0), True) if x.dim() == 3 else (x, False)
+
+
+def _usable(t: Tensor) -> bool:
+    """Whether a cached tensor may be used here: one made under ``torch.inference_mode`` cannot
+    take part in autograd (e.g. a DIP fit) outside it."""
+    return not t.is_inference() or torch.is_inference_mode_enabled()
 
 
 def _rho4d(rho: Rho, like: Tensor) -> Tensor:

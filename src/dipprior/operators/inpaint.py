@@ -9,7 +9,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dipprior.operators.base import Operator, Tensor, _check_sigma
+from dipprior.operators.base import Operator, Tensor, _check_sigma, _usable
+
+# Bounds on the sizes the mask helpers are asked for: 2**28 entries is a 16384 x 16384 mask
+# (1 GiB of float32); a typo beyond that would allocate until the machine gives up.
+MAX_MASK_ENTRIES = 2**28
+MAX_BOXES = 10_000
 
 # ----------------------------------------------------------------------------- inpainting
 
@@ -56,8 +61,9 @@ class Inpaint(Operator):
             )
         key = (x.device, x.dtype)
         m = self._cache.get(key)
-        if m is None:
-            m = self._cache[key] = self.mask.to(device=x.device, dtype=x.dtype)
+        if m is None or not _usable(m):
+            m = self.mask.to(device=x.device, dtype=x.dtype)
+            self._cache[key] = m = m if _usable(m) else m.clone()
         return m
 
     def _forward(self, x: Tensor) -> Tensor:
@@ -81,6 +87,9 @@ def _spatial_shape(shape: Sequence[int], name: str = "shape") -> tuple[int, ...]
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or any(s <= 0 for s in shape):
         raise ValueError(f"{name}: expected (H, W) or (C, H, W) with positive sizes, got {shape}")
+    if math.prod(shape) > MAX_MASK_ENTRIES:
+        raise ValueError(f"{name}: {shape} has {math.prod(shape)} entries, more than the "
+                         f"{MAX_MASK_ENTRIES} (2**28) a mask may have")
     return shape
 
 
@@ -121,8 +130,10 @@ def random_box_mask(
     lo, hi = (float(s) for s in size)
     if not 0.0 < lo <= hi <= 1.0:
         raise ValueError(f"size: expected 0 < low <= high <= 1, got {size}")
-    if boxes < 0:
-        raise ValueError(f"boxes: must be >= 0, got {boxes}")
+    if isinstance(boxes, bool) or not isinstance(boxes, (int, np.integer)):
+        raise TypeError(f"boxes: expected an int, got {type(boxes).__name__}")
+    if not 0 <= boxes <= MAX_BOXES:
+        raise ValueError(f"boxes: expected an int in 0..{MAX_BOXES}, got {boxes}")
     h, w = shape[-2:]
     mask = torch.ones(shape)
     for _ in range(boxes):

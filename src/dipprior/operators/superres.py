@@ -9,7 +9,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dipprior.operators.base import Operator, Tensor, _check_sigma
+from dipprior.operators.base import Operator, Tensor, _check_sigma, _usable
+
+# The largest factor accepted: x64 already turns a 4K image into 64x36 pixels, and the bicubic
+# taps grow with the factor (a typo such as 10**9 would ask for tens of GiB).
+MAX_FACTOR = 64
 
 # ----------------------------------------------------------------------------- super-resolution
 
@@ -23,12 +27,21 @@ def _cubic(t: np.ndarray) -> np.ndarray:
     )
 
 
+def _check_factor(factor: int) -> int:
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)):
+        raise TypeError(f"factor: expected an int, got {type(factor).__name__}")
+    if not 1 <= factor <= MAX_FACTOR:
+        raise ValueError(f"factor: expected an int in 1..{MAX_FACTOR}, got {factor}")
+    return int(factor)
+
+
 def bicubic_taps(factor: int) -> tuple[np.ndarray, int]:
     """Weights of antialiased bicubic downsampling by ``factor`` and the left padding they need.
 
     Low-resolution pixel j averages high-resolution pixels ``j * factor - pad + k`` with weight
     ``taps[k]``: the cubic kernel stretched by ``factor`` (MATLAB ``imresize(x, 1/factor)``).
     """
+    factor = _check_factor(factor)
     center = (factor - 1) / 2.0  # first LR pixel centre in HR coordinates
     idx = np.arange(math.ceil(center - 2 * factor), math.floor(center + 2 * factor) + 1)
     w = _cubic((idx - center) / factor)
@@ -68,13 +81,10 @@ class SuperResolution(Operator):
     """
 
     def __init__(self, factor: int, kernel: str = "bicubic", sigma: float = 0.0) -> None:
-        if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)):
-            raise TypeError(f"factor: expected an int, got {type(factor).__name__}")
-        if factor < 1:
-            raise ValueError(f"factor: must be >= 1, got {factor}")
+        factor = _check_factor(factor)
         if kernel not in ("bicubic", "box"):
             raise ValueError(f"kernel: expected 'bicubic' or 'box', got {kernel!r}")
-        self.factor = int(factor)
+        self.factor = factor
         self.kernel = kernel
         self.noise_sigma = _check_sigma(sigma)
         taps, self._pad = bicubic_taps(self.factor)
@@ -97,7 +107,7 @@ class SuperResolution(Operator):
 
     def _weights(self, x: Tensor) -> tuple[Tensor, Tensor]:
         key = (x.device, x.dtype, x.shape[1])
-        if key not in self._cache:
+        if key not in self._cache or not _usable(self._cache[key][0]):
             t = self._taps.to(device=x.device, dtype=x.dtype)
             c = x.shape[1]
             self._cache[key] = (t.view(1, 1, 1, -1).repeat(c, 1, 1, 1),
