@@ -144,14 +144,14 @@ def _summary(table: Any, images: int, sigma: float, args: argparse.Namespace
 
 
 def _evaluate(model: Any, scheduler: Any, folder: str, args: argparse.Namespace, *,
-              sigma: float | None = None, cbm3d: bool | None = None
-              ) -> tuple[Any, dict[str, Any]]:
+              sigma: float | None = None, cbm3d: bool | None = None,
+              n_images: int | None = None) -> tuple[Any, dict[str, Any]]:
     """One-step denoising of the folder's crops at ``sigma`` (default ``--sigma``), with CBM3D
     on the same noisy crops unless ``--no-cbm3d`` (or ``cbm3d=False``)."""
     sigma = args.sigma if sigma is None else sigma
     if cbm3d is None:
         cbm3d = None if not getattr(args, "no_cbm3d", False) else False
-    images = load_folder(folder, args.n_images, args.crop)
+    images = load_folder(folder, n_images or args.n_images, args.crop)
     table = evaluate_denoiser(model, scheduler, images, sigma=sigma / 255, seed=args.seed,
                               cbm3d=cbm3d, cbm3d_cache=args.cbm3d_cache,
                               progress=not args.no_progress)
@@ -280,7 +280,9 @@ def _export(directory: Path, args: argparse.Namespace) -> int:
                 continue
             for sigma in [args.sigma, *args.other_sigmas]:
                 key = label if sigma == args.sigma else f"{label}, sigma {sigma:g}"
-                table, evaluation[key] = _evaluate(model, scheduler, folder, args, sigma=sigma)
+                table, evaluation[key] = _evaluate(
+                    model, scheduler, folder, args, sigma=sigma,
+                    n_images=None if sigma == args.sigma else args.other_n_images)
                 if args.tables:
                     out = Path(args.tables) / f"denoise_{label}_sigma{sigma:g}.csv"
                     out.parent.mkdir(parents=True, exist_ok=True)
@@ -394,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-every 250 --seed 0 --threads 2"), help="for the model card")
     p.add_argument("--other-sigmas", type=float, nargs="*", default=[15.0, 50.0],
                    help="also evaluate at these noise levels (default 15 50)")
+    p.add_argument("--other-n-images", type=int,
+                   help="first N images only at the other noise levels (default: as --n-images)")
     p.add_argument("--tables", metavar="DIR", help="write the per-image tables here as CSV")
     p.add_argument("--history-note", help="for the model card: how the run got here")
     _eval_args(p, required=False)
