@@ -62,37 +62,84 @@ def test_demo_end_to_end_with_the_shipped_prior(tmp_path, monkeypatch):
     assert result.cpu_seconds > 0 and result.wall_seconds > 0
 
 
-def test_demo_is_deterministic_and_inpaints_with_a_given_model(tmp_path, make_unet):
+def test_demo_is_deterministic_and_inpaints_with_a_given_model(tmp_path, make_unet,
+                                                               monkeypatch):
+    from dipprior import _mpl
     from dipprior.diffusion import Scheduler
 
     model = make_unet().eval()
     config = DemoConfig(task="inpaint", **TINY)
     a = run_demo(config, out=None, model=model, scheduler=Scheduler(), progress=False, log=None)
-    b = run_demo(config, out=None, model=model, scheduler=Scheduler(), progress=False, log=None)
-    assert a.figure is None and a.csv is None
+    monkeypatch.setattr(_mpl, "pyplot", lambda: None)  # the figure without matplotlib
+    b = run_demo(config, out=tmp_path / "d", model=model, scheduler=Scheduler(),
+                 progress=False, log=None)
+    assert a.figure is None and a.csv is None and a.image_files == []
     for method in METHODS:
         torch.testing.assert_close(a.images["chelsea"][method], b.images["chelsea"][method])
     degraded = a.images["chelsea"]["Degraded"]
     missing = (degraded == 0).all(dim=0).float().mean()
     assert 0.4 < float(missing) < 0.6  # half of the pixels are missing
 
+    # every restored image on its own, the method name made file-name safe
+    images = tmp_path / "d" / "images"
+    assert b.image_files == [images / f"chelsea_{m}.png" for m in ("DIP", "DDPM", "DIP-DDPM")]
+    assert sorted(p.name for p in images.iterdir()) == sorted(p.name for p in b.image_files)
+    for path, method in zip(b.image_files, METHODS, strict=True):
+        torch.testing.assert_close(load_image(path), b.images["chelsea"][method],
+                                   atol=0.5 / 255 + 1e-6, rtol=0)
+    figure = load_image(b.figure)  # labelled: larger than the bare 5 x 32 px tiles
+    assert figure.shape[-1] > 5 * 32 and figure.shape[-2] > 32
 
-@pytest.mark.parametrize("stand_in", [None, "mock"])
-def test_figure_without_matplotlib_is_a_plain_grid(tmp_path, monkeypatch, stand_in):
+
+@pytest.mark.parametrize("stand_in", [None, "mock", "patched"])
+def test_figure_without_matplotlib_labels_every_column(tmp_path, monkeypatch, stand_in):
     # None: import matplotlib -> ImportError; "mock": what colour-science leaves in sys.modules
-    # when matplotlib is not installed
+    # when matplotlib is not installed; "patched": dipprior._mpl.pyplot() returns None
     from unittest import mock
 
-    fake = mock.MagicMock() if stand_in else None
-    monkeypatch.setitem(sys.modules, "matplotlib", fake)
-    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", fake)
-    panels = {name: {c: torch.rand(3, 8, 10) for c in ("Ground truth", "Degraded", "DIP")}
+    from dipprior import _mpl
+    from dipprior.experiments import plots
+
+    if stand_in == "patched":
+        monkeypatch.setattr(_mpl, "pyplot", lambda: None)
+    else:
+        fake = mock.MagicMock() if stand_in else None
+        monkeypatch.setitem(sys.modules, "matplotlib", fake)
+        monkeypatch.setitem(sys.modules, "matplotlib.pyplot", fake)
+    columns = ("Ground truth", "Degraded", "DIP->DDPM")
+    generator = torch.Generator().manual_seed(0)
+    panels = {name: {c: torch.rand(3, 8, 10, generator=generator) for c in columns}
               for name in ("a", "b")}
-    path = save_figure(panels, None, tmp_path / "grid.png")
+    psnr = {(n, c): 20.0 + i for i, (n, c) in enumerate(
+        (n, c) for n in panels for c in columns[1:])}
+    path = save_figure(panels, psnr, tmp_path / "grid.png", title="a title")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]  # atomic, no temp left
     grid = load_image(path)
-    assert grid.shape == (3, 2 * 8 + 2, 3 * 10 + 2 * 2)
-    torch.testing.assert_close(grid[:, :8, 12:22], panels["a"]["Degraded"], atol=1 / 255,
-                               rtol=0)
+    layout = plots._grid_layout(panels, psnr, "a title")
+    assert grid.shape == (3, layout.size[1], layout.size[0])
+    scale = layout.scale
+    assert scale > 1  # 10-pixel crops are enlarged so that the labels fit
+
+    def ink(region):  # dark (text) pixels
+        return int((region.max(dim=0).values < 0.5).sum())
+
+    for (name, column), (left, top) in layout.tiles.items():
+        # the tile is the input, enlarged (nearest neighbour) by the integer factor
+        tile = grid[:, top:top + 8 * scale, left:left + 10 * scale]
+        expected = panels[name][column].repeat_interleave(scale, -1).repeat_interleave(scale, -2)
+        torch.testing.assert_close(tile, expected, atol=0.5 / 255 + 1e-6, rtol=0)
+        # above it the label band: dark text on white, the PSNR in its lower half
+        band_left, band_top, band_right, band_bottom = layout.labels[name, column]
+        assert band_bottom <= top and band_left <= left and left + 10 * scale <= band_right
+        band = grid[:, band_top:band_bottom, band_left:band_right]
+        assert ink(band) > 10
+        assert float((band.min(dim=0).values > 0.98).float().mean()) > 0.6  # background
+        lower = band[:, band.shape[1] // 2:]
+        assert (ink(lower) > 5) == (column != "Ground truth")
+    for box in layout.names.values():  # the image name left of each row
+        assert ink(grid[:, box[1]:box[3], box[0]:box[2]]) > 3
+    title = layout.title
+    assert title is not None and ink(grid[:, title[1]:title[3], title[0]:title[2]]) > 5
 
 
 def test_demo_config_rejects_bad_input():
@@ -114,6 +161,8 @@ def test_cli_demo(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "super-resolution x4" in out and "## DIP->DDPM" in out
     assert (tmp_path / "o" / "demo.png").is_file() and (tmp_path / "o" / "results.csv").is_file()
+    assert sorted(p.name for p in (tmp_path / "o" / "images").iterdir()) == [
+        "chelsea_DDPM.png", "chelsea_DIP-DDPM.png", "chelsea_DIP.png"]
     assert main(["demo", "--images", "lena", "--out", str(tmp_path / "x")]) == 2
     assert "unknown sample images" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -15,7 +15,9 @@ restored three ways:
 Every table is scored against the clean crop (data range 1, no rescaling), printed per method in
 the seed's format (Image, PSNR, SSIM, MSE, MAE, Delta E, then NFE and seconds, with the
 average), and written with a comparison figure into ``out``:
-``results.csv``, ``results.md`` and ``demo.png``.
+``results.csv``, ``results.md`` and ``demo.png`` (labelled with method and PSNR, with or without
+matplotlib), and every restored image as ``images/<image>_<method>.png`` (the method name made
+file-name safe: ``DIP->DDPM`` becomes ``DIP-DDPM``).
 
 Example:
     >>> from dipprior.demo import DemoConfig, run_demo
@@ -29,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,6 +116,7 @@ class DemoResult:
     figure: Path | None = None
     csv: Path | None = None
     markdown: Path | None = None
+    image_files: list[Path] = field(default_factory=list)
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
 
@@ -126,6 +130,12 @@ def _display_observation(y: torch.Tensor, op: Any, shape: Sequence[int]) -> torc
         return y.clamp(0, 1)
     scale = shape[-1] // y.shape[-1]
     return y.clamp(0, 1).repeat_interleave(scale, -1).repeat_interleave(scale, -2)
+
+
+def _file_stem(name: str) -> str:
+    """``name`` made safe as part of a file name: every run of characters other than letters,
+    digits, ``.`` and ``_`` becomes one ``-`` (``"DIP->DDPM"`` -> ``"DIP-DDPM"``)."""
+    return re.sub(r"[^A-Za-z0-9._]+", "-", name).strip("-.") or "image"
 
 
 def run_demo(
@@ -142,8 +152,8 @@ def run_demo(
 
     Args:
         config: a :class:`DemoConfig` (default: the full demo).
-        out: folder for ``results.csv``, ``results.md`` and ``demo.png`` (created); None writes
-            nothing.
+        out: folder for ``results.csv``, ``results.md``, ``demo.png`` and the restored images
+            ``images/<image>_<method>.png`` (created); None writes nothing.
         model, scheduler: the diffusion prior (default: the shipped one,
             :func:`dipprior.diffusion.load_pretrained`).
         device: None: CUDA if available, else CPU.
@@ -207,6 +217,7 @@ def run_demo(
             psnr.update({(name, "Degraded"): float(psnr_of(p["Degraded"], p["Ground truth"]))
                          for name, p in panels.items()})
         result.figure = save_figure(panels, psnr, out / "demo.png", title=_figure_title(config))
+        result.image_files = _save_images(panels, out / "images")
     result.wall_seconds = time.perf_counter() - wall0
     result.cpu_seconds = time.process_time() - cpu0
     timing = (f"Total: {result.wall_seconds:.1f} s wall clock, {result.cpu_seconds:.1f} s CPU "
@@ -220,8 +231,18 @@ def run_demo(
     say(text)
     say(timing)
     if out is not None:
-        say(f"Wrote {result.figure}, {result.csv} and {result.markdown}.")
+        say(f"Wrote {result.figure}, {result.csv}, {result.markdown} and "
+            f"{len(result.image_files)} restored images in {out / 'images'}.")
     return result
+
+
+def _save_images(panels: Mapping[str, Mapping[str, torch.Tensor]], folder: Path) -> list[Path]:
+    """Every method's restored image as ``<image>_<method>.png`` (atomic each)."""
+    from dipprior.io import save_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return [save_image(images[method], folder / f"{_file_stem(name)}_{_file_stem(method)}.png")
+            for name, images in panels.items() for method in METHODS if method in images]
 
 
 # ----------------------------------------------------------------------------- report

@@ -9,7 +9,7 @@ from dipprior.cli.options import HELP, add_runtime
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from dipprior.demo import DemoConfig
+    from dipprior.demo import QUICK, DemoConfig
 
     d = DemoConfig()
     p = subparsers.add_parser(
@@ -18,32 +18,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Degrade center crops of scikit-image's bundled photos (seeded), restore "
         "them with DIP alone, DDPM alone and DIP->DDPM using the shipped prior, print the "
         "tables (PSNR, SSIM, MSE, MAE, Delta E, NFE, seconds) and write results.csv, "
-        "results.md and the comparison figure demo.png to --out. Defaults take a few minutes "
+        "results.md, the comparison figure demo.png and the restored images "
+        "images/<image>_<method>.png to --out. Defaults take a few minutes "
         "on 2 CPU cores; --quick about one. Options left out take the defaults shown (or the "
         "--quick budget).")
-    p.add_argument("--task", choices=["denoise", "inpaint", "sr"], help=f"default {d.task}")
+    p.add_argument("--task", choices=["denoise", "inpaint", "sr"],
+                   help=f"the degradation (default: {d.task})")
     p.add_argument("--out", default="dipprior-demo", metavar="DIR", help="output folder")
-    p.add_argument("--quick", action="store_true", help="2 images, 64x64, short budgets")
+    p.add_argument("--quick", action="store_true",
+                   help=f"about a minute: {len(QUICK['images'])} images, "
+                   f"{QUICK['size']}x{QUICK['size']}, DIP {QUICK['dip_iterations']} iterations, "
+                   f"DDPM {QUICK['ddpm_steps']} steps, DIP->DDPM {QUICK['steps']} steps")
     p.add_argument("--images", nargs="+", metavar="NAME",
-                   help=f"sample image names (default {' '.join(d.images)})")
-    p.add_argument("--size", type=int, help=f"center crop side (default {d.size})")
+                   help=f"sample image names (default: {' '.join(d.images)})")
+    p.add_argument("--size", type=int, help=f"center crop side (default: {d.size})")
     p.add_argument("--sigma", type=float,
-                   help=f"denoise: noise std in 0..255 (default {d.sigma:g})")
+                   help=f"denoise: noise std in 0..255 (default: {d.sigma:g})")
     p.add_argument("--keep", type=float,
-                   help=f"inpaint: fraction of pixels kept (default {d.keep:g})")
-    p.add_argument("--factor", type=int, help=f"sr: down-sampling factor (default {d.factor})")
+                   help=f"inpaint: fraction of pixels kept (default: {d.keep:g})")
+    p.add_argument("--factor", type=int, help=f"sr: down-sampling factor (default: {d.factor})")
     p.add_argument("--dip-iterations", type=int,
-                   help=f"DIP iterations (default {d.dip_iterations})")
+                   help=f"DIP iterations (default: {d.dip_iterations})")
     p.add_argument("--dip-channels", type=int,
-                   help=f"DIP channels per scale (default {d.dip_channels})")
+                   help=f"DIP channels per scale (default: {d.dip_channels})")
     p.add_argument("--ddpm-steps", type=int,
-                   help=f"DDPM-from-noise steps (default {d.ddpm_steps})")
-    p.add_argument("--steps", type=int, help=f"DIP->DDPM reverse steps (default {d.steps})")
+                   help=f"DDPM-from-noise steps (default: {d.ddpm_steps})")
+    p.add_argument("--steps", type=int, help=f"DIP->DDPM reverse steps (default: {d.steps})")
     p.add_argument("--t0", help=f"DIP->DDPM start: int, strength in (0, 1] or auto "
-                   f"(default {d.t0})")
-    p.add_argument("--eta", type=float, help=f"DDIM eta (default {d.eta:g})")
-    p.add_argument("--seed", type=int, help=f"seed of the first image (default {d.seed})")
-    p.add_argument("--model", metavar="DIR", help="prior checkpoint (default: the shipped one)")
+                   f"(default: {d.t0})")
+    p.add_argument("--eta", type=float, help=f"DDIM eta (default: {d.eta:g})")
+    p.add_argument("--seed", type=int, help=f"seed of the first image (default: {d.seed})")
+    p.add_argument("--model", metavar="NAME_OR_DIR",
+                   help="a shipped prior's name, a checkpoint or a diffusers folder (default: the "
+                   "shipped prior)")
     add_runtime(p)
     return p
 
@@ -66,9 +73,10 @@ def run(args: argparse.Namespace) -> int:
     config = DemoConfig(**base)
     model = scheduler = None
     if args.model:
-        from dipprior.diffusion import load
+        from dipprior._tensor import default_device
+        from dipprior.diffusion import load_pretrained
 
-        model, scheduler = load(args.model, device=args.device)
+        model, scheduler = load_pretrained(args.model, device=default_device(args.device))
     run_demo(config, out=args.out, model=model, scheduler=scheduler, device=args.device,
              progress=not args.no_progress)
     return 0

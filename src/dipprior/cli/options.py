@@ -38,9 +38,9 @@ def add_task(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def add_sampler(p: argparse.ArgumentParser, steps: int) -> None:
     """The fields of :class:`~dipprior.pipeline.SamplerConfig` (and ``--model``)."""
-    p.add_argument("--model", metavar="DIR",
-                   help="diffusion prior checkpoint directory (from `dipprior train`); "
-                   "default: the shipped prior (dipprior.diffusion.load_pretrained())")
+    p.add_argument("--model", metavar="NAME_OR_DIR",
+                   help="diffusion prior: a shipped prior's name, a checkpoint folder (from "
+                   "`dipprior train`) or a diffusers DDPM folder; default: the shipped prior")
     p.add_argument("--steps", type=int, default=steps, help="most reverse steps (= NFE)")
     p.add_argument("--t0", default=str(_DEFAULT.t0),
                    help="start timestep: int, strength in (0, 1] (e.g. 0.05) or auto")
@@ -76,13 +76,14 @@ def dip_config(args: argparse.Namespace) -> Any:
 
 
 def load_prior(args: argparse.Namespace) -> tuple[Any, Any]:
-    """``--model DIR`` or the shipped prior, on ``--device``."""
+    """``--model`` (a shipped prior's name, a dipprior checkpoint folder or a diffusers folder)
+    or the shipped prior, on ``--device``."""
     from dipprior._tensor import default_device
-    from dipprior.diffusion import load, load_pretrained
+    from dipprior.diffusion import load_pretrained
 
     device = default_device(args.device)
     if args.model:
-        return load(args.model, device=device)
+        return load_pretrained(args.model, device=device)
     try:
         return load_pretrained(device=device)
     except ValueError as exc:

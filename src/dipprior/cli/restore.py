@@ -1,10 +1,19 @@
-"""``dipprior restore``: restore one image (DIP -> diffusion prior)."""
+"""``dipprior restore``: restore one image, or every image of a folder (DIP -> diffusion prior).
+
+A folder is restored image by image (sorted file names, image ``i`` seeded with ``seed + i``)
+into the ``--out`` folder: ``<stem>.png``, ``<stem>_dip.png`` when DIP ran, and with
+``--simulate`` a ``metrics.csv``.  It is resumable: an image whose ``<stem>.png`` exists is
+skipped and its metrics row kept.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import os
 from pathlib import Path
+from typing import Any
 
 from dipprior.cli.options import (
     HELP,
@@ -20,24 +29,34 @@ from dipprior.cli.options import (
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "restore", help="restore one image (DIP -> diffusion prior)", formatter_class=HELP,
+        "restore", help="restore one image or a folder (DIP -> diffusion prior)",
+        formatter_class=HELP,
         description="Restore IMAGE, an observation (noisy image; image with holes plus --mask; "
         "low-resolution image), with DIP-initialised diffusion. With --simulate, IMAGE is a "
-        "clean image that is degraded first (seeded) and the result is scored.")
+        "clean image that is degraded first (seeded) and the result is scored. When IMAGE is a "
+        "folder, every image in it is restored (sorted by name, image i seeded with --seed + i) "
+        "into the folder --out: <name>.png, <name>_dip.png when DIP ran, and with --simulate "
+        "metrics.csv. Images whose <name>.png already exists are skipped, so an interrupted "
+        "run resumes.")
     p.add_argument("image", metavar="IMAGE", help="the observation (or a clean image with "
-                   "--simulate)")
+                   "--simulate), or a folder of them")
     add_task(p)
     add_sampler(p, steps=50)
     add_dip(p, iterations=1000)
-    p.add_argument("--mask", metavar="PNG", help="inpaint: mask image, white = known pixel")
+    p.add_argument("--mask", metavar="PNG", help="inpaint: mask image, white = known pixel "
+                   "(with a folder: the same mask for every image)")
     p.add_argument("--simulate", action="store_true",
                    help="IMAGE is clean: degrade it (--sigma/--keep/--factor) and report PSNR")
     p.add_argument("--init", default="dip", choices=["dip", "noise", "observation"],
                    help="start of the reverse chain")
     p.add_argument("--no-guidance", action="store_true", help="plain SDEdit, no data term")
-    p.add_argument("--save-dip", metavar="PNG", help="also write the DIP image here")
-    p.add_argument("--out", required=True, metavar="OUT.png", help="output image (atomic)")
-    p.add_argument("--seed", type=int, default=0, help="degradation, DIP and noise seed")
+    p.add_argument("--save-dip", metavar="PNG", help="single IMAGE: also write the DIP image "
+                   "here (a folder always gets <name>_dip.png in --out)")
+    p.add_argument("--out", required=True, metavar="OUT",
+                   help="output image OUT.png (atomic); the output folder when IMAGE is a "
+                   "folder (created)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="degradation, DIP and noise seed (a folder: image i uses seed + i)")
     add_runtime(p)
     return p
 
@@ -56,6 +75,8 @@ def _check_output(path: str, flag: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if Path(args.image).is_dir():
+        return _run_folder(args)
     from dipprior.experiments import degrade, make_task
     from dipprior.io import load_image, save_image
     from dipprior.metrics import evaluate
@@ -98,3 +119,190 @@ def run(args: argparse.Namespace) -> int:
             line += f" (DIP alone {evaluate(result.dip_image, clean)['psnr']:.2f} dB)"
     print(line)
     return 0
+
+
+# ----------------------------------------------------------------------------- a folder
+
+METRICS = "metrics.csv"
+METRICS_COLUMNS = ["Image", "PSNR", "SSIM", "MSE", "MAE", "Delta E", "DIP PSNR", "t0", "NFE",
+                   "Seconds"]
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    """The images of ``folder`` (:data:`dipprior.io.IMAGE_SUFFIXES`), sorted by file name."""
+    from dipprior.io import IMAGE_SUFFIXES
+
+    try:
+        paths = sorted(p for p in folder.iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    except PermissionError:
+        raise PermissionError(f"IMAGE: folder {str(folder)!r} is not readable") from None
+    if not paths:
+        raise ValueError(f"IMAGE: folder {str(folder)!r} holds no images "
+                         f"({', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
+def _check_output_folder(path: str, folder: Path) -> Path:
+    """``--out`` for a folder: an existing writable folder, or one that can be created."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {path!r} is a file; IMAGE is a folder, so --out must be a "
+                         f"folder")
+    if not out.exists() and out.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        raise ValueError(f"--out: {path!r} looks like a file name; IMAGE is a folder, so --out "
+                         f"must be a folder")
+    if out.exists() and out.resolve() == folder.resolve():
+        raise ValueError(f"--out: {path!r} is the input folder; choose another folder for the "
+                         f"restored images")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out: cannot create folder {path!r}: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out: {str(existing)!r} is not writable")
+    return out
+
+
+def _output_names(paths: list[Path], dip: bool) -> dict[Path, tuple[str, str | None]]:
+    """Each image -> (output name, DIP output name or None); two images may not share one."""
+    names: dict[Path, tuple[str, str | None]] = {}
+    taken: dict[str, Path] = {}
+    for path in paths:
+        outputs = (f"{path.stem}.png", f"{path.stem}_dip.png" if dip else None)
+        for name in outputs:
+            if name is None:
+                continue
+            if name in taken:
+                raise ValueError(f"IMAGE: {taken[name].name!r} and {path.name!r} would both be "
+                                 f"written to {name!r}; rename one of them")
+            taken[name] = path
+        names[path] = outputs
+    return names
+
+
+def _read_metrics(path: Path) -> dict[str, dict[str, str]]:
+    """Rows of an existing ``metrics.csv`` by image file name (empty when there is none)."""
+    if not path.exists():
+        return {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"--out: cannot read {str(path)!r} ({exc})") from None
+    if header != METRICS_COLUMNS:
+        raise ValueError(f"--out: {str(path)!r} is not a metrics table of `dipprior restore` "
+                         f"(columns {header}); move it away")
+    return {row["Image"]: row for row in rows}
+
+
+def _write_metrics(path: Path, rows: dict[str, dict[str, Any]], order: list[str]) -> None:
+    """All rows, the folder's images in order first (rows of images no longer there last)."""
+    from dipprior._atomic import atomic_write_text
+
+    rank = {name: i for i, name in enumerate(order)}
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, METRICS_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for name in sorted(rows, key=lambda n: rank.get(n, len(order))):
+        writer.writerow({k: rows[name].get(k, "") for k in METRICS_COLUMNS})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _run_folder(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from dipprior.experiments import degrade, make_task
+    from dipprior.io import load_image, save_image
+    from dipprior.metrics import evaluate
+    from dipprior.operators import Inpaint, mask_from_image
+    from dipprior.pipeline import DIPInitializedSampler
+    from dipprior.pipeline.checks import check_observation
+
+    # everything is checked before the first image is restored
+    folder = Path(args.image)
+    paths = _folder_images(folder)
+    out = _check_output_folder(args.out, folder)
+    if args.save_dip:
+        raise ValueError("--save-dip: only for a single IMAGE; for a folder the DIP images are "
+                         "written to --out as <name>_dip.png")
+    config = sampler_config(args, init=args.init,
+                            guidance=None if args.no_guidance else "proximal")
+    dip = dip_config(args)
+    if args.task == "inpaint" and args.mask:
+        task = Inpaint(mask_from_image(args.mask))
+    elif args.task == "inpaint" and not args.simulate:
+        raise ValueError("--mask PNG is required to inpaint real images (or use --simulate "
+                         "to drop random pixels of clean ones)")
+    else:
+        task = make_task(args.task, sigma=args.sigma, keep=args.keep, factor=args.factor)
+    names = _output_names(paths, dip=config.init == "dip")
+    metrics = out / METRICS
+    rows = _read_metrics(metrics) if args.simulate else {}
+    seeds = {path: args.seed + i for i, path in enumerate(paths)}
+    todo = [p for p in paths if not (out / names[p][0]).exists()]
+    for path in todo:
+        try:
+            image = load_image(path)
+            op, observation = degrade(image, task, seeds[path]) if args.simulate \
+                else (task, image)
+            check_observation(observation, op)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"IMAGE: {path.name}: {exc}") from None
+    model, scheduler = load_prior(args) if todo else (None, None)
+    out.mkdir(parents=True, exist_ok=True)
+
+    order = [p.name for p in paths]
+    if todo:
+        sampler = DIPInitializedSampler(model, scheduler, config, dip=dip, device=args.device,
+                                        progress=not args.no_progress)
+    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="images", unit="image",
+               disable=args.no_progress or not todo)
+    for path in todo:
+        output, dip_output = names[path]
+        clean = load_image(path) if args.simulate else None
+        if clean is not None:
+            op, observation = degrade(clean, task, seeds[path])
+        else:
+            op, observation = task, load_image(path)
+        result = sampler(observation, op, seed=seeds[path])
+        if dip_output and result.dip_image is not None:
+            save_image(result.dip_image.clamp(0, 1), out / dip_output)
+        line = (f"wrote {out / output}: t0={result.t0}, NFE={result.nfe}, seconds "
+                f"{result.seconds['total']:.1f}")
+        if clean is not None:
+            m = evaluate(result.image, clean)
+            dip_psnr = (evaluate(result.dip_image, clean)["psnr"]
+                        if result.dip_image is not None else "")
+            rows[path.name] = {"Image": path.name, "PSNR": m["psnr"], "SSIM": m["ssim"],
+                               "MSE": m["mse"], "MAE": m["mae"], "Delta E": m["delta_e"],
+                               "DIP PSNR": dip_psnr, "t0": result.t0, "NFE": result.nfe,
+                               "Seconds": result.seconds["total"]}
+            # the row before the image: an image that exists always has its row
+            _write_metrics(metrics, rows, order)
+            line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
+        save_image(result.image, out / output)
+        tqdm.write(line)
+        bar.update()
+    bar.close()
+    summary = (f"restored {len(todo)} of {len(paths)} images into {out}"
+               + (f" ({len(paths) - len(todo)} skipped: output exists)"
+                  if len(todo) < len(paths) else ""))
+    if args.simulate:
+        psnrs = [v for v in (_number(rows[n]["PSNR"]) for n in order if n in rows)
+                 if v is not None]
+        if psnrs:
+            summary += (f"; {metrics}: average PSNR {sum(psnrs) / len(psnrs):.2f} dB over "
+                        f"{len(psnrs)} images")
+    print(summary)
+    return 0
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

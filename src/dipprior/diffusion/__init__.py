@@ -3,6 +3,12 @@
 >>> from dipprior.diffusion import Scheduler, UNet, sample
 """
 
+from dipprior.diffusion.adapters import (
+    DenoiserPrior,
+    DiffusersUNet,
+    load_diffusers,
+    scheduler_from_diffusers,
+)
 from dipprior.diffusion.checkpoint import (
     available_pretrained,
     is_checkpoint,
@@ -33,4 +39,8 @@ __all__ = [
     "available_pretrained",
     "sample",
     "reverse_diffusion",
+    "DenoiserPrior",
+    "DiffusersUNet",
+    "load_diffusers",
+    "scheduler_from_diffusers",
 ]

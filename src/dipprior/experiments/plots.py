@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +61,9 @@ def save_figure(panels: dict[str, dict[str, torch.Tensor]],
 
     ``panels`` maps image name -> column label -> (3, H, W) image; ``psnr`` maps
     ``(image, column)`` to the PSNR shown under the label.  Drawn with matplotlib when it is
-    installed, else assembled as a plain image grid with :func:`dipprior.io.save_image` -- the
-    file exists either way.
+    installed, else with Pillow: the same grid, each tile with its label (and PSNR) above it and
+    the image name on the left, small crops enlarged (nearest neighbour, an integer factor) so
+    that the labels fit.  Written atomically either way.
     """
     from dipprior._mpl import pyplot
 
@@ -68,7 +71,7 @@ def save_figure(panels: dict[str, dict[str, torch.Tensor]],
     psnr = psnr or {}
     plt = pyplot()
     if plt is None:
-        return _save_grid(panels, path)
+        return _save_grid(panels, path, psnr, title)
     names = list(panels)
     columns = list(next(iter(panels.values())))
     fig, axes = plt.subplots(len(names), len(columns), squeeze=False,
@@ -99,15 +102,127 @@ def _write_figure(plt: Any, fig: Any, path: str | os.PathLike, **savefig: Any) -
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def _save_grid(panels: dict[str, dict[str, torch.Tensor]], path: Path) -> Path:
-    from dipprior.io import save_image
+# ----------------------------------------------------------------------------- without matplotlib
 
-    gap = 2
-    rows = []
-    for images in panels.values():
-        tiles = []
-        for image in images.values():
-            tiles += [image, torch.ones(3, image.shape[-2], gap)]
-        rows += [torch.cat(tiles[:-1], dim=-1)]
-        rows += [torch.ones(3, gap, rows[-1].shape[-1])]
-    return save_image(torch.cat(rows[:-1], dim=-2), path)
+_PAD = 4  # pixels between tiles, around labels and at the edges
+_MAX_SCALE = 16
+
+
+@dataclass
+class _GridLayout:
+    """Where :func:`_save_grid` puts everything (pixels, (left, top) and (left, top, right,
+    bottom) boxes); tiles are enlarged ``scale`` times."""
+
+    scale: int
+    size: tuple[int, int]  # (width, height)
+    tiles: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    labels: dict[tuple[str, str], tuple[int, int, int, int]] = field(default_factory=dict)
+    names: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    title: tuple[int, int, int, int] | None = None
+    title_lines: list[str] = field(default_factory=list)
+
+
+def _font() -> Any:
+    from PIL import ImageFont
+
+    return ImageFont.load_default()
+
+
+def _text_size(font: Any, text: str) -> tuple[int, int]:
+    left, top, right, bottom = font.getbbox(text)
+    return int(math.ceil(right)), int(math.ceil(bottom))
+
+
+def _wrap(font: Any, text: str, width: int) -> list[str]:
+    """Greedy word wrap of ``text`` to ``width`` pixels (a longer word gets its own line)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and _text_size(font, f"{lines[-1]} {word}")[0] <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _label_lines(name: str, column: str, psnr: Mapping[tuple[str, str], float]) -> list[str]:
+    value = psnr.get((name, column))
+    return [column] + ([f"{value:.2f} dB"] if value is not None else [])
+
+
+def _grid_layout(panels: Mapping[str, Mapping[str, torch.Tensor]],
+                 psnr: Mapping[tuple[str, str], float] | None = None, title: str = "",
+                 font: Any = None) -> _GridLayout:
+    """The layout of :func:`_save_grid`: per image a row, with a label band (column name, PSNR
+    under it) above every tile and the image name on the left; a wrapped title on top."""
+    font = font or _font()
+    psnr = psnr or {}
+    names = list(panels)
+    columns = list(dict.fromkeys(c for images in panels.values() for c in images))
+    line = _text_size(font, "Ag")[1] + 2
+    widths = {c: max(panels[n][c].shape[-1] for n in names if c in panels[n]) for c in columns}
+    heights = {n: max(image.shape[-2] for image in panels[n].values()) for n in names}
+    text = {(n, c): max(_text_size(font, t)[0] for t in _label_lines(n, c, psnr))
+            for n in names for c in panels[n]}
+    need = max(text.values()) + _PAD
+    scale = max(1, min(_MAX_SCALE, math.ceil(need / min(widths.values()))))
+    cell = {c: max(widths[c] * scale,
+                   max(text[n, c] for n in names if (n, c) in text) + _PAD) for c in columns}
+    band = line * max(len(_label_lines(n, c, psnr)) for n, c in text) + _PAD
+    left0 = max(_text_size(font, n)[0] for n in names) + 2 * _PAD
+    grid_width = left0 + sum(cell.values()) + _PAD * len(columns)
+    title_lines = _wrap(font, title, grid_width - 2 * _PAD) if title else []
+    width = max([grid_width] + [_text_size(font, t)[0] + 2 * _PAD for t in title_lines])
+    layout = _GridLayout(scale=scale, size=(width, 0), title_lines=title_lines)
+    top = _PAD
+    if title_lines:
+        layout.title = (_PAD, top, width - _PAD, top + line * len(title_lines))
+        top = layout.title[3] + _PAD
+    for n in names:
+        tile_top = top + band
+        row_height = heights[n] * scale
+        layout.names[n] = (_PAD, tile_top, left0 - _PAD, tile_top + row_height)
+        left = left0
+        for c in columns:
+            if c in panels[n]:
+                tile_w = panels[n][c].shape[-1] * scale
+                layout.labels[n, c] = (left, top, left + cell[c], tile_top)
+                layout.tiles[n, c] = (left + (cell[c] - tile_w) // 2, tile_top)
+            left += cell[c] + _PAD
+        top = tile_top + row_height + _PAD
+    layout.size = (width, top)
+    return layout
+
+
+def _save_grid(panels: dict[str, dict[str, torch.Tensor]], path: str | os.PathLike,
+               psnr: Mapping[tuple[str, str], float] | None = None, title: str = "") -> Path:
+    """The figure of :func:`save_figure` drawn with Pillow (no matplotlib), written atomically."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    path = Path(path)
+    psnr = psnr or {}
+    font = _font()
+    layout = _grid_layout(panels, psnr, title, font)
+    canvas = Image.new("RGB", layout.size, "white")
+    draw = ImageDraw.Draw(canvas)
+    line = _text_size(font, "Ag")[1] + 2
+    for (n, c), (left, top) in layout.tiles.items():
+        tile = panels[n][c].detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8)
+        array = np.ascontiguousarray(tile.permute(1, 2, 0).numpy())
+        array = array.repeat(layout.scale, axis=0).repeat(layout.scale, axis=1)
+        canvas.paste(Image.fromarray(array), (left, top))
+    for (n, c), (left, top, right, _bottom) in layout.labels.items():
+        for k, text in enumerate(_label_lines(n, c, psnr)):
+            x = left + (right - left - _text_size(font, text)[0]) // 2
+            draw.text((x, top + _PAD // 2 + k * line), text, fill="black", font=font)
+    for n, (left, top, _right, bottom) in layout.names.items():
+        y = (top + bottom - _text_size(font, n)[1]) // 2
+        draw.text((left, y), n, fill="black", font=font)
+    if layout.title is not None:
+        left, top, right, _ = layout.title
+        for k, text in enumerate(layout.title_lines):
+            x = left + (right - left - _text_size(font, text)[0]) // 2
+            draw.text((x, top + k * line), text, fill="black", font=font)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG")
+    return atomic_write_bytes(path, buffer.getvalue())
