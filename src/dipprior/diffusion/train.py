@@ -156,6 +156,8 @@ def train(
     timesteps.check(scheduler.num_train_timesteps)
     if lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    if checkpoint_dir is not None and not isinstance(model, UNet):
+        raise TypeError("checkpointing needs a dipprior UNet model")
     if isinstance(data, (str, os.PathLike)):
         data = PatchDataset(data, patch_size, augment=augment)
         data.check()
@@ -163,8 +165,6 @@ def train(
         raise ValueError("augment applies only when data is a folder (augment your own dataset)")
     if len(data) == 0:
         raise ValueError("data is empty")
-    if checkpoint_dir is not None and not isinstance(model, UNet):
-        raise TypeError("checkpointing needs a dipprior UNet model")
 
     started = time.perf_counter()
     dd = setup_distributed(None if device is None else torch.device(device))
