@@ -74,13 +74,25 @@ def _check_output(path: str, flag: str) -> None:
         raise ValueError(f"{flag}: {path!r} is not writable")
 
 
+def _task(args: argparse.Namespace) -> Any:
+    """The operator (or operator factory) the options describe."""
+    from dipprior.experiments import make_task
+    from dipprior.operators import Inpaint, mask_from_image
+
+    if args.task == "inpaint" and args.mask:
+        return Inpaint(mask_from_image(args.mask))
+    if args.task == "inpaint" and not args.simulate:
+        raise ValueError("--mask PNG is required to inpaint real images (or use --simulate "
+                         "to drop random pixels of clean ones)")
+    return make_task(args.task, sigma=args.sigma, keep=args.keep, factor=args.factor)
+
+
 def run(args: argparse.Namespace) -> int:
     if Path(args.image).is_dir():
         return _run_folder(args)
-    from dipprior.experiments import degrade, make_task
+    from dipprior.experiments import degrade
     from dipprior.io import load_image, save_image
     from dipprior.metrics import evaluate
-    from dipprior.operators import Inpaint, mask_from_image
     from dipprior.pipeline import DIPInitializedSampler
 
     _check_output(args.out, "--out")
@@ -91,13 +103,7 @@ def run(args: argparse.Namespace) -> int:
     dip = dip_config(args)
     image = load_image(args.image)
     clean = None
-    if args.task == "inpaint" and args.mask:
-        task = Inpaint(mask_from_image(args.mask))
-    elif args.task == "inpaint" and not args.simulate:
-        raise ValueError("--mask PNG is required to inpaint a real image (or use --simulate "
-                         "to drop random pixels of a clean one)")
-    else:
-        task = make_task(args.task, sigma=args.sigma, keep=args.keep, factor=args.factor)
+    task = _task(args)
     if args.simulate:
         clean = image
         op, observation = degrade(clean, task, args.seed)
@@ -215,10 +221,9 @@ def _write_metrics(path: Path, rows: dict[str, dict[str, Any]], order: list[str]
 def _run_folder(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from dipprior.experiments import degrade, make_task
+    from dipprior.experiments import degrade
     from dipprior.io import load_image, save_image
     from dipprior.metrics import evaluate
-    from dipprior.operators import Inpaint, mask_from_image
     from dipprior.pipeline import DIPInitializedSampler
     from dipprior.pipeline.checks import check_observation
 
@@ -232,13 +237,7 @@ def _run_folder(args: argparse.Namespace) -> int:
     config = sampler_config(args, init=args.init,
                             guidance=None if args.no_guidance else "proximal")
     dip = dip_config(args)
-    if args.task == "inpaint" and args.mask:
-        task = Inpaint(mask_from_image(args.mask))
-    elif args.task == "inpaint" and not args.simulate:
-        raise ValueError("--mask PNG is required to inpaint real images (or use --simulate "
-                         "to drop random pixels of clean ones)")
-    else:
-        task = make_task(args.task, sigma=args.sigma, keep=args.keep, factor=args.factor)
+    task = _task(args)
     names = _output_names(paths, dip=config.init == "dip")
     metrics = out / METRICS
     rows = _read_metrics(metrics) if args.simulate else {}
