@@ -25,7 +25,7 @@ from dipprior.pipeline import DIPInitializedSampler
 
 def bm3d_denoiser():
     """CBM3D as ``D(x, sigma)``: one image at a time, sigma per image."""
-    from dipprior.pipeline import cbm3d
+    from dipprior.denoisers import cbm3d
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return torch.stack([cbm3d(xi.clamp(-0.5, 1.5), float(s)).to(x)

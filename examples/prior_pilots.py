@@ -41,7 +41,8 @@ def score(model, scheduler, sets: dict[str, dict[str, torch.Tensor]]) -> dict[st
     out = {}
     for set_name, images in sets.items():
         for s in SIGMAS:
-            table = evaluate_denoiser(model, scheduler, images, sigma=s / 255, progress=False)
+            table = evaluate_denoiser(model, scheduler, images, sigma=s / 255, cbm3d=False,
+                                      progress=False)
             out[f"{set_name} s{s}"] = next(r["PSNR"] for r in table.rows if r["Image"] == "Average")
     return out
 

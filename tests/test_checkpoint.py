@@ -184,8 +184,11 @@ def test_a_folder_left_aside_mid_swap_is_put_back(tmp_path):
     folder = tmp_path / "ck"
     save(_model(), Scheduler(), folder)
     folder.rename(tmp_path / ".ck.old-1234")  # the state between the two fallback renames
-    model, _ = load(folder, device="cpu")
-    assert folder.is_dir() and model.config == _model().config
+    model, _ = load(folder, device="cpu")  # a reader reads it where it is, moving nothing
+    assert not folder.exists() and model.config == _model().config
+    save(_other_model(), Scheduler(), folder)  # the next write puts it back first, then swaps
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    assert load(folder, device="cpu")[0].config == _other_model().config
 
 
 def _write_config(folder, **changes):

@@ -146,7 +146,7 @@ def test_evaluate_denoiser_uses_the_compare_noise_draws():
 
 def test_evaluate_denoiser_scores_cbm3d_on_the_same_noisy_images(monkeypatch):
     """The CBM3D columns score the reference denoiser on exactly the prior's noisy inputs."""
-    from dipprior.pipeline import baselines
+    from dipprior import denoisers
 
     seen = []
 
@@ -154,7 +154,7 @@ def test_evaluate_denoiser_scores_cbm3d_on_the_same_noisy_images(monkeypatch):
         seen.append((noisy.clone(), sigma))
         return noisy.clamp(0, 1)
 
-    monkeypatch.setattr(baselines, "cbm3d", fake_cbm3d)
+    monkeypatch.setattr(denoisers, "cbm3d", fake_cbm3d)
     g = torch.Generator().manual_seed(0)
     images = {"a": torch.rand(3, 12, 12, generator=g), "b": torch.rand(3, 12, 12, generator=g)}
     table = pretrained.evaluate_denoiser(lambda x, t: torch.zeros_like(x), Scheduler(), images,

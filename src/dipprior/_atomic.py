@@ -98,10 +98,24 @@ def atomic_folder(target: str | os.PathLike, keep_others: bool = True) -> Iterat
                     _link_or_copy(old, tmp / old.name)
         os.chmod(tmp, _default_mode(target) | 0o111 if not target.exists()
                  else target.stat().st_mode & 0o777)
-        _fsync_dir(tmp)
+        for written in tmp.iterdir():
+            _fsync(written)
+        _fsync(tmp)
         _swap(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def readable_folder(target: str | os.PathLike) -> Path:
+    """Where a reader finds ``target``'s data: ``target``, or -- only when a crash mid-swap left
+    it aside (possible without ``RENAME_EXCHANGE``) -- the ``.<name>.old-*`` folder.  Moves
+    nothing, so a reader never disturbs a writer."""
+    target = Path(target)
+    if target.exists():
+        return target
+    aside = sorted(target.parent.glob(f".{_glob_escape(target.name)}.old-*"),
+                   key=lambda p: p.stat().st_mtime)
+    return aside[-1] if aside else target
 
 
 def recover_folder(target: str | os.PathLike) -> None:
@@ -124,7 +138,7 @@ def _swap(tmp: Path, target: Path) -> None:
         os.replace(target, aside)
         os.replace(tmp, target)
         shutil.rmtree(aside, ignore_errors=True)
-    _fsync_dir(target.parent)
+    _fsync(target.parent)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -148,7 +162,8 @@ def _link_or_copy(source: Path, dest: Path) -> None:
         shutil.copy2(source, dest)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """fsync a file or a folder (a folder's entries are data too); best effort."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:

@@ -148,7 +148,7 @@ def evaluate_denoiser(
     if cbm3d is None:
         cbm3d = importlib.util.find_spec("bm3d") is not None
     if cbm3d:
-        from dipprior.pipeline.baselines import cbm3d as cbm3d_denoise
+        from dipprior.denoisers import cbm3d as cbm3d_denoise
     names = list(images)
     noisy = {name: op.degrade(images[name], torch.Generator().manual_seed(seed + i))
              for i, name in enumerate(names)}

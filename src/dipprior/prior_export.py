@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from dipprior._atomic import atomic_folder, atomic_write_json
+from dipprior._atomic import atomic_folder, atomic_write_bytes, atomic_write_json
 from dipprior.diffusion import checkpoint as ckpt
 from dipprior.diffusion.checkpoint import weights_root
 
@@ -108,7 +108,7 @@ def plot_loss_curve(history: Sequence[tuple[int, float]], path: str | os.PathLik
     fig.savefig(buffer, format="png")
     plt.close(fig)
     path = Path(path)
-    ckpt.atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -329,7 +329,7 @@ def export_pretrained(
         card = model_card(name, config, parameters=parameter_count(model),
                           training=info, history=history, evaluation=evaluation, curve=curve,
                           loss_plot=has_plot)
-        ckpt.atomic_write_bytes(tmp / CARD_FILE, card.encode())
+        atomic_write_bytes(tmp / CARD_FILE, card.encode())
         size = sum(p.stat().st_size for p in tmp.iterdir())
         if size > MAX_BYTES:
             raise ValueError(f"export of {checkpoint} is {size / 2**20:.1f} MiB, over the "

@@ -1,10 +1,9 @@
 """The ``dipprior`` command line: ``train``, ``restore``, ``compare`` and ``demo``.
 
 Each sub-command lives in its own module with an ``add_parser(subparsers)`` function and a
-``run(args)`` handler; heavy imports happen inside the handlers so that ``dipprior --help``
-stays fast.  :func:`main` is the one error guard: a user error (bad value, missing file) prints
-``dipprior <command>: error: ...`` and exits 2, a failure while running (out of memory, disk,
-numerical blow-up) exits 1, and only ``--debug`` shows the traceback.
+``run(args)`` handler.  :func:`main` is the one error guard: a user error (bad value, missing
+file) prints ``dipprior <command>: error: ...`` and exits 2, a failure while running (out of
+memory, disk, numerical blow-up) exits 1, and only ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ __all__ = ["build_parser", "main"]
 _COMMANDS = (train, restore, compare, demo)
 # exceptions that mean "the input was wrong" (exit 2) and "running failed" (exit 1)
 _USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                 PermissionError, LookupError)
-_RUN_ERRORS = (OSError, RuntimeError, MemoryError, ArithmeticError, ImportError)
+                 PermissionError)
+_RUN_ERRORS = (OSError, RuntimeError, MemoryError, ArithmeticError, ImportError, LookupError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -96,8 +96,13 @@ def run(args: argparse.Namespace) -> int:
     from dipprior.pipeline import DIPInitializedSampler
 
     _check_output(args.out, "--out")
+    if Path(args.out).resolve() == Path(args.image).resolve():
+        raise ValueError(f"--out: {args.out!r} is the input image; write elsewhere")
     if args.save_dip:
         _check_output(args.save_dip, "--save-dip")
+        if Path(args.save_dip).resolve() in (Path(args.out).resolve(),
+                                             Path(args.image).resolve()):
+            raise ValueError(f"--save-dip: {args.save_dip!r} is --out or the input image")
     config = sampler_config(args, init=args.init,
                             guidance=None if args.no_guidance else "proximal")
     dip = dip_config(args)

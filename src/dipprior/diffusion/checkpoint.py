@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from dipprior._atomic import atomic_folder, atomic_write_bytes, recover_folder
+from dipprior._atomic import atomic_folder, atomic_write_bytes, readable_folder
 from dipprior._tensor import default_device
 from dipprior.diffusion.scheduler import Scheduler
 from dipprior.diffusion.unet import UNet
@@ -208,8 +208,7 @@ def load(directory: str | os.PathLike, device: str | torch.device | None = None
     A missing directory or file, a truncated or corrupt file, or weights that do not match the
     config raise ``ValueError``.  Works on a checkpoint directory that training is still writing.
     """
-    directory = Path(directory)
-    recover_folder(directory)
+    directory = readable_folder(directory)  # a folder a crash left aside mid-swap is read
     if not directory.is_dir():
         raise ValueError(f"checkpoint directory {directory} does not exist")
     source = directory / CONFIG_FILE
@@ -295,7 +294,7 @@ def load_pretrained(name_or_path: str | os.PathLike | None = None, *,
         raise TypeError(f"load_pretrained: expected a name or a folder, got "
                         f"{type(name_or_path).__name__}")
     folder = Path(name_or_path).expanduser()
-    recover_folder(folder)  # a dipprior checkpoint a crash left aside mid-swap
+    folder = readable_folder(folder)  # a dipprior checkpoint a crash left aside mid-swap
     if not folder.is_dir():
         raise ValueError(f"unknown pretrained prior {str(name_or_path)!r} (and no such folder); "
                          f"available: {names or '(none installed)'}")

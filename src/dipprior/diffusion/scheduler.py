@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from dipprior._tensor import randn
+
 __all__ = ["Scheduler", "SchedulerOutput"]
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
@@ -293,7 +295,7 @@ class Scheduler:
         prev = a_prev**0.5 * x0 + direction * eps
         if std > 0:
             if noise is None:
-                noise = _randn_like(x0, generator)
+                noise = randn(x0.shape, generator, x0.device, x0.dtype)
             prev = prev + std * noise
         return prev
 
@@ -364,11 +366,3 @@ class Scheduler:
         idx = torch.where(s.reshape(-1) - lower <= upper - s.reshape(-1), idx - 1, idx)
         idx = idx.reshape(s.shape)
         return int(idx) if not isinstance(sigma, torch.Tensor) else idx
-
-
-def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise shaped like ``x``, drawn on the generator's device."""
-    if generator is None or generator.device == x.device:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return torch.randn(x.shape, generator=generator, device=generator.device,
-                       dtype=x.dtype).to(x.device)

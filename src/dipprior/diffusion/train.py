@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from dipprior._tensor import default_device, to_model_scale
 from dipprior.diffusion import checkpoint as ckpt
 from dipprior.diffusion.data import Augmentation, PatchDataset
 from dipprior.diffusion.scheduler import Scheduler
@@ -58,10 +59,7 @@ def _draw_batch(data: Any, batch_size: int, generator: torch.Generator,
     return torch.stack([torch.as_tensor(data[shard[i]]) for i in picks])
 
 
-def _resolve_device(device: str | torch.device | None, dd: Ranks) -> torch.device:
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+def _resolve_device(device: torch.device, dd: Ranks) -> torch.device:
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", dd.local_rank if dd.enabled else torch.cuda.current_device())
     return device
@@ -167,7 +165,8 @@ def train(
         raise ValueError("data is empty")
 
     started = time.perf_counter()
-    dd = setup_distributed(None if device is None else torch.device(device))
+    device = default_device(device)  # checked: a CUDA device needs CUDA
+    dd = setup_distributed(device)
     try:
         dev = _resolve_device(device, dd)
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
@@ -234,7 +233,8 @@ def _train_loop(model: nn.Module, scheduler: Scheduler, data: Any, dev: torch.de
             rate = _learning_rate(step, steps, lr, warmup, lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = rate
-            x0 = _draw_batch(data, batch_size, g_data, shard).to(dev, non_blocking=True) * 2 - 1
+            batch = _draw_batch(data, batch_size, g_data, shard).to(dev, non_blocking=True)
+            x0 = to_model_scale(batch)
             t = timesteps.sample(x0.shape[0], T, g_noise, dev)
             noise = torch.randn(x0.shape, generator=g_noise, device=dev)
             x_t = scheduler.add_noise(x0, noise, t)

@@ -11,7 +11,8 @@ Example:
     torch.Size([3, 32, 32])
 """
 
-from dipprior.dip.fit import DIPConfig, DIPResult, FitState, build_network, fit, resolve_device
+from dipprior.dip.config import DIPConfig, DIPResult, FitState
+from dipprior.dip.fit import build_network, fit, resolve_device
 from dipprior.dip.net import SkipNet
 from dipprior.dip.stopping import (
     WMV,

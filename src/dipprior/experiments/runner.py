@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from dipprior._distributed import gather, init_process_group, rank_world, shard
+from dipprior._tensor import default_device
 from dipprior.experiments.data import Images, OperatorFactory, degrade, prepare_images
 from dipprior.operators import Operator
 from dipprior.pipeline import fit_dip
@@ -128,7 +129,7 @@ def fit_dip_cached(y: torch.Tensor, op: Operator, config: Any, seed: int,
             return hit[0], hit[1]
     start = time.perf_counter()
     image, result = fit_dip(y, op, config, seed=seed,
-                            device=None if device is None else torch.device(device),
+                            device=None if device is None else default_device(device),
                             progress=progress)
     seconds = time.perf_counter() - start
     if cache is not None:

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from dipprior._tensor import randn
+
 Tensor = torch.Tensor
 Rho = float | Tensor
 
@@ -74,12 +76,6 @@ def _rho4d(rho: Rho, like: Tensor) -> Tensor:
 def _dot(a: Tensor, b: Tensor) -> Tensor:
     """Per-image inner product of (N, C, H, W) tensors -> (N, 1, 1, 1)."""
     return (a * b).sum(dim=(1, 2, 3), keepdim=True)
-
-
-def _randn(shape: torch.Size, like: Tensor, generator: torch.Generator | None) -> Tensor:
-    device = generator.device if generator is not None else like.device
-    noise = torch.randn(shape, generator=generator, device=device, dtype=like.dtype)
-    return noise.to(like.device)
 
 
 def conjugate_gradient(
@@ -169,7 +165,7 @@ class Operator:
         check_image(x, "x")
         y = self.forward(x)
         if self.noise_sigma > 0:
-            y = y + self.noise_sigma * _randn(y.shape, y, generator)
+            y = y + self.noise_sigma * randn(y.shape, generator, y.device, y.dtype)
         return self._mask_observation(y)
 
     def _mask_observation(self, y: Tensor) -> Tensor:

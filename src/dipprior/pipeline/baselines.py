@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from dipprior._tensor import default_device
+from dipprior.denoisers import cbm3d
 from dipprior.operators import Denoise, Operator
 from dipprior.pipeline.checks import check_initial_image, check_observation, check_operator
 from dipprior.pipeline.sampler import SampleResult, fit_dip
@@ -38,7 +40,7 @@ class DIPBaseline:
         y = observation.reshape(observation.shape[-3:]).float()
         iterations = None
         if dip_image is None:
-            dev = torch.device(self.device) if self.device is not None else None
+            dev = default_device(self.device) if self.device is not None else None
             dip_image, result = fit_dip(y, operator, self.dip, seed=seed, device=dev,
                                         progress=self.progress, ground_truth=ground_truth)
             iterations = int(getattr(result, "iterations", 0)) or None
@@ -46,8 +48,8 @@ class DIPBaseline:
             dip_image = check_initial_image(dip_image, image_shape)
         image = dip_image.clamp(0, 1)
         seconds = time.perf_counter() - start
-        if observation.dim() == 4:
-            image = image.unsqueeze(0)
+        if observation.dim() == 4:  # a batch of one, as the sampler returns it
+            image, dip_image = image.unsqueeze(0), dip_image.unsqueeze(0)
         return SampleResult(image=image, dip_image=dip_image, nfe=0, dip_iterations=iterations,
                             seconds={"dip": seconds, "diffusion": 0.0, "total": seconds})
 
@@ -82,13 +84,3 @@ class CBM3DBaseline:
         image = image.to(observation.device).reshape(observation.shape)
         return SampleResult(image=image, nfe=0,
                             seconds={"dip": 0.0, "diffusion": 0.0, "total": seconds})
-
-
-def cbm3d(noisy: torch.Tensor, sigma: float) -> torch.Tensor:
-    """CBM3D of one (3, H, W) image in [0, 1] with noise std ``sigma`` (same scale) -> (3, H, W)
-    in [0, 1], on the CPU.  Needs the optional ``bm3d`` package."""
-    import bm3d
-
-    y = noisy.detach().cpu().double().permute(1, 2, 0).numpy()
-    out = bm3d.bm3d_rgb(y, sigma)
-    return torch.from_numpy(out).permute(2, 0, 1).float().clamp(0, 1)
