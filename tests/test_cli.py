@@ -92,6 +92,8 @@ def test_train_checks_every_image_before_step_one(tmp_path, capsys):
     (["restore", "{tmp}/nope.png", "--task", "denoise", "--out", "{tmp}/x.png"], "nope.png"),
     (["restore", "{data}/0.png", "--task", "denoise", "--out", "{tmp}/x.png", "--device",
       "cuda:7"], "device"),
+    (["train", "{data}", "--out", "{tmp}/r", "--device", "cuda"], "device"),
+    (["restore", "{data}/0.png", "--task", "denoise", "--out", "{data}/0.png"], "input"),
 ])
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, needle):
     if needle == "device" and torch.cuda.is_available():

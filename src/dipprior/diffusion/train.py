@@ -154,6 +154,7 @@ def train(
     timesteps.check(scheduler.num_train_timesteps)
     if lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    device = default_device(device)  # checked: a CUDA device needs CUDA
     if checkpoint_dir is not None and not isinstance(model, UNet):
         raise TypeError("checkpointing needs a dipprior UNet model")
     if isinstance(data, (str, os.PathLike)):
@@ -165,7 +166,6 @@ def train(
         raise ValueError("data is empty")
 
     started = time.perf_counter()
-    device = default_device(device)  # checked: a CUDA device needs CUDA
     dd = setup_distributed(device)
     try:
         dev = _resolve_device(device, dd)
