@@ -230,13 +230,18 @@ def cmd_curve(args: argparse.Namespace) -> int:
 
 
 def _seconds_per_step(curve: list[dict[str, Any]]) -> str | None:
-    timed = [(int(r["step"]), dt.datetime.fromisoformat(r["checkpoint_time"]))
-             for r in curve if r.get("checkpoint_time")]
-    if len(timed) < 2:
+    """Wall clock per step over the latest stretch of training (consecutive curve points no
+    more than an hour apart; a run resumed in another session starts a new stretch)."""
+    timed = sorted((int(r["step"]), dt.datetime.fromisoformat(r["checkpoint_time"]))
+                   for r in curve if r.get("checkpoint_time"))
+    stretch = timed[-1:]
+    for step, time in reversed(timed[:-1]):
+        if not (0 < (stretch[0][1] - time).total_seconds() <= 3600):
+            break
+        stretch.insert(0, (step, time))
+    if len(stretch) < 2:
         return None
-    (s0, t0), (s1, t1) = min(timed), max(timed)
-    if s1 <= s0:
-        return None
+    (s0, t0), (s1, t1) = stretch[0], stretch[-1]
     return (f"{(t1 - t0).total_seconds() / (s1 - s0):.2f} s/step wall clock between steps {s0} "
             f"and {s1} (from checkpoint times)")
 
