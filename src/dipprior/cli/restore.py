@@ -248,6 +248,7 @@ def _run_folder(args: argparse.Namespace) -> int:
     rows = _read_metrics(metrics) if args.simulate else {}
     seeds = {path: args.seed + i for i, path in enumerate(paths)}
     todo = [p for p in paths if not (out / names[p][0]).exists()]
+    prepared = {}  # path -> (clean or None, operator, observation), checked before any work
     for path in todo:
         try:
             image = load_image(path)
@@ -256,6 +257,7 @@ def _run_folder(args: argparse.Namespace) -> int:
             check_observation(observation, op)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"IMAGE: {path.name}: {exc}") from None
+        prepared[path] = (image if args.simulate else None, op, observation)
     model, scheduler = load_prior(args) if todo else (None, None)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -267,11 +269,7 @@ def _run_folder(args: argparse.Namespace) -> int:
                disable=args.no_progress or not todo)
     for path in todo:
         output, dip_output = names[path]
-        clean = load_image(path) if args.simulate else None
-        if clean is not None:
-            op, observation = degrade(clean, task, seeds[path])
-        else:
-            op, observation = task, load_image(path)
+        clean, op, observation = prepared.pop(path)
         result = sampler(observation, op, seed=seeds[path])
         if dip_output and result.dip_image is not None:
             save_image(result.dip_image.clamp(0, 1), out / dip_output)
