@@ -8,6 +8,7 @@ from dipprior import dip
 from dipprior.dip import (
     WMV,
     DIPConfig,
+    ReferenceDistance,
     SkipNet,
     SpikeGuard,
     estimate_noise_sigma,
@@ -359,6 +360,61 @@ def test_fit_with_wmv_stops_and_returns_the_image_at_the_minimum():
     assert r.history["loss"] == full.history["loss"][: r.iterations]
     err = float(((r.image - x) ** 2).mean())
     assert full.history["psnr"][best] == pytest.approx(-10 * math.log10(err), abs=1e-3)
+
+
+def test_reference_rule_on_a_synthetic_curve():
+    """Images approach the reference, then drift away: stop P after the closest one."""
+    ref = torch.zeros(2, 3, 4, 4)
+    dist = [abs(t - 25) + 1.0 for t in range(60)]  # minimum at t = 25 for network 0
+    dist1 = [abs(t - 10) + 1.0 for t in range(60)]  # and t = 10 for network 1
+    rule = ReferenceDistance(ref, patience=7, device=torch.device("cpu"))
+    images = []
+    for t in range(60):
+        img = torch.stack([torch.full((3, 4, 4), math.sqrt(dist[t])),
+                           torch.full((3, 4, 4), math.sqrt(dist1[t]))])
+        images.append(img)
+        rule.update(t, img, None, img)
+        if rule.poll():
+            break
+    assert [int(v) for v in rule.best_iteration] == [25, 10]
+    assert [int(v) for v in rule.stop_iteration] == [32, 17]
+    assert t == 32
+    torch.testing.assert_close(rule.best_image[0], images[25][0])
+    torch.testing.assert_close(rule.best_image[1], images[10][1])
+    assert wmv_stop_point(dist, 7) == (25, 32)  # the same rule replays a record
+    with pytest.raises(ValueError, match="reference_patience"):
+        ReferenceDistance(ref, patience=0, device=torch.device("cpu"))
+
+
+def test_fit_with_reference_stops_at_the_closest_average():
+    x, y = noisy(sigma=0.2)
+    kw = dict(iterations=300, early_stopping="reference", reference_patience=20, **TINY)
+    r = dip.fit(y, Denoise(0.2), reference=x, ground_truth=x, **kw)
+    best, stop = wmv_stop_point(r.history["distance"], 20)
+    assert r.stopped_at is not None and (r.best_iteration, r.stopped_at) == (best, stop)
+    # with the clean image as reference the rule's distance is the MSE: its minimum is the peak
+    assert r.history["psnr"][best] == pytest.approx(max(r.history["psnr"][:stop + 1]), abs=1e-3)
+    err = float(((r.image - x) ** 2).mean())
+    assert r.history["distance"][best] == pytest.approx(err, rel=1e-4)
+    with pytest.raises(ValueError, match="reference"):
+        dip.fit(y, Denoise(0.2), **kw)  # the rule without a reference
+    with pytest.raises(ValueError, match="reference"):
+        dip.fit(y, Denoise(0.2), reference=x, **TINY)  # a reference without the rule
+    with pytest.raises(ValueError, match="reference"):
+        dip.fit(y, Denoise(0.2), reference=x[:, :8], **kw)
+
+
+def test_autocast_runs_in_bfloat16_and_returns_float32():
+    x, y = noisy()
+    seen = []
+    r = dip.fit(y, Denoise(0.1), iterations=3, autocast=True, **TINY,
+                callback=lambda s: seen.append(s.net(torch.rand(1, 8, 24, 24)).dtype))
+    assert r.image.dtype == torch.float32 and torch.isfinite(r.image).all()
+    plain = dip.fit(y, Denoise(0.1), iterations=3, **TINY)
+    assert not torch.equal(r.image, plain.image)  # bf16 arithmetic differs from float32
+    assert torch.allclose(r.image, plain.image, atol=0.05)
+    with pytest.raises(ValueError, match="autocast"):
+        DIPConfig(autocast="yes")
 
 
 def test_noise_estimate():

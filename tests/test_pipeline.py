@@ -239,10 +239,11 @@ def test_observation_init_inpaint_adds_noise(model, scheduler, clean):
 
 
 def test_one_proximal_step_matches_closed_form(model, scheduler, noisy, dip_image):
-    """steps=1 from t0: x0 = prox of the model's x0 estimate, computed here by hand."""
+    """steps=1 from t0: x0 = DiffPIR's data step on the model's x0 estimate, by hand on the
+    [0, 1] scale with the official code's rho_t = lam sigma_n^2 / sigma_t^2."""
     op, y = noisy
-    t0, lam_scale, seed = 80, 2.0, 7
-    r = DIPInitializedSampler(model, scheduler, t0=t0, steps=1, guidance_scale=lam_scale,
+    t0, lam, seed = 80, 8.0, 7
+    r = DIPInitializedSampler(model, scheduler, t0=t0, steps=1, lam=lam,
                               renoise="full", progress=False)(y, op, seed=seed,
                                                               dip_image=dip_image)
     abar = float(scheduler.alphas_cumprod[t0])
@@ -251,10 +252,46 @@ def test_one_proximal_step_matches_closed_form(model, scheduler, noisy, dip_imag
     with torch.no_grad():
         out = model(x_t, torch.tensor([t0]))
     x0_hat = ((x_t - (1 - abar) ** 0.5 * out) / abar ** 0.5).clamp(-1, 1)
-    sigma_t2 = (1 - abar) / abar
-    lam = lam_scale * (2 * SIGMA) ** 2 / sigma_t2  # DiffPIR's rho_t
-    x0 = (lam * x0_hat + (2 * y[None] - 1)) / (1 + lam)
-    torch.testing.assert_close(r.image, ((x0[0] + 1) / 2).clamp(0, 1), rtol=0, atol=1e-5)
+    rho = lam * SIGMA ** 2 / ((1 - abar) / abar)  # DiffPIR: sigma_n on [0, 1], sigma_t on [-1, 1]
+    x0_hat01 = (x0_hat[0] + 1) / 2
+    x0 = (y + rho * x0_hat01) / (1 + rho)  # argmin ||y - x||^2 + rho ||x - x0_hat||^2
+    torch.testing.assert_close(r.image, x0.clamp(0, 1), rtol=0, atol=1e-5)
+
+
+def test_rho_diffpir_and_deepinv_scales():
+    """lam on the official code's scale; deepinv weighs its step with 2 lambda_ (prox of
+    gamma ||y - A x||^2 / 2 with gamma = 1 / (2 rho)), so its lambda_ = lam / 2."""
+    from dipprior.pipeline.config import rho_diffpir
+
+    sigma_n, sigma_t = 25 / 255, 0.3
+    assert rho_diffpir(40, sigma_n, sigma_t) == pytest.approx(40 * sigma_n ** 2 / sigma_t ** 2)
+    rho_deepinv = 20 * sigma_n ** 2 / sigma_t ** 2  # deepinv's rhos[t] for lambda_ = 20
+    assert 2 * rho_deepinv == pytest.approx(rho_diffpir(40, sigma_n, sigma_t))
+
+
+def test_dip_as_second_observation_is_the_three_term_proximal(model, scheduler, noisy,
+                                                              dip_image, monkeypatch):
+    """One step with dip_observation: argmin ||y - x||^2/(2 s^2) + ||x - d||^2/(2 s_d^2)
+    + rho/2 ||x - x0_hat||^2, solved here by hand per pixel on the model scale."""
+    from dipprior.pipeline.consistency import merge_gaussian
+
+    op, y = noisy
+    t0, lam, seed, err = 80, 8.0, 7, 0.05
+    sampler = DIPInitializedSampler(model, scheduler, t0=t0, steps=1, lam=lam,
+                                    renoise="full", dip_observation=True, progress=False)
+    monkeypatch.setattr("dipprior.pipeline.start.estimate_error_std", lambda *a: err)
+    r = sampler(y, op, seed=seed, dip_image=dip_image, return_intermediates=True)
+    assert r.error_std == err
+    x0_hat = 2 * r.intermediates[0]["x0_hat"] - 1  # the model's estimate, model scale
+    rho = lam / (4 * scheduler.noise_level(t0) ** 2)
+    s2, sd2 = (2 * SIGMA) ** 2, (2 * err) ** 2
+    y_m, d_m = 2 * y - 1, 2 * dip_image - 1
+    x = (y_m / s2 + d_m / sd2 + rho * x0_hat) / (1 / s2 + 1 / sd2 + rho)
+    torch.testing.assert_close(r.image, ((x + 1) / 2).clamp(0, 1), rtol=0, atol=1e-5)
+    c, w = merge_gaussian(torch.tensor([2.0]), 3.0, torch.tensor([-1.0]), 0.5)
+    assert w == 7.0 and c.item() == pytest.approx((3 * 2 - 4) / 7)
+    with pytest.raises(ValueError, match="d_std"):
+        merge_gaussian(torch.zeros(1), 1.0, torch.zeros(1), 0.0)
 
 
 @pytest.mark.parametrize("init", ["dip", "noise", "observation"])
@@ -398,9 +435,9 @@ def test_one_steps_rule_for_fixed_and_auto_t0(model, scheduler, noisy, dip_image
 
 def test_sampler_config_is_passed_whole(model, scheduler):
     config = SamplerConfig(steps=7, eta=0.3, t0=40)
-    sampler = DIPInitializedSampler(model, scheduler, config, guidance_scale=2.0)
-    assert sampler.config == config.replace(guidance_scale=2.0)
-    assert config.guidance_scale == 10.0  # frozen: the original is untouched
+    sampler = DIPInitializedSampler(model, scheduler, config, lam=2.0)
+    assert sampler.config == config.replace(lam=2.0)
+    assert config.lam == SamplerConfig().lam  # frozen: the original is untouched
     with pytest.raises(TypeError, match="SamplerConfig"):
         DIPInitializedSampler(model, scheduler, stepz=3)
     with pytest.raises(ValueError, match="eta"):
@@ -497,8 +534,18 @@ def test_bad_arguments(model, scheduler):
         DIPInitializedSampler(model, scheduler, init="noise", t0=100)
     with pytest.raises(ValueError, match="eta"):
         DIPInitializedSampler(model, scheduler, eta=-1)
-    with pytest.raises(ValueError, match="guidance_scale"):
-        DIPInitializedSampler(model, scheduler, guidance_scale=0)
+    with pytest.raises(ValueError, match="lam"):
+        DIPInitializedSampler(model, scheduler, lam=0)
+    with pytest.raises(TypeError, match="lam = 4 \\* guidance_scale"):
+        DIPInitializedSampler(model, scheduler, guidance_scale=10)
+    with pytest.raises(ValueError, match="zeta"):
+        DIPInitializedSampler(model, scheduler, zeta=1.5)
+    with pytest.raises(ValueError, match="zeta"):
+        DIPInitializedSampler(model, scheduler, zeta=0.2, eta=0.5)
+    with pytest.raises(ValueError, match="spacing"):
+        DIPInitializedSampler(model, scheduler, spacing="log")
+    with pytest.raises(ValueError, match="error_estimate"):
+        DIPInitializedSampler(model, scheduler, error_estimate="oracle")
     with pytest.raises(TypeError, match="model"):
         DIPInitializedSampler("unet", scheduler)
     with pytest.raises(TypeError, match="scheduler"):

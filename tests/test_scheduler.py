@@ -269,3 +269,41 @@ def test_sample_names_the_timestep_of_a_nan_model_output():
 
     with pytest.raises(FloatingPointError, match="timestep"):
         sample(broken, Scheduler(), (1, 3, 8, 8), steps=4, progress=False)
+
+
+# ----------------------------------------------------------------------------- DiffPIR options
+
+
+def test_quadratic_spacing_is_diffpirs_quad_skip():
+    """DiffPIR's official code: seq = int(sqrt(linspace(0, T^2, n))), last entry minus one."""
+    s = Scheduler()
+    for n in (10, 20, 100):
+        seq = [int(math.sqrt(v)) for v in torch.linspace(0, 1000.0 ** 2, n,
+                                                        dtype=torch.float64).tolist()]
+        seq[-1] -= 1
+        assert s.timesteps(n, spacing="quadratic").tolist() == seq[::-1]
+    # from a warm start: dense near t0, and merged where two entries round alike
+    assert s.timesteps(4, start=299, spacing="quadratic").tolist() == [299, 244, 173, 0]
+    ts = s.timesteps(30, start=40, spacing="quadratic").tolist()
+    assert ts[0] == 40 and ts[-1] == 0 and ts == sorted(set(ts), reverse=True) and len(ts) < 30
+    with pytest.raises(ValueError, match="spacing"):
+        s.timesteps(4, spacing="log")
+
+
+def test_zeta_step_by_hand():
+    """x_prev = sqrt(abar') x0 + sqrt(1 - abar') (sqrt(1 - zeta) eps + sqrt(zeta) z)."""
+    s = Scheduler()
+    g = torch.Generator().manual_seed(0)
+    x0, eps, z = (torch.randn(1, 3, 4, 4, generator=g) for _ in range(3))
+    a = float(s.alphas_cumprod[300])
+    for zeta in (0.0, 0.3, 1.0):
+        out = s.step_from_x0(x0, eps, 500, 300, noise=z, zeta=zeta)
+        expected = a ** 0.5 * x0 + (1 - a) ** 0.5 * ((1 - zeta) ** 0.5 * eps + zeta ** 0.5 * z)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    # zeta = 0 is DDIM's eta = 0
+    torch.testing.assert_close(s.step_from_x0(x0, eps, 500, 300, zeta=0.0),
+                               s.step_from_x0(x0, eps, 500, 300))
+    with pytest.raises(ValueError, match="zeta"):
+        s.step_from_x0(x0, eps, 500, 300, zeta=1.5)
+    with pytest.raises(ValueError, match="eta or zeta"):
+        s.step_from_x0(x0, eps, 500, 300, zeta=0.5, eta=0.5)

@@ -45,8 +45,13 @@ def add_sampler(p: argparse.ArgumentParser, steps: int) -> None:
     p.add_argument("--t0", default=str(_DEFAULT.t0),
                    help="start timestep: int, strength in (0, 1] (e.g. 0.05) or auto")
     p.add_argument("--eta", type=float, default=_DEFAULT.eta, help="DDIM eta")
-    p.add_argument("--guidance-scale", type=float, default=_DEFAULT.guidance_scale,
-                   help="DiffPIR lambda (this library's scale, see docs/pipeline.md)")
+    p.add_argument("--zeta", type=float, default=_DEFAULT.zeta,
+                   help="DiffPIR fresh-noise fraction in [0, 1] (instead of --eta)")
+    p.add_argument("--spacing", choices=["uniform", "quadratic"], default=_DEFAULT.spacing,
+                   help="timestep spacing of the reverse chain (quadratic: DiffPIR's 'quad')")
+    p.add_argument("--lam", type=float, default=_DEFAULT.lam,
+                   help="DiffPIR lambda, official code's scale: rho_t = lam sigma_n^2 / sigma_t^2 "
+                   "(deepinv's lambda_ = lam / 2)")
     p.add_argument("--renoise", choices=["auto", "full", "missing"], default=_DEFAULT.renoise,
                    help="DIP start: add the full forward noise of t0, or only what the DIP "
                    "image's estimated error leaves missing (auto: missing for noisy "
@@ -63,7 +68,8 @@ def add_dip(p: argparse.ArgumentParser, iterations: int) -> None:
 def sampler_config(args: argparse.Namespace, **fields: Any) -> SamplerConfig:
     """The :class:`SamplerConfig` the options describe (``fields`` override)."""
     values = {"steps": args.steps, "t0": parse_t0(args.t0), "eta": args.eta,
-              "guidance_scale": args.guidance_scale, "renoise": args.renoise, **fields}
+              "zeta": args.zeta, "spacing": args.spacing, "lam": args.lam,
+              "renoise": args.renoise, **fields}
     return SamplerConfig(**values)
 
 

@@ -53,6 +53,7 @@ def reverse_diffusion(
     *,
     consistency: Consistency | None = None,
     eta: float = 0.0,
+    zeta: float | None = None,
     generator: Generators = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
@@ -62,7 +63,8 @@ def reverse_diffusion(
     Each step: the model's ``x0`` estimate (clipped when the scheduler says so), corrected by
     ``consistency(x0_hat, t)`` if given (the step's noise direction is then the one implied by
     the corrected ``x0``, as in DiffPIR), then a DDIM step with ``eta`` to the next timestep
-    (``eta=1``: DDPM ancestral).  The last step lands on ``x0`` itself.  ``callback`` gets
+    (``eta=1``: DDPM ancestral), or DiffPIR's step with the fresh-noise fraction ``zeta``.
+    The last step lands on ``x0`` itself.  ``callback`` gets
     ``{"i", "t", "x", "x0_hat", "x0"}`` after every step.  Everything is on the model's
     [-1, 1] scale, in float32.
     """
@@ -88,9 +90,9 @@ def reverse_diffusion(
                 x0 = consistency(x0_hat, t)
                 eps = scheduler.epsilon_from_x0(x0, t, x)
             noise = None
-            if eta > 0 and prev >= 0:
+            if (eta > 0 or (zeta or 0) > 0) and prev >= 0:
                 noise = randn(x.shape, generator, x.device)
-            x = scheduler.step_from_x0(x0, eps, t, prev, eta=eta, noise=noise)
+            x = scheduler.step_from_x0(x0, eps, t, prev, eta=eta, noise=noise, zeta=zeta)
             if callback is not None:
                 callback({"i": i, "t": t, "x": x, "x0_hat": x0_hat, "x0": x0})
     return x0

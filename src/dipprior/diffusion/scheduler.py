@@ -20,6 +20,7 @@ __all__ = ["Scheduler", "SchedulerOutput"]
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+SPACINGS = ("uniform", "quadratic")
 # our schedule name -> diffusers' name (to_config writes diffusers' names, from_config reads both)
 _DIFFUSERS_SCHEDULE = {"linear": "linear", "scaled_linear": "scaled_linear",
                        "cosine": "squaredcos_cap_v2"}
@@ -240,14 +241,23 @@ class Scheduler:
         return (x_t - a**0.5 * x0) / (1 - a) ** 0.5
 
     # ------------------------------------------------------------ timesteps
-    def timesteps(self, num_steps: int, start: int | None = None) -> torch.Tensor:
-        """``num_steps`` unique, evenly spaced int timesteps descending from ``start`` to 0.
+    def timesteps(self, num_steps: int, start: int | None = None,
+                  spacing: str = "uniform") -> torch.Tensor:
+        """Unique int timesteps descending from ``start`` to 0, at most ``num_steps`` of them.
 
         ``start`` defaults to ``T - 1``.  ``num_steps=1`` gives ``[start]`` (one jump to x0).
         The step after the last entry is the final step, ``prev_t=-1``.
 
+        ``spacing="uniform"``: ``num_steps`` evenly spaced entries.  ``"quadratic"``: DiffPIR's
+        ``skip_type="quad"``, ``floor(sqrt(linspace(0, (start + 1)^2, num_steps)))`` with the top
+        entry set to ``start``: dense near ``start``, sparse near 0 (a warm start spends its
+        evaluations where the noise is still large).  Entries that round to the same timestep are
+        merged, so a quadratic sequence can be shorter than ``num_steps``.
+
         >>> Scheduler().timesteps(4, start=300).tolist()
         [300, 200, 100, 0]
+        >>> Scheduler().timesteps(4, start=299, spacing="quadratic").tolist()
+        [299, 244, 173, 0]
         """
         start = self.num_train_timesteps - 1 if start is None else start
         if isinstance(start, bool) or not isinstance(start, int):
@@ -258,10 +268,17 @@ class Scheduler:
         if not 1 <= num_steps <= start + 1:
             raise ValueError(
                 f"num_steps must be in [1, start + 1 = {start + 1}], got {num_steps}")
+        if spacing not in SPACINGS:
+            raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
         if num_steps == 1:
             return torch.tensor([start], dtype=torch.long)
-        # spacing >= 1, so rounding keeps the entries unique
-        return torch.linspace(start, 0, num_steps, dtype=torch.float64).round().long()
+        if spacing == "uniform":
+            # spacing >= 1, so rounding keeps the entries unique
+            return torch.linspace(start, 0, num_steps, dtype=torch.float64).round().long()
+        grid = torch.linspace(0, float(start + 1) ** 2, num_steps, dtype=torch.float64)
+        ts = grid.sqrt().floor().long().clamp(max=start)
+        ts[-1] = start
+        return torch.unique(ts).flip(0)
 
     # -------------------------------------------------------- reverse process
     def step_from_x0(
@@ -273,12 +290,16 @@ class Scheduler:
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
+        zeta: float | None = None,
     ) -> torch.Tensor:
         """DDIM update from an estimate of ``x0`` and of the noise ``eps`` at time ``t``.
 
         ``x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - s^2) eps + s z`` with
         ``s = eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))``
-        and ``abar_prev = 1`` when ``prev_t < 0``.  Use it to replace ``x0`` (data consistency)
+        and ``abar_prev = 1`` when ``prev_t < 0``.  With ``zeta`` (DiffPIR's fresh-noise
+        fraction, in [0, 1]) instead: ``s^2 = zeta (1 - abar_prev)``, i.e.
+        ``x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) (sqrt(1 - zeta) eps + sqrt(zeta) z)``;
+        ``eta`` must then be 0.  Use it to replace ``x0`` (data consistency)
         and re-noise; pass ``eps = epsilon_from_x0(x0, t, x_t)`` to keep the step consistent with
         the edited ``x0``, or the model's ``pred_epsilon`` to keep its noise direction.
         ``z`` is ``noise`` if given, else drawn from ``generator`` (only when ``s > 0``).
@@ -290,7 +311,14 @@ class Scheduler:
         a_prev = self._abar[prev_t] if prev_t >= 0 else 1.0
         if not eta >= 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
-        std = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
+        if zeta is not None:
+            if not 0 <= zeta <= 1:
+                raise ValueError(f"zeta must be in [0, 1], got {zeta}")
+            if eta != 0:
+                raise ValueError(f"give eta or zeta, not both (eta={eta}, zeta={zeta})")
+            std = (zeta * (1 - a_prev)) ** 0.5
+        else:
+            std = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
         direction = max(1 - a_prev - std**2, 0.0) ** 0.5
         prev = a_prev**0.5 * x0 + direction * eps
         if std > 0:

@@ -17,6 +17,7 @@ from dipprior.dip.net import SkipNet
 from dipprior.dip.stopping import (
     WMV,
     Discrepancy,
+    ReferenceDistance,
     SpikeGuard,
     discrepancy_stop_point,
     wmv_stop_point,
@@ -29,6 +30,7 @@ __all__ = [
     "DIPResult",
     "Discrepancy",
     "FitState",
+    "ReferenceDistance",
     "SkipNet",
     "SpikeGuard",
     "build_network",

@@ -14,7 +14,9 @@ import torch
 from dipprior.dip.net import SkipNet
 from dipprior.dip.stopping import MAX_WINDOW
 
-__all__ = ["DIPConfig", "DIPResult", "FitState"]
+__all__ = ["DIPConfig", "DIPResult", "FitState", "EARLY_STOPPING"]
+
+EARLY_STOPPING = (None, "wmv", "discrepancy", "reference")
 
 Tensor = torch.Tensor
 
@@ -36,7 +38,10 @@ class DIPConfig:
     unless it exceeds 256 MiB, then in pinned CPU memory; or "device"/"cpu") or "discrepancy"
     (stop when the loss averaged over ``discrepancy_window`` iterations reaches the noise level
     ``noise_sigma``, which defaults to the operator's and is estimated from the observation when
-    unknown).
+    unknown) or "reference" (stop ``reference_patience`` iterations after the output average came
+    closest to ``fit(..., reference=...)``, an estimate of the clean image made without DIP; the
+    pipeline passes its diffusion prior's restoration of the observation, so the rule needs
+    neither the clean image nor the noise level).
 
     Spike recovery: ``spike_recovery`` on/off; a loss above ``spike_factor`` times the mean loss
     of the previous chunk of ``check_every`` iterations restores the last good state. The host
@@ -44,7 +49,9 @@ class DIPConfig:
 
     Speed: ``channels_last`` memory format (None: on when the widest scale has >= 32 channels,
     where it measured faster; off for narrow networks, where it measured slower), ``compile`` the
-    network with ``torch.compile`` (measured slower on CPU; see ``docs/dip.md``).
+    network with ``torch.compile`` (measured slower on CPU; see ``docs/dip.md``), ``autocast``
+    the network's forward and backward passes to bfloat16 (the loss, the optimiser and the output
+    average stay float32; see ``docs/dip.md`` for its measured speed and PSNR).
 
     Run: ``seed`` (network n of a batch uses ``seed + n``), ``device`` (None: CUDA if available,
     else CPU), ``progress`` bar.
@@ -67,11 +74,13 @@ class DIPConfig:
     wmv_storage: str = "auto"
     discrepancy_window: int = 50
     noise_sigma: float | None = None
+    reference_patience: int = 200
     spike_recovery: bool = True
     spike_factor: float = 3.0
     check_every: int = 25
     channels_last: bool | None = None
     compile: bool = False
+    autocast: bool = False
     seed: int = 0
     device: str | torch.device | None = None
     progress: bool = True
@@ -84,7 +93,7 @@ class DIPConfig:
                 expected = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
                 raise ValueError(f"{name}: expected an int {expected}, got {v!r}")
 
-        for name in ("iterations", "wmv_patience"):
+        for name in ("iterations", "wmv_patience", "reference_patience"):
             positive_int(name)
         # windows are buffers of that many values or frames: bounded, so a typo cannot exhaust
         # memory (depth and channels are bounded by the network check below)
@@ -102,14 +111,17 @@ class DIPConfig:
         number("input_scale", lambda v: v > 0, "a number > 0")
         number("ema", lambda v: 0 <= v < 1, "a number in [0, 1)")
         number("spike_factor", lambda v: v > 1, "a number > 1")
-        if self.early_stopping not in (None, "wmv", "discrepancy"):
-            raise ValueError("early_stopping: expected None, 'wmv' or 'discrepancy', got "
+        if self.early_stopping not in EARLY_STOPPING:
+            raise ValueError(f"early_stopping: expected one of {EARLY_STOPPING}, got "
                              f"{self.early_stopping!r}")
         if self.noise_sigma is not None:
             number("noise_sigma", lambda v: 0 < v <= 1, "None or a number in (0, 1]")
         if self.wmv_storage not in ("auto", "device", "cpu"):
             raise ValueError(f"wmv_storage: expected 'auto', 'device' or 'cpu', "
                              f"got {self.wmv_storage!r}")
+        for name in ("autocast", "compile", "spike_recovery"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected True or False, got {getattr(self, name)!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed: expected an int, got {self.seed!r}")
         if not isinstance(self.channels, int):

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from dipprior._tensor import default_device
 from dipprior.dip.config import DIPConfig, DIPResult, FitState
 from dipprior.dip.net import SkipNet, too_small
-from dipprior.dip.stopping import WMV, Discrepancy, SpikeGuard
+from dipprior.dip.stopping import WMV, Discrepancy, ReferenceDistance, SpikeGuard
 from dipprior.estimators import estimate_noise_sigma
 from dipprior.operators import Denoise, Operator, check_image
 
@@ -76,6 +76,7 @@ def fit(
     config: DIPConfig | None = None,
     ground_truth: Tensor | None = None,
     callback: Callable[[FitState], bool | None] | None = None,
+    reference: Tensor | None = None,
     **overrides: Any,
 ) -> DIPResult | list[DIPResult]:
     """Fit a DIP to ``observation`` through ``operator`` and return the restored image.
@@ -86,6 +87,8 @@ def fit(
     None means plain fitting (denoising with unknown noise). The network's output, hence
     ``result.image``, has the operator's input shape (for super-resolution the high-resolution
     shape). ``ground_truth`` only adds PSNR curves to the history; it never steers the fit.
+    ``reference`` is the estimate of the clean image (same shape as the result, made without
+    the clean image) that ``early_stopping="reference"`` compares the output average with.
     Options: a ``config`` and/or any :class:`DIPConfig` field as keyword argument. Fitting
     trains, so it runs with gradients on also when called under ``torch.no_grad()`` or
     ``torch.inference_mode()``. A fit that diverges (a non-finite loss the spike recovery cannot
@@ -117,6 +120,15 @@ def fit(
             f"network of depth {cfg.depth} (downsampling turns it into a constant and the fit "
             "diverges); images need a side of at least 4 pixels"
         )
+    if (reference is None) != (cfg.early_stopping != "reference"):
+        raise ValueError("reference: early_stopping='reference' needs reference=<an estimate of "
+                         "the clean image>, and a reference is only used by that rule")
+    if reference is not None:
+        check_image(reference, "reference")
+        shape = reference.shape if reference.dim() == 4 else (1, *reference.shape)
+        if tuple(shape[1:]) != tuple(target[1:]) or shape[0] not in (1, target[0]):
+            raise ValueError(f"reference: shape {tuple(reference.shape)} does not match the "
+                             f"restored image shape {tuple(target)}")
     if ground_truth is not None:
         check_image(ground_truth, "ground_truth")
         shape = ground_truth.shape if ground_truth.dim() == 4 else (1, *ground_truth.shape)
@@ -132,7 +144,11 @@ def fit(
         if ground_truth is not None:
             gt = _as_normal((ground_truth.unsqueeze(0) if ground_truth.dim() == 3
                              else ground_truth).to(device, torch.float32))
-        results = _Fit(cfg, op, y, target, gt, device, callback, operator is None).run()
+        ref = None
+        if reference is not None:
+            ref = (reference if reference.dim() == 4 else reference.unsqueeze(0)).to(
+                device, torch.float32).expand(target).clone()
+        results = _Fit(cfg, op, y, target, gt, device, callback, operator is None, ref).run()
     out_device = observation.device
     for r in results:
         r.image, r.last_image = r.image.to(out_device), r.last_image.to(out_device)
@@ -149,7 +165,8 @@ class _Fit:
 
     def __init__(self, cfg: DIPConfig, op: Operator, y: Tensor, target: Sequence[int],
                  gt: Tensor | None, device: torch.device,
-                 callback: Callable[[FitState], bool | None] | None, blind: bool) -> None:
+                 callback: Callable[[FitState], bool | None] | None, blind: bool,
+                 reference: Tensor | None = None) -> None:
         self.cfg, self.op, self.y, self.gt, self.device = cfg, op, y, gt, device
         self.callback = callback
         n = self.n = y.shape[0]
@@ -167,18 +184,21 @@ class _Fit:
         k = cfg.check_every
         self.loss_buf = torch.zeros(k, n, device=device)
         self.psnr_buf = torch.zeros(2, k, n, device=device) if gt is not None else None
-        self.stopper: WMV | Discrepancy | None = None
+        self.stopper: WMV | Discrepancy | ReferenceDistance | None = None
         if cfg.early_stopping == "wmv":
             self.stopper = WMV(cfg.wmv_window, cfg.wmv_patience, target, device, cfg.wmv_storage)
         elif cfg.early_stopping == "discrepancy":
             self.stopper = Discrepancy(self._noise_floor(blind), cfg.discrepancy_window, device)
-        self.wmv = self.stopper if isinstance(self.stopper, WMV) else None
-        self.var_buf = torch.zeros(k, n, device=device) if self.wmv is not None else None
+        elif cfg.early_stopping == "reference":
+            self.stopper = ReferenceDistance(reference, cfg.reference_patience, device)
+        # the per-step quantity a rule watches, kept in the history: WMV's variance, the distance
+        self.curve = {WMV: "variance", ReferenceDistance: "distance"}.get(type(self.stopper))
+        self.var_buf = torch.zeros(k, n, device=device) if self.curve is not None else None
         self.guard = (SpikeGuard(cfg.spike_factor, self.net, self.optimizer, [self.image], n)
                       if cfg.spike_recovery else None)
         self.history: list[dict[str, list[float]]] = [
             {"loss": []} | ({"psnr": [], "psnr_output": []} if gt is not None else {})
-            | ({"variance": []} if self.wmv is not None else {}) for _ in range(n)]
+            | ({self.curve: []} if self.curve is not None else {}) for _ in range(n)]
         self.restores: list[list[int]] = [[] for _ in range(n)]
 
     def _noise_floor(self, blind: bool) -> Tensor:
@@ -208,9 +228,14 @@ class _Fit:
                 self.noise[i].normal_(generator=g)
         return torch.add(self.z, self.noise, alpha=std)
 
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast)
+
     def step(self, t: int) -> Tensor:
         """One optimisation step; records loss, average and stopping state on the device."""
-        out = self.model(self._input())
+        with self._autocast():
+            out = self.model(self._input())
+        out = out.float()
         per_net = (self.op.forward(out) - self.y).square().mean(dim=(1, 2, 3))
         self.optimizer.zero_grad(set_to_none=True)
         per_net.sum().backward()  # a sum of per-network means: each network's own gradient
@@ -228,8 +253,8 @@ class _Fit:
                 self.psnr_buf[1, k] = _psnr(out, self.gt)
             if self.stopper is not None:
                 self.stopper.update(t, out, per_net.detach(), self.image)
-            if self.wmv is not None:
-                self.var_buf[k] = self.wmv.variance
+            if self.var_buf is not None:
+                self.var_buf[k] = getattr(self.stopper, self.curve)
         return out
 
     def _flush(self, t: int) -> bool:
@@ -241,7 +266,7 @@ class _Fit:
             p = self.psnr_buf[:, :k].cpu()
             columns |= {"psnr": p[0], "psnr_output": p[1]}
         if self.var_buf is not None:
-            columns["variance"] = self.var_buf[:k].cpu()
+            columns[self.curve] = self.var_buf[:k].cpu()
         for i, h in enumerate(self.history):
             for key, col in columns.items():
                 h[key].extend(col[:, i].tolist())
@@ -295,7 +320,8 @@ class _Fit:
         finally:
             bar.close()
         with torch.no_grad():
-            final = self.model(self.z)
+            with self._autocast():
+                final = self.model(self.z)
         return self._results(final, t + 1, start)
 
     def _results(self, final: Tensor, iterations: int, start: float) -> list[DIPResult]:

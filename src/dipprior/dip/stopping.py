@@ -10,6 +10,11 @@
   average over a window) has come down to the noise level, ``mean((A f - y)^2) <= sigma^2 * q``
   (``q`` the fraction of observed entries), the point where the network starts fitting noise.
   ``sigma`` is the operator's, or estimated from the observation (:func:`estimate_noise_sigma`).
+- :class:`ReferenceDistance` watches the distance of the output average to a reference estimate
+  of the clean image made without DIP (in :mod:`dipprior.pipeline`, the diffusion prior's own
+  restoration of the observation): the distance falls while the network fits the image and
+  rises once it fits noise the reference does not have; stop ``P`` iterations after its minimum
+  and return the average at the minimum.  Needs neither the clean image nor the noise level.
 - :class:`SpikeGuard` watches the data-fit loss in chunks and, when it jumps far above its recent
   level, restores the last good weights, optimizer state and output average.
 
@@ -23,7 +28,8 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["WMV", "Discrepancy", "SpikeGuard", "discrepancy_stop_point", "wmv_stop_point"]
+__all__ = ["WMV", "Discrepancy", "ReferenceDistance", "SpikeGuard", "discrepancy_stop_point",
+           "wmv_stop_point"]
 
 #: a window larger than this (bytes) is kept in pinned CPU memory when fitting on an accelerator
 WMV_DEVICE_BUDGET = 256 * 2**20
@@ -189,6 +195,50 @@ class Discrepancy:
 
     def reset_window(self, networks: torch.Tensor) -> None:
         """Nothing to reset: spiking losses only delay the rule."""
+
+    def poll(self) -> bool:
+        return bool(self.stopped.all())
+
+
+class ReferenceDistance:
+    """Stop ``patience`` iterations after the minimum of ``mean((image - reference)^2)``.
+
+    ``reference`` is (N, C, H, W) (one per network) or broadcastable to the output average.
+    Same interface as :class:`WMV`; the returned image is the average at the minimum.  Replay on
+    a record with :func:`wmv_stop_point` (the same running-minimum-with-patience rule).
+    """
+
+    def __init__(self, reference: torch.Tensor, patience: int, device: torch.device) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"reference_patience: expected an int >= 1, got {patience!r}")
+        self.reference = reference.detach().to(device, torch.float32)
+        self.patience = patience
+        n = self.reference.shape[0]
+        self.distance = torch.full((n,), math.inf, device=device)
+        self.best_distance = torch.full((n,), math.inf, device=device)
+        self.best_iteration = torch.full((n,), -1, dtype=torch.long, device=device)
+        self.stop_iteration = self.best_iteration.clone()
+        self.stopped = torch.zeros(n, dtype=torch.bool, device=device)
+        self.best_image: torch.Tensor | None = None
+
+    def update(self, iteration: int, output: torch.Tensor, loss: torch.Tensor,
+               image: torch.Tensor) -> None:
+        image = image.detach()
+        self.distance = (image.float() - self.reference).square().flatten(1).mean(1)
+        better = (self.distance < self.best_distance) & ~self.stopped
+        self.best_distance = torch.where(better, self.distance, self.best_distance)
+        self.best_iteration = torch.where(better, iteration, self.best_iteration)
+        if self.best_image is None:
+            self.best_image = image.clone()
+        else:
+            self.best_image = torch.where(better.view(-1, *(1,) * (image.dim() - 1)), image,
+                                          self.best_image)
+        fire = ~better & ~self.stopped & (iteration - self.best_iteration >= self.patience)
+        self.stop_iteration = torch.where(fire, iteration, self.stop_iteration)
+        self.stopped = self.stopped | fire
+
+    def reset_window(self, networks: torch.Tensor) -> None:
+        """Nothing to reset: a restored state is judged by its distance like any other."""
 
     def poll(self) -> bool:
         return bool(self.stopped.all())

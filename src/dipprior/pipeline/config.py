@@ -7,11 +7,34 @@ import math
 import numbers
 from dataclasses import dataclass
 
-__all__ = ["SamplerConfig", "INITS", "GUIDANCES", "RENOISE", "parse_t0"]
+__all__ = ["SamplerConfig", "INITS", "GUIDANCES", "RENOISE", "SPACINGS", "parse_t0",
+           "rho_diffpir"]
 
 INITS = ("dip", "noise", "observation")
 GUIDANCES = ("proximal", None)
 RENOISE = ("auto", "full", "missing")
+SPACINGS = ("uniform", "quadratic")
+ERROR_ESTIMATES = ("residual", "reference")
+
+
+def rho_diffpir(lam: float, noise_sigma: float, sigma_t: float) -> float:
+    """DiffPIR's data weight ``rho_t = lam * noise_sigma^2 / sigma_t^2``.
+
+    ``noise_sigma`` is the observation noise std on the [0, 1] image scale and ``sigma_t =
+    sqrt(1 - abar_t) / sqrt(abar_t)`` the noise level of step ``t`` on the model's [-1, 1] scale,
+    as in DiffPIR's official code; the data step is then
+    ``argmin_x ||y - A x||^2 + rho_t ||x - x0_hat||^2`` (on either scale: both terms scale
+    alike).  deepinv's ``DiffPIR(lambda_=...)`` weighs the same step with ``2 lambda_``, so its
+    ``lambda_`` is ``lam / 2``.  dipprior before 0.4 called ``lam / 4`` ``guidance_scale``.
+
+    >>> round(rho_diffpir(40.0, 25 / 255, 0.5), 6)
+    1.537870
+    """
+    return float(lam) * float(noise_sigma) ** 2 / float(sigma_t) ** 2
+
+
+RENAMED = ("guidance_scale was replaced by lam, DiffPIR's lambda on its official code's scale: "
+           "lam = 4 * guidance_scale (guidance_scale=10 is lam=40)")
 
 
 def is_int(value: object) -> bool:
@@ -31,14 +54,25 @@ class SamplerConfig:
         steps: the most reverse steps (model evaluations).  The one rule: a chain from ``t0``
             runs ``min(steps, t0 + 1)`` steps, for a fixed and an automatic ``t0`` alike.
         eta: DDIM stochasticity (0 deterministic, 1 DDPM-like ancestral noise).
-        guidance: ``"proximal"`` (each step ``x0 <- operator.proximal(x0_hat, y, rho_t)``) or
-            ``None`` (plain SDEdit from the initial image).
-        guidance_scale: DiffPIR's ``lambda`` as this library has always scaled it:
-            ``rho_t = lambda / sigma_t^2`` with ``sigma_t`` the noise level of step ``t`` on the
-            model's [-1, 1] scale (see ``docs/pipeline.md``).
+        zeta: DiffPIR's fresh-noise fraction in [0, 1] (None: use ``eta``; give one of them).
+        spacing: the timesteps between ``t0`` and 0: ``"uniform"`` or ``"quadratic"`` (DiffPIR's
+            ``skip_type="quad"``, see :meth:`~dipprior.diffusion.Scheduler.timesteps`).
+        guidance: ``"proximal"`` (each step ``x0 <- argmin ||y - A x||^2 + rho_t ||x - x0_hat||^2``)
+            or ``None`` (plain SDEdit from the initial image).
+        lam: DiffPIR's ``lambda`` on the scale of the paper's official code:
+            ``rho_t = lam * sigma_n^2 / sigma_t^2`` (:func:`rho_diffpir`; deepinv's ``lambda_`` is
+            ``lam / 2``).  Noise-free observations are a hard constraint whatever ``lam``.
         renoise: the DIP start: ``"full"`` forward noise of ``t0``, ``"missing"`` (count the
             initial image's estimated error as noise already present), or ``"auto"``
             (``"missing"`` for noisy observations, else ``"full"``).
+        error_estimate: how the DIP image's error (for ``t0="auto"``, ``renoise="missing"`` and
+            ``dip_observation``) is estimated without the clean image: ``"residual"``
+            (:func:`~dipprior.estimators.estimate_error_std`, from the observation alone) or
+            ``"reference"`` (the RMS distance to the prior's own restoration of the observation,
+            a chain with ``init="observation"`` and these settings run first; its NFE count).
+        dip_observation: use the DIP image, beyond the start, as a second observation of the
+            whole image in every data step, with its estimated error as noise std
+            (:mod:`dipprior.pipeline.consistency`).
 
     >>> SamplerConfig(steps=10).steps_from(4), SamplerConfig(steps=10).steps_from(40)
     (5, 10)
@@ -48,9 +82,13 @@ class SamplerConfig:
     t0: int | float | str = "auto"
     steps: int = 50
     eta: float = 0.0
+    zeta: float | None = None
+    spacing: str = "uniform"
     guidance: str | None = "proximal"
-    guidance_scale: float = 10.0
+    lam: float = 40.0
     renoise: str = "auto"
+    error_estimate: str = "residual"
+    dip_observation: bool = False
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -64,11 +102,24 @@ class SamplerConfig:
         if not (isinstance(self.eta, numbers.Real) and not isinstance(self.eta, bool)
                 and math.isfinite(self.eta) and self.eta >= 0):
             raise ValueError(f"eta: expected a number >= 0, got {self.eta!r}")
-        if not (isinstance(self.guidance_scale, numbers.Real)
-                and not isinstance(self.guidance_scale, bool)
-                and math.isfinite(self.guidance_scale) and self.guidance_scale > 0):
-            raise ValueError(f"guidance_scale: expected a number > 0, got "
-                             f"{self.guidance_scale!r}")
+        if not (isinstance(self.lam, numbers.Real) and not isinstance(self.lam, bool)
+                and math.isfinite(self.lam) and self.lam > 0):
+            raise ValueError(f"lam: expected a number > 0, got {self.lam!r}")
+        if self.zeta is not None:
+            if not (isinstance(self.zeta, numbers.Real) and not isinstance(self.zeta, bool)
+                    and 0.0 <= self.zeta <= 1.0):
+                raise ValueError(f"zeta: expected None or a number in [0, 1], got {self.zeta!r}")
+            if self.eta != 0:
+                raise ValueError(f"zeta: give eta or zeta, not both (eta={self.eta}, "
+                                 f"zeta={self.zeta})")
+            object.__setattr__(self, "zeta", float(self.zeta))
+        if self.error_estimate not in ERROR_ESTIMATES:
+            raise ValueError(f"error_estimate: expected one of {ERROR_ESTIMATES}, got "
+                             f"{self.error_estimate!r}")
+        if not isinstance(self.dip_observation, bool):
+            raise TypeError(f"dip_observation: expected a bool, got {self.dip_observation!r}")
+        if self.spacing not in SPACINGS:
+            raise ValueError(f"spacing: expected one of {SPACINGS}, got {self.spacing!r}")
         t0 = self.t0
         if isinstance(t0, str):
             if t0 != "auto":
@@ -84,14 +135,21 @@ class SamplerConfig:
                             f"'auto', got {t0!r}")
         object.__setattr__(self, "steps", int(self.steps))
         object.__setattr__(self, "eta", float(self.eta))
-        object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
+        object.__setattr__(self, "lam", float(self.lam))
 
     def steps_from(self, t0: int) -> int:
         """Reverse steps of a chain starting at ``t0``: ``min(steps, t0 + 1)``."""
         return min(self.steps, int(t0) + 1)
 
+    def timesteps(self, scheduler: object, t0: int) -> list[int]:
+        """The timesteps of a chain from ``t0``: ``steps_from(t0)`` of them with this spacing."""
+        return scheduler.timesteps(self.steps_from(t0), start=int(t0),  # type: ignore[attr-defined]
+                                   spacing=self.spacing).tolist()
+
     def replace(self, **changes: object) -> SamplerConfig:
         """A copy with ``changes`` (``dataclasses.replace``, validated again)."""
+        if "guidance_scale" in changes:
+            raise TypeError(RENAMED)
         return dataclasses.replace(self, **changes)
 
 

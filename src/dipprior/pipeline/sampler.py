@@ -23,7 +23,8 @@ from dipprior._tensor import Model, model_device, randn, to_image_scale, to_mode
 from dipprior.diffusion.sampling import reverse_diffusion
 from dipprior.operators import Operator
 from dipprior.pipeline.checks import check_initial_image, check_observation, check_operator
-from dipprior.pipeline.config import SamplerConfig, is_int
+from dipprior.pipeline.config import RENAMED, SamplerConfig, is_int
+from dipprior.pipeline.consistency import merge_gaussian
 from dipprior.pipeline.start import Start, forward_diffuse, plan_start, resolve_t0
 
 __all__ = ["DIPInitializedSampler", "SampleResult", "fit_dip", "observation_to_model_scale"]
@@ -81,12 +82,14 @@ def observation_to_model_scale(y: torch.Tensor, operator: Operator) -> torch.Ten
 
 def fit_dip(observation: torch.Tensor, operator: Operator, config: Any, *, seed: int,
             device: torch.device | None = None, progress: bool = True,
-            ground_truth: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+            ground_truth: torch.Tensor | None = None,
+            reference: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
     """Run :func:`dipprior.dip.fit` on one image with this call's seed, device and progress.
 
     These are passed only where ``config`` (a :class:`~dipprior.dip.DIPConfig`, None: the
     default) has such fields, so a config that fixes them elsewhere is respected.
-    ``ground_truth`` only feeds the fit's PSNR history.  Returns ``(image, DIPResult)`` with the
+    ``ground_truth`` only feeds the fit's PSNR history; ``reference`` is passed on for
+    ``early_stopping="reference"``.  Returns ``(image, DIPResult)`` with the
     image in the operator's input shape (the high-resolution shape for super-resolution).
     """
     from dipprior import dip
@@ -103,6 +106,8 @@ def fit_dip(observation: torch.Tensor, operator: Operator, config: Any, *, seed:
         overrides["device"] = device
     if ground_truth is not None:
         overrides["ground_truth"] = ground_truth
+    if reference is not None:
+        overrides["reference"] = reference
     result = dip.fit(observation, operator, config=config, **overrides)
     image_shape = tuple(operator.input_shape(observation.shape[-3:]))
     return result.image.detach().reshape(image_shape).float(), result
@@ -148,6 +153,8 @@ class DIPInitializedSampler:
                             f"{type(scheduler).__name__} without {missing}")
         if config is not None and not isinstance(config, SamplerConfig):
             raise TypeError(f"config: expected a SamplerConfig, got {type(config).__name__}")
+        if "guidance_scale" in overrides:
+            raise TypeError(RENAMED)
         unknown = set(overrides) - {f.name for f in dataclasses.fields(SamplerConfig)}
         if unknown:
             raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; sampler settings "
@@ -195,10 +202,19 @@ class DIPInitializedSampler:
         given = _per_image(dip_image, n, "dip_image")
         began = time.perf_counter()
 
+        # 0. the prior's own restoration of each observation, where the DIP stage or the error
+        #    estimate uses it (a chain from the observation with these settings)
+        refs, ref_nfe = [None] * n, [0] * n
+        fits_dip = self.config.init == "dip" and all(g is None for g in given)
+        if (self.needs_reference and fits_dip) or (
+                self.config.init == "dip" and self.config.error_estimate == "reference"):
+            refs, ref_nfe = self._references(ys, ops, seeds, dev)
+
         # 1. the initial images: DIP fits, the observations' pseudo-inverses or none (noise)
         inits, iterations = [], []
         for i in range(n):
-            image, its = self._initial_image(ys[i], ops[i], seeds[i], dev, truths[i], given[i])
+            image, its = self._initial_image(ys[i], ops[i], seeds[i], dev, truths[i], given[i],
+                                             refs[i])
             inits.append(image)
             iterations.append(its)
         fitted = self.config.init == "dip" and given[0] is None
@@ -206,7 +222,7 @@ class DIPInitializedSampler:
 
         # 2. where each chain starts, and its first noise draw
         generators = [torch.Generator().manual_seed(s) for s in seeds]
-        starts = [plan_start(self.config, self.scheduler, ops[i], ys[i], inits[i])
+        starts = [plan_start(self.config, self.scheduler, ops[i], ys[i], inits[i], refs[i])
                   for i in range(n)]
         xs = [self._start_state(ys[i], ops[i], inits[i], starts[i], generators[i], dev)
               for i in range(n)]
@@ -214,12 +230,11 @@ class DIPInitializedSampler:
         # 3. the reverse chains, images with the same timesteps in one batch
         began_diffusion = time.perf_counter()
         x0s: list[torch.Tensor | None] = [None] * n
-        timesteps = [self.scheduler.timesteps(self.config.steps_from(s.t0), start=s.t0).tolist()
-                     for s in starts]
+        timesteps = [self.config.timesteps(self.scheduler, s.t0) for s in starts]
         steps_log: list[list[dict[str, Any]]] = [[] for _ in range(n)]
         for group in _groups(timesteps):
             out = self._diffuse(group, ys, ops, xs, timesteps[group[0]], generators, dev,
-                                steps_log if return_intermediates else None)
+                                steps_log if return_intermediates else None, inits, starts)
             for j, i in enumerate(group):
                 x0s[i] = out[j:j + 1]
         diffusion_seconds = time.perf_counter() - began_diffusion
@@ -232,7 +247,8 @@ class DIPInitializedSampler:
             dip_image=(torch.stack(inits) if batched else inits[0]) if have_dip else None,
             seconds={"dip": dip_seconds, "diffusion": diffusion_seconds,
                      "total": time.perf_counter() - began})
-        per_image = {"t0": [s.t0 for s in starts], "nfe": [len(t) for t in timesteps],
+        per_image = {"t0": [s.t0 for s in starts],
+                     "nfe": [len(t) + r for t, r in zip(timesteps, ref_nfe, strict=True)],
                      "error_std": [s.error_std for s in starts], "timesteps": timesteps,
                      "dip_iterations": iterations,
                      "intermediates": steps_log if return_intermediates else None}
@@ -241,8 +257,25 @@ class DIPInitializedSampler:
         return result
 
     # ---------------------------------------------------------------- stages
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the DIP fit stops by the prior's reference restoration."""
+        return self.config.init == "dip" and getattr(self.dip, "early_stopping",
+                                                     None) == "reference"
+
+    def _references(self, ys: list[torch.Tensor], ops: list[Operator], seeds: list[int],
+                    dev: torch.device) -> tuple[list[torch.Tensor], list[int]]:
+        """The chain from each observation with this sampler's settings -> (images, NFE)."""
+        chain = DIPInitializedSampler(self.model, self.scheduler,
+                                      self.config.replace(init="observation",
+                                                          dip_observation=False),
+                                      device=dev, progress=False)
+        out = [chain(y, op, seed=seed) for y, op, seed in zip(ys, ops, seeds, strict=True)]
+        return [r.image for r in out], [int(r.nfe) for r in out]
+
     def _initial_image(self, y: torch.Tensor, op: Operator, seed: int, dev: torch.device,
-                       truth: torch.Tensor | None, given: torch.Tensor | None
+                       truth: torch.Tensor | None, given: torch.Tensor | None,
+                       reference: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor | None, int | None]:
         if self.config.init == "noise":
             return None, None
@@ -251,7 +284,8 @@ class DIPInitializedSampler:
         if given is not None:
             return check_initial_image(given, tuple(op.input_shape(y.shape))), None
         image, result = fit_dip(y, op, self.dip, seed=seed, device=dev, progress=self.progress,
-                                ground_truth=truth)
+                                ground_truth=truth,
+                                reference=reference if self.needs_reference else None)
         return image, int(getattr(result, "iterations", 0)) or None
 
     def _start_state(self, y: torch.Tensor, op: Operator, init: torch.Tensor | None,
@@ -266,15 +300,27 @@ class DIPInitializedSampler:
     def _diffuse(self, group: list[int], ys: list[torch.Tensor], ops: list[Operator],
                  xs: list[torch.Tensor], timesteps: list[int],
                  generators: list[torch.Generator], dev: torch.device,
-                 steps_log: list[list[dict[str, Any]]] | None) -> torch.Tensor:
+                 steps_log: list[list[dict[str, Any]]] | None,
+                 inits: list[torch.Tensor | None], starts: list[Start]) -> torch.Tensor:
         s, cfg = self.scheduler, self.config
         y_m = [observation_to_model_scale(ys[i].to(dev), ops[i]).unsqueeze(0) for i in group]
+        second = cfg.dip_observation and cfg.init == "dip"
+        if second:  # the DIP image as a second observation, its error std on the model scale
+            d_m = [to_model_scale(inits[i].to(dev)).unsqueeze(0) for i in group]
+            d_std = [max(2.0 * float(starts[i].error_std), 1e-4) for i in group]
 
         def proximal(x0_hat: torch.Tensor, t: int) -> torch.Tensor:
-            rho = cfg.guidance_scale / float(s.noise_level(t)) ** 2
-            return torch.cat([ops[i].proximal(x0_hat[j:j + 1], y_m[j], rho,
-                                              sigma=2.0 * ops[i].noise_sigma)
-                              for j, i in enumerate(group)])
+            # rho_diffpir on the model scale, where the noise std is 2 sigma_n:
+            # ||y - A x||^2 / (2 (2 sigma_n)^2) + rho / 2 ||x - x0||^2 with rho = lam / (4 sigma_t^2)
+            rho = cfg.lam / (4.0 * float(s.noise_level(t)) ** 2)
+            out = []
+            for j, i in enumerate(group):
+                center, weight = x0_hat[j:j + 1], rho
+                if second:
+                    center, weight = merge_gaussian(center, rho, d_m[j], d_std[j])
+                out.append(ops[i].proximal(center, y_m[j], weight,
+                                           sigma=2.0 * ops[i].noise_sigma))
+            return torch.cat(out)
 
         def record(step: dict[str, Any]) -> None:
             for j, i in enumerate(group):
@@ -285,6 +331,7 @@ class DIPInitializedSampler:
         return reverse_diffusion(
             self.model, s, torch.cat([xs[i] for i in group]), timesteps,
             consistency=proximal if cfg.guidance == "proximal" else None, eta=cfg.eta,
+            zeta=cfg.zeta,
             generator=[generators[i] for i in group] if len(group) > 1 else generators[group[0]],
             callback=record if steps_log is not None else None, progress=self.progress)
 

@@ -13,7 +13,8 @@ from dipprior.estimators import estimate_error_std
 from dipprior.operators import Denoise
 from dipprior.pipeline.config import SamplerConfig, is_int
 
-__all__ = ["Start", "auto_t0", "forward_diffuse", "plan_start", "resolve_t0"]
+__all__ = ["Start", "auto_t0", "forward_diffuse", "plan_start", "reference_error_std",
+           "resolve_t0"]
 
 
 def resolve_t0(t0: int | float, num_train_timesteps: int) -> int:
@@ -58,15 +59,23 @@ class Start:
     error_std: float | None = None
 
 
+def reference_error_std(image: torch.Tensor, reference: torch.Tensor) -> float:
+    """The RMS distance of ``image`` to ``reference`` on the [0, 1] scale: the error of ``image``
+    as judged by a (better) reference restoration of the same observation."""
+    return float((image.detach().float().cpu() - reference.detach().float().cpu())
+                 .square().mean().sqrt())
+
+
 def plan_start(config: SamplerConfig, scheduler: Any, operator: Any, observation: torch.Tensor,
-               init_image: torch.Tensor | None) -> Start:
+               init_image: torch.Tensor | None, reference: torch.Tensor | None = None) -> Start:
     """Choose ``t0`` and the noise already present for one image (never looks at a clean one).
 
     * pure noise (``init_image`` None): ``T - 1``;
     * the observation of a :class:`~dipprior.operators.Denoise` task: it already holds white
       noise of the known std, so ``t0`` (when ``"auto"``) is where the noise level matches it;
-    * otherwise (DIP image, pseudo-inverse): the estimated error (:func:`estimate_error_std`)
-      chooses an ``"auto"`` ``t0`` and, with ``renoise="missing"``, counts as noise present.
+    * otherwise (DIP image, pseudo-inverse): the estimated error (:func:`estimate_error_std`, or
+      with ``error_estimate="reference"`` the distance to ``reference``) chooses an ``"auto"``
+      ``t0`` and, with ``renoise="missing"``, counts as noise present.
     """
     T = scheduler.num_train_timesteps
     if init_image is None:
@@ -80,8 +89,14 @@ def plan_start(config: SamplerConfig, scheduler: Any, operator: Any, observation
         t0 = fixed if fixed is not None else int(scheduler.timestep_for_noise_level(present))
         return Start(t0, present)
     error_std = None
-    if fixed is None or renoise == "missing":
-        error_std = estimate_error_std(init_image, observation, operator)
+    if fixed is None or renoise == "missing" or config.dip_observation:
+        if config.error_estimate == "reference":
+            if reference is None:
+                raise ValueError("reference: error_estimate='reference' needs the reference "
+                                 "restoration")
+            error_std = reference_error_std(init_image, reference)
+        else:
+            error_std = estimate_error_std(init_image, observation, operator)
     present = 2.0 * error_std if renoise == "missing" else 0.0
     t0 = fixed if fixed is not None else auto_t0(scheduler, error_std)
     return Start(t0, present, error_std)

@@ -1,0 +1,35 @@
+"""The data step of the reverse chain: DiffPIR's proximal step, optionally with the DIP image as a
+second observation of the whole image.
+
+With the DIP image ``d`` read as ``d = x + e``, ``e ~ N(0, s_d^2 I)``, the data step becomes
+``argmin_x ||y - A x||^2 / (2 s^2) + ||x - d||^2 / (2 s_d^2) + rho / 2 ||x - x0_hat||^2``.
+The last two terms are one quadratic, ``(rho + 1 / s_d^2) / 2 ||x - c||^2`` with
+``c = (rho x0_hat + d / s_d^2) / (rho + 1 / s_d^2)``, so the step is the operator's own proximal
+map at ``c`` with weight ``rho + 1 / s_d^2``: any operator's closed form (or conjugate gradient)
+serves unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["merge_gaussian"]
+
+
+def merge_gaussian(x0_hat: torch.Tensor, rho: float, d: torch.Tensor, d_std: float
+                   ) -> tuple[torch.Tensor, float]:
+    """``rho / 2 ||x - x0_hat||^2 + ||x - d||^2 / (2 d_std^2)`` as ``w / 2 ||x - c||^2 + const``.
+
+    Returns ``(c, w)``.  ``d_std`` must be > 0 (a DIP image is never exact).
+
+    >>> c, w = merge_gaussian(torch.tensor([0.0]), 1.0, torch.tensor([1.0]), 1.0)
+    >>> c.item(), w
+    (0.5, 2.0)
+    """
+    if not d_std > 0:
+        raise ValueError(f"d_std: expected a number > 0, got {d_std}")
+    if not rho >= 0:
+        raise ValueError(f"rho: expected a number >= 0, got {rho}")
+    precision = 1.0 / float(d_std) ** 2
+    weight = float(rho) + precision
+    return (float(rho) * x0_hat + precision * d) / weight, weight
