@@ -9,8 +9,9 @@ the minimum the algorithm needs: perturb z, forward, MSE, backward, Adam step. `
 output average, the loss record, spike recovery (default on) and, in the ``+wmv`` rows, ES-WMV
 early stopping (with a patience that never fires).
 
-Further rows: the memory format (``channels_last`` on/off), ``torch.compile`` (``--compile``,
-slow to build on a CPU), and N networks fitted as one batch against N sequential fits.
+Further rows: the memory format (``channels_last`` on/off), bfloat16 autocast against the float32
+fit (``fit autocast / fit``), ``torch.compile`` (``--compile``, slow to build on a CPU), and N
+networks fitted as one batch against N sequential fits.
 
     python benchmarks/bench_dip.py                      # the full table (a few minutes on CPU)
     python benchmarks/bench_dip.py --channels 64 --sizes 128 --iters 5 --reps 3   # quick look
@@ -130,6 +131,7 @@ def main() -> None:
                                     wmv_patience=10**6),
                 "plain other-format": plain_loop(ch, size, it, device, not default_cl),
                 "fit other-format": fit_loop(ch, size, it, device, channels_last=not default_cl),
+                "fit autocast": fit_loop(ch, size, it, device, autocast=True),
             }
             if args.compile:
                 runs["plain compiled"] = plain_loop(ch, size, it, device, default_cl, True)
@@ -143,6 +145,7 @@ def main() -> None:
             print(row(f"{ch}ch {size}px plain {other} / plain", t["plain other-format"],
                       t["plain"]))
             print(row(f"{ch}ch {size}px fit {other} / fit", t["fit other-format"], t["fit"]))
+            print(row(f"{ch}ch {size}px fit autocast bf16 / fit", t["fit autocast"], t["fit"]))
             if args.compile:
                 print(row(f"{ch}ch {size}px plain compiled / plain", t["plain compiled"],
                           t["plain"]))

@@ -28,7 +28,7 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
 
 
 def add_task(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--task", required=required, choices=["denoise", "inpaint", "sr"],
+    p.add_argument("--task", required=required, choices=["denoise", "inpaint", "box", "sr"],
                    help="the degradation", **({} if required else {"default": "denoise"}))
     p.add_argument("--sigma", type=float, default=25.0, help="denoise: noise std, 0..255 units")
     p.add_argument("--keep", type=float, default=0.5,

@@ -9,9 +9,17 @@ from pathlib import Path
 import torch
 
 from dipprior.io import IMAGE_SUFFIXES, center_crop, load_image
-from dipprior.operators import Denoise, Inpaint, Operator, SuperResolution, random_pixel_mask
+from dipprior.operators import (
+    Denoise,
+    Inpaint,
+    Operator,
+    SuperResolution,
+    center_box_mask,
+    random_pixel_mask,
+)
 
-__all__ = ["Images", "OperatorFactory", "degrade", "load_folder", "make_task", "prepare_images"]
+__all__ = ["Images", "OperatorFactory", "TASKS", "degrade", "load_folder", "make_task",
+           "prepare_images"]
 
 OperatorFactory = Callable[[torch.Tensor, torch.Generator], Operator]
 Images = Mapping[str, torch.Tensor] | Sequence[torch.Tensor]
@@ -63,14 +71,17 @@ def load_folder(folder: str | os.PathLike, n_images: int | None = None,
     return images
 
 
+TASKS = ("denoise", "inpaint", "box", "sr")
+
+
 def make_task(task: str, *, sigma: float = 25.0, keep: float = 0.5, factor: int = 4,
-              kernel: str = "bicubic") -> Operator | OperatorFactory:
+              kernel: str = "bicubic", box: int = 32) -> Operator | OperatorFactory:
     """The degradation of a named task for :func:`compare` and friends.
 
     ``"denoise"``: :class:`~dipprior.operators.Denoise` with ``sigma`` in 0..255 units;
     ``"inpaint"``: a factory drawing a fresh random pixel mask keeping the fraction ``keep`` per
-    image (noise-free observation); ``"sr"``: :class:`~dipprior.operators.SuperResolution` by
-    ``factor`` (noise-free).
+    image (noise-free observation); ``"box"``: a centred ``box`` x ``box`` hole (noise-free);
+    ``"sr"``: :class:`~dipprior.operators.SuperResolution` by ``factor`` (noise-free).
     """
     if task == "denoise":
         return Denoise(sigma / 255.0)
@@ -82,9 +93,14 @@ def make_task(task: str, *, sigma: float = 25.0, keep: float = 0.5, factor: int 
             return Inpaint(random_pixel_mask(image.shape[-2:], keep, generator))
 
         return factory
+    if task == "box":
+        def box_factory(image: torch.Tensor, generator: torch.Generator) -> Operator:
+            return Inpaint(center_box_mask(image.shape[-2:], box))
+
+        return box_factory
     if task == "sr":
         return SuperResolution(factor, kernel)
-    raise ValueError(f"task: expected 'denoise', 'inpaint' or 'sr', got {task!r}")
+    raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
 
 
 def degrade(image: torch.Tensor, operator: Operator | OperatorFactory, seed: int

@@ -22,7 +22,13 @@ Example:
 """
 
 from dipprior.operators.base import Denoise, Operator, check_image, conjugate_gradient
-from dipprior.operators.inpaint import Inpaint, mask_from_image, random_box_mask, random_pixel_mask
+from dipprior.operators.inpaint import (
+    Inpaint,
+    center_box_mask,
+    mask_from_image,
+    random_box_mask,
+    random_pixel_mask,
+)
 from dipprior.operators.superres import SuperResolution, bicubic_taps
 
 __all__ = [
@@ -35,5 +41,6 @@ __all__ = [
     "conjugate_gradient",
     "mask_from_image",
     "random_box_mask",
+    "center_box_mask",
     "random_pixel_mask",
 ]

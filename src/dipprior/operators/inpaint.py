@@ -146,6 +146,22 @@ def random_box_mask(
     return mask
 
 
+def center_box_mask(shape: Sequence[int], box: int = 32) -> Tensor:
+    """A mask of ones with one centred ``box`` x ``box`` hole (zeros) through all channels.
+
+    >>> center_box_mask((6, 6), 2)[2:4, 2:4].sum().item(), center_box_mask((6, 6), 2).sum().item()
+    (0.0, 32.0)
+    """
+    shape = _spatial_shape(shape)
+    h, w = shape[-2:]
+    if isinstance(box, bool) or not isinstance(box, (int, np.integer)) or not 1 <= box <= min(h, w):
+        raise ValueError(f"box: expected an int in 1..{min(h, w)} (the image side), got {box!r}")
+    top, left = (h - box) // 2, (w - box) // 2
+    mask = torch.ones(shape)
+    mask[..., top:top + box, left:left + box] = 0.0
+    return mask
+
+
 def mask_from_image(path: str | os.PathLike, threshold: float = 0.5) -> Tensor:
     """Read a mask image: pixels brighter than ``threshold`` (of full scale) are known (1).
 

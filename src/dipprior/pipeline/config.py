@@ -10,7 +10,7 @@ from dataclasses import dataclass
 __all__ = ["SamplerConfig", "INITS", "GUIDANCES", "RENOISE", "SPACINGS", "parse_t0",
            "rho_diffpir"]
 
-INITS = ("dip", "noise", "observation")
+INITS = ("auto", "dip", "noise", "observation")
 GUIDANCES = ("proximal", None)
 RENOISE = ("auto", "full", "missing")
 SPACINGS = ("uniform", "quadratic")
@@ -46,8 +46,9 @@ class SamplerConfig:
     """How :class:`~dipprior.pipeline.DIPInitializedSampler` runs its reverse chain.
 
     Attributes:
-        init: ``"dip"`` (the method), ``"noise"`` (DDPM from pure noise at ``T - 1``) or
-            ``"observation"`` (the pseudo-inverse of the observation).
+        init: ``"dip"`` (the method), ``"noise"`` (DDPM from pure noise at ``T - 1``),
+            ``"observation"`` (the pseudo-inverse of the observation) or ``"auto"``
+            (``"observation"`` for Gaussian denoising, where it measured best, else ``"dip"``).
         t0: start timestep: an int in ``[0, T - 1]``, a float strength in (0, 1]
             (``round(strength * (T - 1))``) or ``"auto"`` (from an error estimate of the initial
             image, never from a clean image).  Ignored by ``init="noise"``.

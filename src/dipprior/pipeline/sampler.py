@@ -21,13 +21,14 @@ import torch
 
 from dipprior._tensor import Model, model_device, randn, to_image_scale, to_model_scale
 from dipprior.diffusion.sampling import reverse_diffusion
-from dipprior.operators import Operator
+from dipprior.operators import Denoise, Operator
 from dipprior.pipeline.checks import check_initial_image, check_observation, check_operator
 from dipprior.pipeline.config import RENAMED, SamplerConfig, is_int
 from dipprior.pipeline.consistency import merge_gaussian
 from dipprior.pipeline.start import Start, forward_diffuse, plan_start, resolve_t0
 
-__all__ = ["DIPInitializedSampler", "SampleResult", "fit_dip", "observation_to_model_scale"]
+__all__ = ["DIPInitializedSampler", "SampleResult", "default_dip_config", "fit_dip",
+           "observation_to_model_scale", "resolve_init"]
 
 # the scheduler methods the sampler uses (any object that has them works)
 _SCHEDULER_API = ("num_train_timesteps", "alphas_cumprod", "timesteps", "add_noise", "pred_x0",
@@ -124,7 +125,9 @@ class DIPInitializedSampler:
         scheduler: a :class:`~dipprior.diffusion.Scheduler`.
         config: a :class:`SamplerConfig`; keyword arguments (``steps=10``, ``t0=40``, ...)
             override its fields, so ``DIPInitializedSampler(model, scheduler, steps=10)`` works.
-        dip: the :class:`~dipprior.dip.DIPConfig` of the DIP fit (``init="dip"``).
+        dip: the :class:`~dipprior.dip.DIPConfig` of the DIP fit (``init="dip"``); None:
+            :func:`default_dip_config` for the operator (a short fit on noise-free tasks, a fit
+            stopped by the prior's reference on noisy ones).
         device: where the diffusion runs (None: the model's device, else CUDA if available).
         progress: show tqdm bars.
 
@@ -168,7 +171,7 @@ class DIPInitializedSampler:
         if config.t0 != "auto":
             resolve_t0(config.t0, T)  # in range for this schedule
         self.model, self.scheduler, self.config = model, scheduler, config
-        self.dip = dip  # None: DIPConfig() at fit time
+        self.dip = dip  # None: default_dip_config(operator) at fit time
         self.device, self.progress = device, progress
 
     def __repr__(self) -> str:
@@ -195,6 +198,12 @@ class DIPInitializedSampler:
         reuses earlier DIP reconstructions of the same observations (their seconds count as 0).
         """
         ys, ops, batched = _split(observation, operator)
+        if self.config.init == "auto":
+            resolved = DIPInitializedSampler(
+                self.model, self.scheduler, self.config.replace(init=resolve_init(ops)),
+                dip=self.dip, device=self.device, progress=self.progress)
+            return resolved(observation, operator, seed, ground_truth, return_intermediates,
+                            generator=generator, dip_image=dip_image)
         n = len(ys)
         seeds = _seeds(seed, generator, n)
         dev = model_device(self.model, self.device)
@@ -206,7 +215,7 @@ class DIPInitializedSampler:
         #    estimate uses it (a chain from the observation with these settings)
         refs, ref_nfe = [None] * n, [0] * n
         fits_dip = self.config.init == "dip" and all(g is None for g in given)
-        if (self.needs_reference and fits_dip) or (
+        if (fits_dip and any(self._stops_by_reference(op) for op in ops)) or (
                 self.config.init == "dip" and self.config.error_estimate == "reference"):
             refs, ref_nfe = self._references(ys, ops, seeds, dev)
 
@@ -257,10 +266,12 @@ class DIPInitializedSampler:
         return result
 
     # ---------------------------------------------------------------- stages
-    @property
-    def needs_reference(self) -> bool:
-        """Whether the DIP fit stops by the prior's reference restoration."""
-        return self.config.init == "dip" and getattr(self.dip, "early_stopping",
+    def _dip_config(self, op: Operator) -> Any:
+        return self.dip if self.dip is not None else default_dip_config(op)
+
+    def _stops_by_reference(self, op: Operator) -> bool:
+        """Whether the DIP fit for ``op`` stops by the prior's reference restoration."""
+        return self.config.init == "dip" and getattr(self._dip_config(op), "early_stopping",
                                                      None) == "reference"
 
     def _references(self, ys: list[torch.Tensor], ops: list[Operator], seeds: list[int],
@@ -268,7 +279,8 @@ class DIPInitializedSampler:
         """The chain from each observation with this sampler's settings -> (images, NFE)."""
         chain = DIPInitializedSampler(self.model, self.scheduler,
                                       self.config.replace(init="observation",
-                                                          dip_observation=False),
+                                                          dip_observation=False,
+                                                          error_estimate="residual"),
                                       device=dev, progress=False)
         out = [chain(y, op, seed=seed) for y, op, seed in zip(ys, ops, seeds, strict=True)]
         return [r.image for r in out], [int(r.nfe) for r in out]
@@ -283,9 +295,9 @@ class DIPInitializedSampler:
             return op.pseudo_inverse(y), None
         if given is not None:
             return check_initial_image(given, tuple(op.input_shape(y.shape))), None
-        image, result = fit_dip(y, op, self.dip, seed=seed, device=dev, progress=self.progress,
-                                ground_truth=truth,
-                                reference=reference if self.needs_reference else None)
+        image, result = fit_dip(y, op, self._dip_config(op), seed=seed, device=dev,
+                                progress=self.progress, ground_truth=truth,
+                                reference=reference if self._stops_by_reference(op) else None)
         return image, int(getattr(result, "iterations", 0)) or None
 
     def _start_state(self, y: torch.Tensor, op: Operator, init: torch.Tensor | None,
@@ -361,6 +373,30 @@ def _split(observation: Any, operator: Any) -> tuple[list[torch.Tensor], list[Op
     for y, op in zip(ys, ops, strict=True):
         check_observation(y, op)
     return [y.float() for y in ys], ops, observation.dim() == 4
+
+
+def default_dip_config(operator: Operator) -> Any:
+    """The DIP stage when none is given: on noise-free tasks a fixed budget of
+    :data:`~dipprior.pipeline.presets.DIP_BUDGET` iterations (the chain completes the image);
+    on noisy ones up to 2000 iterations stopped by the prior (``early_stopping="reference"``)
+    before the network fits the noise."""
+    from dipprior.dip import DIPConfig
+    from dipprior.pipeline.presets import DIP_BUDGET
+
+    if operator.noise_sigma > 0:
+        return DIPConfig(iterations=2000, early_stopping="reference")
+    return DIPConfig(iterations=DIP_BUDGET)
+
+
+def resolve_init(operators: Sequence[Operator]) -> str:
+    """``init="auto"``: ``"observation"`` for Gaussian denoising (:class:`Denoise` with a
+    noise level > 0), where the prior's chain from the observation measured best and a DIP
+    stage only costs time (``docs/results.md``); ``"dip"`` for everything else."""
+    kinds = {isinstance(op, Denoise) and op.noise_sigma > 0 for op in operators}
+    if len(kinds) > 1:
+        raise ValueError("operator: init='auto' needs one kind of task per call (all "
+                         "Gaussian denoising or none)")
+    return "observation" if kinds.pop() else "dip"
 
 
 def _seeds(seed: int, generator: torch.Generator | None, n: int) -> list[int]:

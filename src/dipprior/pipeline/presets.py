@@ -1,0 +1,46 @@
+"""The sampler settings of the compared methods, per task, as tuned on CBSD432 training crops.
+
+Every value here was chosen on 128x128 crops of CBSD432 photos held out from the prior's
+training (never on the test sets); ``docs/results.md`` has the grids and the numbers.  The
+noise-free tasks (``"inpaint"``, ``"box"``, ``"sr"``) share the settings tuned on 50% random-pixel
+inpainting; ``"denoise"`` was tuned at sigma = 25.
+"""
+
+from __future__ import annotations
+
+from dipprior.pipeline.config import SamplerConfig
+
+__all__ = ["DIP_BUDGET", "method_configs"]
+
+#: DIP iterations before the chain takes over on noise-free tasks (the sampler's default)
+DIP_BUDGET = 1000
+
+_NOISE_FREE = {
+    # DiffPIR from pure noise (its lam does not matter: noise-free data is a hard constraint)
+    "DDPM": SamplerConfig(init="noise", steps=100, zeta=1.0),
+    # DiffPIR's warm start from the pseudo-inverse (missing pixels 0)
+    "Observation->DDPM": SamplerConfig(init="observation", t0=300, steps=25, zeta=1.0),
+    # the method: the DIP image as start (auto t0) and as a second observation
+    "DIP->DDPM": SamplerConfig(init="dip", steps=25, zeta=1.0, dip_observation=True),
+}
+_TUNED: dict[str, dict[str, SamplerConfig]] = {
+    "denoise": {
+        "DDPM": SamplerConfig(init="noise", steps=100, lam=7.0, zeta=0.3),
+        # one step from the observation: the prior as a one-step MMSE denoiser
+        "Observation->DDPM": SamplerConfig(init="observation", steps=1, lam=320.0),
+        "DIP->DDPM": SamplerConfig(init="dip", steps=3, lam=320.0, error_estimate="reference",
+                                   dip_observation=True),
+    },
+    "inpaint": _NOISE_FREE,
+    "box": _NOISE_FREE,
+    "sr": _NOISE_FREE,
+}
+
+
+def method_configs(task: str) -> dict[str, SamplerConfig]:
+    """``{"DDPM", "Observation->DDPM", "DIP->DDPM"}`` -> their tuned :class:`SamplerConfig`
+    for ``task`` (``"denoise"``, ``"inpaint"``, ``"box"`` or ``"sr"``)."""
+    if task not in _TUNED:
+        raise ValueError(f"task: no tuned settings for {task!r}; expected one of "
+                         f"{sorted(_TUNED)}")
+    return dict(_TUNED[task])
