@@ -50,7 +50,10 @@ def parse_args(doc: str = __doc__, extra=None) -> argparse.Namespace:
     p.add_argument("--ddpm-steps", type=int, default=100, help="DDPM-only reverse steps")
     p.add_argument("--t0", default="auto", help="int, strength or auto")
     p.add_argument("--eta", type=float, default=0.0)
-    p.add_argument("--guidance-scale", type=float, default=10.0)
+    p.add_argument("--zeta", type=float, default=None, help="DiffPIR fresh-noise fraction")
+    p.add_argument("--spacing", choices=["uniform", "quadratic"], default="uniform")
+    p.add_argument("--lam", type=float, default=40.0,
+                   help="DiffPIR lambda (official code's scale; 40 = the old guidance_scale 10)")
     p.add_argument("--renoise", choices=["auto", "full", "missing"], default="auto")
     p.add_argument("--no-cbm3d", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -90,9 +93,9 @@ def setup(args: argparse.Namespace):
 
 def sampler_config(args: argparse.Namespace) -> SamplerConfig:
     """The warm-start sampler settings of the options (``--steps``, ``--t0``, ``--eta``,
-    ``--guidance-scale``, ``--renoise``); experiments replace fields such as steps or t0."""
-    return SamplerConfig(steps=args.steps, t0=parse_t0(args.t0), eta=args.eta,
-                         guidance_scale=args.guidance_scale, renoise=args.renoise)
+    ``--zeta``, ``--spacing``, ``--lam``, ``--renoise``); experiments replace fields such as steps or t0."""
+    return SamplerConfig(steps=args.steps, t0=parse_t0(args.t0), eta=args.eta, zeta=args.zeta,
+                         spacing=args.spacing, lam=args.lam, renoise=args.renoise)
 
 
 def header(args: argparse.Namespace, world: int) -> str:
@@ -136,7 +139,7 @@ def main() -> None:
                  f"DIP: {args.dip_channels} channels, {args.dip_iterations} iterations"
                  f"{stopping}; warm starts: {args.steps} "
                  f"steps from t0={args.t0}; DDPM: {args.ddpm_steps} steps from T-1; eta "
-                 f"{args.eta}, guidance lambda {args.guidance_scale}, renoise {args.renoise}; "
+                 f"{args.eta}, zeta {args.zeta}, {args.spacing} spacing, lambda {args.lam}, renoise {args.renoise}; "
                  f"wall "
                  f"{time.perf_counter() - start:.0f} s", ""]
         for a, b in (("DIP->DDPM", "DIP"), ("DIP->DDPM", "DDPM"), ("DIP->DDPM", "CBM3D"),

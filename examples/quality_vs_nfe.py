@@ -46,7 +46,7 @@ def main() -> None:
                                              "Seconds": ".1f", "Steps": "d", "Images": "d"})
         text = (f"# quality vs NFE, {task}: {header(args, world)}\n\nDIP {args.dip_channels} "
                 f"channels x {args.dip_iterations} iterations (seconds include the fit); warm "
-                f"starts from t0={args.t0}; eta {args.eta}, lambda {args.guidance_scale}, "
+                f"starts from t0={args.t0}; eta {args.eta}, lambda {args.lam}, "
                 f"renoise {args.renoise}; wall "
                 f"{time.perf_counter() - start:.0f} s\n\n" + table.to_markdown())
         print(text)

@@ -44,7 +44,7 @@ def main() -> None:
                        if r["Image"] == "Average" and r["Method"] == "auto")
         summary = (f"# t0 ablation, {task}: {header(args, world)}\n\nDIP {args.dip_channels} "
                    f"channels x {args.dip_iterations} iterations; up to {args.steps} steps; "
-                   f"eta {args.eta}, lambda {args.guidance_scale}, renoise {args.renoise}; wall "
+                   f"eta {args.eta}, lambda {args.lam}, renoise {args.renoise}; wall "
                    f"{time.perf_counter() - start:.0f} s\n\n"
                    f"- best fixed t0 on average: {s['best_fixed']} ({s['best_fixed_psnr']:.2f}"
                    f" dB); per-image oracle {s['oracle_psnr']:.2f} dB\n"

@@ -37,8 +37,9 @@ from dipprior.pipeline import (  # noqa: E402
 
 
 def _options(p) -> None:
-    p.add_argument("--lambdas", default="none,1,3,10,30,100",
-                   help="comma list of guidance lambdas; 'none' = no data term (SDEdit)")
+    p.add_argument("--lambdas", default="none,5,20,80,320",
+                   help="comma list of DiffPIR lambdas (official code's scale); 'none' = no data "
+                   "term (SDEdit)")
     p.add_argument("--steps-list", default="5,10,20", help="comma list of reverse steps")
     p.add_argument("--t0s", default="auto", help="comma list: ints, strengths, auto")
     p.add_argument("--etas", default="0", help="comma list of DDIM etas")
@@ -58,12 +59,12 @@ def settings(args):
         if init != "dip" and renoise != "full":
             continue  # only DIP starts estimate their own error
         yield {"init": init, "guidance": None if lam is None else "proximal",
-               "guidance_scale": lam or 1.0, "steps": steps, "t0": t0, "eta": eta,
+               "lam": lam or 1.0, "steps": steps, "t0": t0, "eta": eta,
                "renoise": renoise}
 
 
 def label(s: dict) -> str:
-    lam = "none" if s["guidance"] is None else f"{s['guidance_scale']:g}"
+    lam = "none" if s["guidance"] is None else f"{s['lam']:g}"
     return (f"{s['init']} lambda={lam} steps={s['steps']} t0={s['t0']} eta={s['eta']:g} "
             f"renoise={s['renoise']}")
 

@@ -598,3 +598,62 @@ def test_diffusers_unet_in_one_line(scheduler, noisy):
     # the model passed as-is: its output object is unwrapped, same numbers
     as_is = DIPInitializedSampler(unet, scheduler, sampler.config, progress=False)(y, op, seed=0)
     assert torch.equal(as_is.image, r.image)
+
+
+# ----------------------------------------------------------------------------- auto init, defaults
+
+
+def test_auto_init_starts_denoising_from_the_observation_and_the_rest_from_dip(
+        model, scheduler, noisy, clean, dip_image):
+    from dipprior.pipeline.sampler import resolve_init
+
+    op, y = noisy
+    auto = DIPInitializedSampler(model, scheduler, init="auto", steps=2, progress=False)
+    obs = DIPInitializedSampler(model, scheduler, init="observation", steps=2, progress=False)
+    torch.testing.assert_close(auto(y, op, seed=3).image, obs(y, op, seed=3).image,
+                               rtol=0, atol=0)
+    mask = random_pixel_mask((16, 16), 0.5, torch.Generator().manual_seed(0))
+    inp = Inpaint(mask)
+    yi = inp.degrade(clean)
+    dip = DIPInitializedSampler(model, scheduler, init="dip", steps=2, progress=False)
+    torch.testing.assert_close(auto(yi, inp, seed=3, dip_image=dip_image).image,
+                               dip(yi, inp, seed=3, dip_image=dip_image).image, rtol=0, atol=0)
+    assert resolve_init([Denoise(0.1)]) == "observation"
+    assert resolve_init([Denoise(0.0), inp]) == "dip"  # no noise: nothing for a denoiser
+    with pytest.raises(ValueError, match="one kind of task"):
+        resolve_init([Denoise(0.1), inp])
+
+
+def test_default_dip_stage_per_task():
+    from dipprior.pipeline.presets import DIP_BUDGET
+    from dipprior.pipeline.sampler import default_dip_config
+
+    noisy_cfg = default_dip_config(Denoise(0.1))
+    assert noisy_cfg.early_stopping == "reference" and noisy_cfg.iterations == 2000
+    free = default_dip_config(SuperResolution(2))
+    assert free.early_stopping is None and free.iterations == DIP_BUDGET
+
+
+def test_reference_stopping_inside_the_sampler_uses_the_priors_restoration(model, scheduler,
+                                                                          noisy, monkeypatch):
+    """The DIP fit gets the observation chain's image as its reference, never the clean one."""
+    op, y = noisy
+    seen = {}
+    import dipprior.pipeline.sampler as sampler_module
+
+    real_fit = sampler_module.fit_dip
+
+    def spy(*a, **k):
+        seen["reference"] = k.get("reference")
+        return real_fit(*a, **k)
+
+    sampler = DIPInitializedSampler(model, scheduler, steps=2, progress=False,
+                                    dip=DIPConfig(iterations=20, channels=8, depth=3,
+                                                  early_stopping="reference",
+                                                  reference_patience=5, progress=False))
+    monkeypatch.setattr(sampler_module, "fit_dip", spy)
+    r = sampler(y, op, seed=1)
+    obs = DIPInitializedSampler(model, scheduler, init="observation", steps=2,
+                                progress=False)(y, op, seed=1)
+    torch.testing.assert_close(seen["reference"], obs.image, rtol=0, atol=0)
+    assert r.nfe == len(r.timesteps) + obs.nfe  # the reference chain's evaluations count
