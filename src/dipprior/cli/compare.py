@@ -42,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from dipprior._atomic import atomic_write_text
     from dipprior.experiments import (
+        WARM_START,
         compare,
         init_distributed,
         load_folder,
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     rank, _ = init_distributed()
     images = load_folder(args.folder, args.n_images, args.size)
     operator = make_task(args.task, sigma=args.sigma, keep=args.keep, factor=args.factor)
-    methods = standard_methods(*load_prior(args), sampler=sampler_config(args),
+    methods = standard_methods(*load_prior(args), sampler=sampler_config(args) or WARM_START,
                                ddpm_steps=args.ddpm_steps, dip=dip_config(args),
                                cbm3d=not args.no_cbm3d, device=args.device)
     table = compare(images, operator, methods, seed=args.seed, dip_cache=args.dip_cache,

@@ -17,7 +17,6 @@ class HELP(argparse.ArgumentDefaultsHelpFormatter):
             return action.help
         return super()._get_help_string(action)
 
-_DEFAULT = SamplerConfig()
 
 
 def add_runtime(p: argparse.ArgumentParser) -> None:
@@ -36,49 +35,70 @@ def add_task(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--factor", type=int, default=4, help="sr: down-sampling factor")
 
 
-def add_sampler(p: argparse.ArgumentParser, steps: int) -> None:
-    """The fields of :class:`~dipprior.pipeline.SamplerConfig` (and ``--model``)."""
+def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:
+    """The fields of :class:`~dipprior.pipeline.SamplerConfig` (and ``--model``).
+
+    Left out, every field keeps the tuned preset of the task (``pipeline.presets``); a field
+    given starts from ``SamplerConfig()`` with the fields given."""
     p.add_argument("--model", metavar="NAME_OR_DIR",
                    help="diffusion prior: a shipped prior's name, a checkpoint folder (from "
                    "`dipprior train`) or a diffusers DDPM folder; default: the shipped prior")
-    p.add_argument("--steps", type=int, default=steps, help="most reverse steps (= NFE)")
-    p.add_argument("--t0", default=str(_DEFAULT.t0),
-                   help="start timestep: int, strength in (0, 1] (e.g. 0.05) or auto")
-    p.add_argument("--eta", type=float, default=_DEFAULT.eta, help="DDIM eta")
-    p.add_argument("--zeta", type=float, default=_DEFAULT.zeta,
+    p.add_argument("--steps", type=int, default=steps,
+                   help="most reverse steps (= NFE); default: the task's preset")
+    p.add_argument("--t0", help="start timestep: int, strength in (0, 1] (e.g. 0.05) or auto")
+    p.add_argument("--eta", type=float, help="DDIM eta")
+    p.add_argument("--zeta", type=float,
                    help="DiffPIR fresh-noise fraction in [0, 1] (instead of --eta)")
-    p.add_argument("--spacing", choices=["uniform", "quadratic"], default=_DEFAULT.spacing,
+    p.add_argument("--spacing", choices=["uniform", "quadratic"],
                    help="timestep spacing of the reverse chain (quadratic: DiffPIR's 'quad')")
-    p.add_argument("--lam", type=float, default=_DEFAULT.lam,
+    p.add_argument("--lam", type=float,
                    help="DiffPIR lambda, official code's scale: rho_t = lam sigma_n^2 / sigma_t^2 "
-                   "(deepinv's lambda_ = lam / 2)")
-    p.add_argument("--renoise", choices=["auto", "full", "missing"], default=_DEFAULT.renoise,
+                   "(deepinv's lambda_ = lam / 2; the old guidance_scale is lam / 4)")
+    p.add_argument("--renoise", choices=["auto", "full", "missing"],
                    help="DIP start: add the full forward noise of t0, or only what the DIP "
                    "image's estimated error leaves missing (auto: missing for noisy "
                    "observations)")
+    p.add_argument("--error-estimate", choices=["residual", "reference"],
+                   help="how the DIP image's error is estimated (reference: distance to the "
+                   "prior's own restoration)")
+    p.add_argument("--dip-observation", action="store_true", default=None,
+                   help="use the DIP image as a second observation in every data step")
 
 
-def add_dip(p: argparse.ArgumentParser, iterations: int) -> None:
-    p.add_argument("--dip-iterations", type=int, default=iterations, help="DIP budget")
-    p.add_argument("--dip-channels", type=int, default=64, help="DIP channels per scale")
-    p.add_argument("--early-stopping", choices=["wmv", "discrepancy"],
-                   help="DIP early stopping rule (default: none)")
+def add_dip(p: argparse.ArgumentParser, iterations: int | None = None) -> None:
+    p.add_argument("--dip-iterations", type=int, default=iterations,
+                   help="DIP budget (default: the task's default DIP stage)")
+    p.add_argument("--dip-channels", type=int, help="DIP channels per scale (default 64)")
+    p.add_argument("--early-stopping", choices=["wmv", "discrepancy", "reference"],
+                   help="DIP early stopping rule (reference: stopped by the prior's "
+                   "restoration; default: the task's default DIP stage)")
 
 
-def sampler_config(args: argparse.Namespace, **fields: Any) -> SamplerConfig:
-    """The :class:`SamplerConfig` the options describe (``fields`` override)."""
-    values = {"steps": args.steps, "t0": parse_t0(args.t0), "eta": args.eta,
-              "zeta": args.zeta, "spacing": args.spacing, "lam": args.lam,
-              "renoise": args.renoise, **fields}
-    return SamplerConfig(**values)
+_SAMPLER_FLAGS = ("steps", "t0", "eta", "zeta", "spacing", "lam", "renoise", "error_estimate",
+                  "dip_observation")
+
+
+def sampler_config(args: argparse.Namespace, **fields: Any) -> SamplerConfig | None:
+    """The :class:`SamplerConfig` the options describe (``fields`` with a value override), or
+    None when no option and no field was given: the sampler then runs the task's preset."""
+    given = {k: getattr(args, k) for k in _SAMPLER_FLAGS if getattr(args, k, None) is not None}
+    given |= {k: v for k, v in fields.items() if v is not None}
+    if "t0" in given:
+        given["t0"] = parse_t0(given["t0"])
+    return SamplerConfig(**given) if given else None
 
 
 def dip_config(args: argparse.Namespace) -> Any:
+    """The :class:`~dipprior.dip.DIPConfig` of the DIP options, or None (none given): the
+    sampler's default DIP stage for the task (``pipeline.sampler.default_dip_config``)."""
     from dipprior.dip import DIPConfig
 
-    return DIPConfig(iterations=args.dip_iterations, channels=args.dip_channels,
-                     early_stopping=args.early_stopping, device=args.device,
-                     progress=not args.no_progress)
+    given = {"iterations": args.dip_iterations, "channels": args.dip_channels,
+             "early_stopping": args.early_stopping}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return None
+    return DIPConfig(**given, device=args.device, progress=not args.no_progress)
 
 
 def load_prior(args: argparse.Namespace) -> tuple[Any, Any]:

@@ -41,14 +41,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("image", metavar="IMAGE", help="the observation (or a clean image with "
                    "--simulate), or a folder of them")
     add_task(p)
-    add_sampler(p, steps=50)
-    add_dip(p, iterations=1000)
+    add_sampler(p)
+    add_dip(p)
     p.add_argument("--mask", metavar="PNG", help="inpaint: mask image, white = known pixel "
                    "(with a folder: the same mask for every image)")
     p.add_argument("--simulate", action="store_true",
                    help="IMAGE is clean: degrade it (--sigma/--keep/--factor) and report PSNR")
-    p.add_argument("--init", default="dip", choices=["dip", "noise", "observation"],
-                   help="start of the reverse chain")
+    p.add_argument("--init", choices=["auto", "dip", "noise", "observation"],
+                   help="start of the reverse chain (default: the task's preset; auto: the "
+                   "observation for denoising, DIP otherwise)")
     p.add_argument("--no-guidance", action="store_true", help="plain SDEdit, no data term")
     p.add_argument("--save-dip", metavar="PNG", help="single IMAGE: also write the DIP image "
                    "here (a folder always gets <name>_dip.png in --out)")
@@ -84,6 +85,10 @@ def _task(args: argparse.Namespace) -> Any:
     if args.task == "inpaint" and not args.simulate:
         raise ValueError("--mask PNG is required to inpaint real images (or use --simulate "
                          "to drop random pixels of clean ones)")
+    if args.task == "box" and not args.simulate:
+        raise ValueError("--task box cuts a centred 32x32 hole into a clean image and needs "
+                         "--simulate; to fill holes of a real image use --task inpaint --mask "
+                         "PNG")
     return make_task(args.task, sigma=args.sigma, keep=args.keep, factor=args.factor)
 
 
@@ -103,8 +108,7 @@ def run(args: argparse.Namespace) -> int:
         if Path(args.save_dip).resolve() in (Path(args.out).resolve(),
                                              Path(args.image).resolve()):
             raise ValueError(f"--save-dip: {args.save_dip!r} is --out or the input image")
-    config = sampler_config(args, init=args.init,
-                            guidance=None if args.no_guidance else "proximal")
+    config = _config(args)
     dip = dip_config(args)
     image = load_image(args.image)
     clean = None
@@ -176,6 +180,24 @@ def _check_output_folder(path: str, folder: Path) -> Path:
     return out
 
 
+def _config(args: argparse.Namespace) -> Any:
+    """The sampler settings of the options; None (nothing given): the task's preset."""
+    from dipprior.pipeline import SamplerConfig
+
+    config = sampler_config(args, init=args.init)
+    if args.no_guidance:
+        config = (config or SamplerConfig()).replace(guidance=None)
+    return config
+
+
+def _uses_dip(config: Any, args: argparse.Namespace) -> bool:
+    """Whether the run fits DIP (the preset and init="auto" skip it for Gaussian denoising)."""
+    init = "auto" if config is None else config.init
+    if init == "auto":
+        return not (args.task == "denoise" and args.sigma > 0)
+    return init == "dip"
+
+
 def _output_names(paths: list[Path], dip: bool) -> dict[Path, tuple[str, str | None]]:
     """Each image -> (output name, DIP output name or None); two images may not share one."""
     names: dict[Path, tuple[str, str | None]] = {}
@@ -239,11 +261,10 @@ def _run_folder(args: argparse.Namespace) -> int:
     if args.save_dip:
         raise ValueError("--save-dip: only for a single IMAGE; for a folder the DIP images are "
                          "written to --out as <name>_dip.png")
-    config = sampler_config(args, init=args.init,
-                            guidance=None if args.no_guidance else "proximal")
+    config = _config(args)
     dip = dip_config(args)
     task = _task(args)
-    names = _output_names(paths, dip=config.init == "dip")
+    names = _output_names(paths, dip=_uses_dip(config, args))
     metrics = out / METRICS
     rows = _read_metrics(metrics) if args.simulate else {}
     seeds = {path: args.seed + i for i, path in enumerate(paths)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dipprior.pipeline.config import SamplerConfig
 
-__all__ = ["DIP_BUDGET", "method_configs"]
+__all__ = ["DIP_BUDGET", "method_configs", "recommended_config"]
 
 #: DIP iterations before the chain takes over on noise-free tasks (the sampler's default)
 DIP_BUDGET = 1000
@@ -44,3 +44,14 @@ def method_configs(task: str) -> dict[str, SamplerConfig]:
         raise ValueError(f"task: no tuned settings for {task!r}; expected one of "
                          f"{sorted(_TUNED)}")
     return dict(_TUNED[task])
+
+
+def recommended_config(operator: object) -> SamplerConfig:
+    """What ``DIPInitializedSampler(model, scheduler)`` runs without a config: for Gaussian
+    denoising (a noise level > 0 and ``A = I``) the prior's one step from the observation, which
+    measured best; for every other task the DIP start of the noise-free presets."""
+    from dipprior.operators import Denoise
+
+    if isinstance(operator, Denoise) and operator.noise_sigma > 0:
+        return _TUNED["denoise"]["Observation->DDPM"]
+    return _NOISE_FREE["DIP->DDPM"]

@@ -124,7 +124,11 @@ class DIPInitializedSampler:
             the scheduler's ``prediction_type``.
         scheduler: a :class:`~dipprior.diffusion.Scheduler`.
         config: a :class:`SamplerConfig`; keyword arguments (``steps=10``, ``t0=40``, ...)
-            override its fields, so ``DIPInitializedSampler(model, scheduler, steps=10)`` works.
+            override its fields, so ``DIPInitializedSampler(model, scheduler, steps=10)`` works
+            (starting from ``SamplerConfig()``).  Neither a config nor keywords: each call runs
+            the setting measured best for its task (:func:`~dipprior.pipeline.presets.
+            recommended_config`: the prior's one step from the observation for Gaussian
+            denoising, the tuned DIP start otherwise).
         dip: the :class:`~dipprior.dip.DIPConfig` of the DIP fit (``init="dip"``); None:
             :func:`default_dip_config` for the operator (a short fit on noise-free tasks, a fit
             stopped by the prior's reference on noisy ones).
@@ -162,6 +166,8 @@ class DIPInitializedSampler:
         if unknown:
             raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; sampler settings "
                             f"are the fields of SamplerConfig")
+        # no config and no overrides: the tuned preset for each call's task (presets.py)
+        self.recommended = config is None and not overrides
         config = (config or SamplerConfig()).replace(**overrides)
         T = scheduler.num_train_timesteps
         if config.init == "noise" and config.t0 != "auto" \
@@ -198,10 +204,19 @@ class DIPInitializedSampler:
         reuses earlier DIP reconstructions of the same observations (their seconds count as 0).
         """
         ys, ops, batched = _split(observation, operator)
-        if self.config.init == "auto":
-            resolved = DIPInitializedSampler(
-                self.model, self.scheduler, self.config.replace(init=resolve_init(ops)),
-                dip=self.dip, device=self.device, progress=self.progress)
+        if self.recommended or self.config.init == "auto":
+            if self.recommended:
+                from dipprior.pipeline.presets import recommended_config
+
+                kinds = {resolve_init([op]) for op in ops}
+                if len(kinds) > 1:
+                    raise ValueError("operator: one kind of task per call (all Gaussian "
+                                     "denoising or none)")
+                config = recommended_config(ops[0])
+            else:
+                config = self.config.replace(init=resolve_init(ops))
+            resolved = DIPInitializedSampler(self.model, self.scheduler, config, dip=self.dip,
+                                             device=self.device, progress=self.progress)
             return resolved(observation, operator, seed, ground_truth, return_intermediates,
                             generator=generator, dip_image=dip_image)
         n = len(ys)
