@@ -37,7 +37,9 @@ def test_demo_end_to_end_with_the_shipped_prior(tmp_path, monkeypatch):
     assert [(r["Image"], r["Method"]) for r in per_image] == [("chelsea", m) for m in METHODS]
     assert [r["Method"] for r in table.rows if r["Image"] == "Average"] == list(METHODS)
     nfe = {r["Method"]: r["NFE"] for r in per_image}
-    assert nfe == {"DIP": 0, "DDPM": 3, "DIP->DDPM": 2}
+    # the denoising presets: one step from the observation; DIP->DDPM's 2 steps plus its
+    # reference chain from the observation (same settings, 2 steps) that estimates DIP's error
+    assert nfe == {"DIP": 0, "DDPM": 3, "Observation->DDPM": 1, "DIP->DDPM": 4}
     seconds = {r["Method"]: r["Seconds"] for r in per_image}
     assert seconds["DIP->DDPM"] >= seconds["DIP"] > 0  # includes the shared DIP fit
     clean = sample_image("chelsea", size=32)
@@ -53,7 +55,7 @@ def test_demo_end_to_end_with_the_shipped_prior(tmp_path, monkeypatch):
     assert result.figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(result.csv, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == COLUMNS and len(rows) == 6
+    assert list(rows[0]) == COLUMNS and len(rows) == 2 * len(METHODS)  # per image + average
     text = result.markdown.read_text()
     for method in METHODS:
         assert f"## {method}" in text
@@ -82,7 +84,8 @@ def test_demo_is_deterministic_and_inpaints_with_a_given_model(tmp_path, make_un
 
     # every restored image on its own, the method name made file-name safe
     images = tmp_path / "d" / "images"
-    assert b.image_files == [images / f"chelsea_{m}.png" for m in ("DIP", "DDPM", "DIP-DDPM")]
+    assert b.image_files == [images / f"chelsea_{m}.png"
+                             for m in ("DIP", "DDPM", "Observation-DDPM", "DIP-DDPM")]
     assert sorted(p.name for p in images.iterdir()) == sorted(p.name for p in b.image_files)
     for path, method in zip(b.image_files, METHODS, strict=True):
         torch.testing.assert_close(load_image(path), b.images["chelsea"][method],
@@ -162,7 +165,8 @@ def test_cli_demo(tmp_path, capsys):
     assert "super-resolution x4" in out and "## DIP->DDPM" in out
     assert (tmp_path / "o" / "demo.png").is_file() and (tmp_path / "o" / "results.csv").is_file()
     assert sorted(p.name for p in (tmp_path / "o" / "images").iterdir()) == [
-        "chelsea_DDPM.png", "chelsea_DIP-DDPM.png", "chelsea_DIP.png"]
+        "chelsea_DDPM.png", "chelsea_DIP-DDPM.png", "chelsea_DIP.png",
+        "chelsea_Observation-DDPM.png"]
     assert main(["demo", "--images", "lena", "--out", str(tmp_path / "x")]) == 2
     assert "unknown sample images" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -3,11 +3,14 @@
 Center crops of photos bundled with scikit-image (:data:`dipprior.io.SAMPLE_IMAGES`; none of them
 is in the prior's training set CBSD432) are degraded -- Gaussian noise sigma=25 by default,
 ``task="inpaint"`` (half the pixels missing) or ``task="sr"`` (x4 bicubic down-sampling) -- and
-restored three ways:
+restored four ways, each method with the settings tuned for the task on CBSD432 training crops
+(:mod:`dipprior.pipeline.presets`):
 
 * **DIP**: the Deep Image Prior fitted to the observation, alone (0 diffusion NFE);
 * **DDPM**: the shipped diffusion prior from pure noise, ``ddpm_steps`` reverse steps with
-  proximal data consistency (DiffPIR-style);
+  proximal data consistency (DiffPIR);
+* **Observation->DDPM**: the prior started from the observation (DiffPIR's warm start; for
+  denoising one step, the prior as a one-step denoiser);
 * **DIP->DDPM**: the same DIP fit, forward-diffused to ``t0`` ("auto": from an error estimate that
   never sees the clean image) and ``steps`` reverse steps (:class:`~dipprior.pipeline.
   DIPInitializedSampler`).  DIP runs once per image; its seconds count towards DIP->DDPM.
@@ -44,13 +47,13 @@ from dipprior._tensor import default_device
 from dipprior.experiments import COLUMNS, Case, compare, make_task, save_figure
 from dipprior.metrics import ResultsTable, results_table
 from dipprior.metrics import psnr as psnr_of
-from dipprior.pipeline import SamplerConfig
+from dipprior.pipeline.presets import method_configs
 
 __all__ = ["DEFAULT_IMAGES", "METHODS", "QUICK", "DemoConfig", "DemoResult", "run_demo",
            "save_figure"]
 
 DEFAULT_IMAGES = ("astronaut", "chelsea", "motorcycle")
-METHODS = ("DIP", "DDPM", "DIP->DDPM")
+METHODS = ("DIP", "DDPM", "Observation->DDPM", "DIP->DDPM")
 TASKS = ("denoise", "inpaint", "sr")
 
 
@@ -61,8 +64,10 @@ class DemoConfig:
     ``images`` are names from :data:`dipprior.io.SAMPLE_IMAGES`, center-cropped to ``size``.
     ``sigma`` (0..255) is the denoising noise; ``keep`` the fraction of known pixels for
     inpainting; ``factor`` the super-resolution factor.  DIP: ``dip_iterations`` and
-    ``dip_channels`` (per scale).  Diffusion: ``ddpm_steps`` for DDPM from noise, ``steps`` for
-    DIP->DDPM from ``t0`` (int timestep, float strength or "auto"), DDIM ``eta``.
+    ``dip_channels`` (per scale).  Diffusion: the task's tuned presets
+    (:func:`~dipprior.pipeline.presets.method_configs`) with ``ddpm_steps`` for DDPM from noise,
+    ``steps`` for DIP->DDPM from ``t0`` (int timestep, float strength or "auto"); an ``eta`` > 0
+    replaces the presets' DiffPIR ``zeta`` by DDIM's eta.
     Image ``i`` is degraded with ``seed + i`` and every method is seeded with it too.
     """
 
@@ -75,7 +80,7 @@ class DemoConfig:
     dip_iterations: int = 600
     dip_channels: int = 64
     ddpm_steps: int = 100
-    steps: int = 10
+    steps: int = 25
     t0: int | float | str = "auto"
     eta: float = 0.0
     seed: int = 0
@@ -179,13 +184,19 @@ def run_demo(
         model, scheduler = load_pretrained(device=device)
     dip = DIPConfig(iterations=config.dip_iterations, channels=config.dip_channels,
                     device=device, progress=progress)
-    warm = SamplerConfig(init="dip", steps=config.steps, t0=config.t0, eta=config.eta)
+    tuned = method_configs(config.task)
+    noise = {"eta": config.eta, "zeta": None} if config.eta > 0 else {}
     run = {"device": device, "progress": progress}
     methods = {"DIP": DIPBaseline(dip, **run),
                "DDPM": DIPInitializedSampler(
-                   model, scheduler, warm.replace(init="noise", t0="auto",
-                                                  steps=config.ddpm_steps), **run),
-               "DIP->DDPM": DIPInitializedSampler(model, scheduler, warm, dip=dip, **run)}
+                   model, scheduler, tuned["DDPM"].replace(steps=config.ddpm_steps, **noise),
+                   **run),
+               "Observation->DDPM": DIPInitializedSampler(
+                   model, scheduler, tuned["Observation->DDPM"].replace(**noise), **run),
+               "DIP->DDPM": DIPInitializedSampler(
+                   model, scheduler, tuned["DIP->DDPM"].replace(steps=config.steps,
+                                                                t0=config.t0, **noise),
+                   dip=dip, **run)}
     images = {name: sample_image(name, size=config.size) for name in config.images}
     panels: dict[str, dict[str, torch.Tensor]] = {}
     rows: list[dict[str, Any]] = []
@@ -258,7 +269,7 @@ def _task_label(config: DemoConfig) -> str:
 
 def _figure_title(config: DemoConfig) -> str:
     return (f"{_task_label(config)}; DIP {config.dip_iterations} it; DDPM {config.ddpm_steps} "
-            f"NFE; DIP->DDPM <= {config.steps} NFE from t0={config.t0}")
+            f"NFE; DIP->DDPM <= {config.steps} NFE from t0={config.t0}; tuned presets")
 
 
 def _report(table: ResultsTable, config: DemoConfig, device: Any) -> str:
