@@ -657,3 +657,59 @@ def test_reference_stopping_inside_the_sampler_uses_the_priors_restoration(model
                                 progress=False)(y, op, seed=1)
     torch.testing.assert_close(seen["reference"], obs.image, rtol=0, atol=0)
     assert r.nfe == len(r.timesteps) + obs.nfe  # the reference chain's evaluations count
+
+
+def test_the_presets_are_what_the_docs_say():
+    """docs/pipeline.md's presets table and default DIP stage against the code."""
+    import dataclasses
+    from pathlib import Path
+
+    from dipprior.pipeline.presets import DIP_BUDGET, method_configs
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "pipeline.md").read_text()
+    assert f"a fixed budget of {DIP_BUDGET} iterations" in text
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+            for line in text.splitlines() if line.startswith("| `denoise`")
+            or line.startswith("| `inpaint`")}
+    assert len(rows) == 2
+    base = SamplerConfig()
+    for label, cells in rows.items():
+        task = "denoise" if label.startswith("`denoise`") else "inpaint"
+        configs = method_configs(task)
+        for cell, method in zip(cells, ("DDPM", "Observation->DDPM", "DIP->DDPM"), strict=True):
+            config = configs[method]
+            for f in dataclasses.fields(config):
+                value = getattr(config, f.name)
+                if value == getattr(base, f.name) or (f.name == "lam" and task != "denoise"):
+                    continue
+                if f.name == "steps":
+                    expected = f"{value} step" + ("s" if value > 1 else "")
+                elif isinstance(value, str):
+                    expected = f'{f.name}="{value}"'
+                else:
+                    expected = f"{f.name}={value:g}" if isinstance(value, float) \
+                        else f"{f.name}={value}"
+                assert expected in cell, (task, method, expected, cell)
+
+
+def test_no_config_runs_the_recommended_preset_of_each_task(model, scheduler, noisy, clean,
+                                                           dip_image):
+    from dipprior.pipeline.presets import method_configs, recommended_config
+
+    op, y = noisy
+    plain = DIPInitializedSampler(model, scheduler, progress=False)
+    assert recommended_config(op) == method_configs("denoise")["Observation->DDPM"]
+    r = plain(y, op, seed=2)
+    expected = DIPInitializedSampler(model, scheduler, recommended_config(op),
+                                     progress=False)(y, op, seed=2)
+    torch.testing.assert_close(r.image, expected.image, rtol=0, atol=0)
+    assert r.nfe == 1 and r.dip_image is None
+    sr = SuperResolution(2)
+    ys = sr.degrade(clean)
+    assert recommended_config(sr) == method_configs("sr")["DIP->DDPM"]
+    r = plain(ys, sr, seed=2, dip_image=dip_image)
+    expected = DIPInitializedSampler(model, scheduler, recommended_config(sr),
+                                     progress=False)(ys, sr, seed=2, dip_image=dip_image)
+    torch.testing.assert_close(r.image, expected.image, rtol=0, atol=0)
+    # a config or a keyword means the user's settings, not the preset
+    assert not DIPInitializedSampler(model, scheduler, steps=3).recommended
