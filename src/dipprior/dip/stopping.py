@@ -159,6 +159,14 @@ class WMV:
         return bool(self.stopped.all())
 
 
+def _init_decision(rule: object, n: int, device: torch.device) -> None:
+    """A rule's per-network decision state: none chosen, none stopped."""
+    rule.best_iteration = torch.full((n,), -1, dtype=torch.long, device=device)
+    rule.stop_iteration = rule.best_iteration.clone()
+    rule.stopped = torch.zeros(n, dtype=torch.bool, device=device)
+    rule.best_image = None
+
+
 class Discrepancy:
     """Stop when the windowed mean of the loss reaches ``threshold`` (one value per network).
 
@@ -173,10 +181,7 @@ class Discrepancy:
         self.threshold = threshold.to(device, torch.float32).reshape(n)
         self.window, self.count = window, 0
         self.ring = torch.zeros(window, n, device=device)
-        self.best_iteration = torch.full((n,), -1, dtype=torch.long, device=device)
-        self.stop_iteration = self.best_iteration.clone()
-        self.stopped = torch.zeros(n, dtype=torch.bool, device=device)
-        self.best_image: torch.Tensor | None = None
+        _init_decision(self, n, device)
 
     def update(self, iteration: int, output: torch.Tensor, loss: torch.Tensor,
                image: torch.Tensor) -> None:
@@ -216,10 +221,7 @@ class ReferenceDistance:
         n = self.reference.shape[0]
         self.distance = torch.full((n,), math.inf, device=device)
         self.best_distance = torch.full((n,), math.inf, device=device)
-        self.best_iteration = torch.full((n,), -1, dtype=torch.long, device=device)
-        self.stop_iteration = self.best_iteration.clone()
-        self.stopped = torch.zeros(n, dtype=torch.bool, device=device)
-        self.best_image: torch.Tensor | None = None
+        _init_decision(self, n, device)
 
     def update(self, iteration: int, output: torch.Tensor, loss: torch.Tensor,
                image: torch.Tensor) -> None:
