@@ -93,7 +93,8 @@ def setup(args: argparse.Namespace):
 
 def sampler_config(args: argparse.Namespace) -> SamplerConfig:
     """The warm-start sampler settings of the options (``--steps``, ``--t0``, ``--eta``,
-    ``--zeta``, ``--spacing``, ``--lam``, ``--renoise``); experiments replace fields such as steps or t0."""
+    ``--zeta``, ``--spacing``, ``--lam``, ``--renoise``); experiments replace fields such as
+    steps or t0."""
     return SamplerConfig(steps=args.steps, t0=parse_t0(args.t0), eta=args.eta, zeta=args.zeta,
                          spacing=args.spacing, lam=args.lam, renoise=args.renoise)
 
@@ -139,7 +140,8 @@ def main() -> None:
                  f"DIP: {args.dip_channels} channels, {args.dip_iterations} iterations"
                  f"{stopping}; warm starts: {args.steps} "
                  f"steps from t0={args.t0}; DDPM: {args.ddpm_steps} steps from T-1; eta "
-                 f"{args.eta}, zeta {args.zeta}, {args.spacing} spacing, lambda {args.lam}, renoise {args.renoise}; "
+                 f"{args.eta}, zeta {args.zeta}, {args.spacing} spacing, lambda {args.lam}, "
+                 f"renoise {args.renoise}; "
                  f"wall "
                  f"{time.perf_counter() - start:.0f} s", ""]
         for a, b in (("DIP->DDPM", "DIP"), ("DIP->DDPM", "DDPM"), ("DIP->DDPM", "CBM3D"),

@@ -35,7 +35,7 @@ from dipprior.diffusion import load_pretrained
 from dipprior.dip import DIPConfig, ReferenceDistance
 from dipprior.experiments.data import TASKS, degrade, load_folder, make_task
 from dipprior.operators import Denoise
-from dipprior.pipeline import DIPInitializedSampler, SamplerConfig
+from dipprior.pipeline import DIPInitializedSampler
 from dipprior.pipeline.presets import method_configs
 
 
@@ -105,72 +105,88 @@ def main() -> None:
     rows: list[dict] = []
     curves: list[dict] = []
     for i, (name, clean) in enumerate(images.items()):
-        seed = args.seed + i
-        op, y = degrade(clean, factory, seed)
-
-        def add(method: str, image: torch.Tensor, seconds: float, budget: int | str = "",
-                **extra) -> None:
-            rows.append({"image": name, "method": method, "budget": budget,
-                         "seconds": round(seconds, 3), **scores(image, clean), **extra})
-
-        if cbm3d is not None and isinstance(op, Denoise):
-            image, sec = timed(lambda: cbm3d(y, op))
-            add("CBM3D", image.image if hasattr(image, "image") else image, sec)
-        for method in ("DDPM", "Observation->DDPM"):
-            sampler = DIPInitializedSampler(model, scheduler, configs[method], progress=False)
-            r, sec = timed(lambda: sampler(y, op, seed=seed))
-            add(method, r.image, sec, nfe=r.nfe)
-            if method == "Observation->DDPM":
-                reference, reference_seconds = r.image, sec
-
-        # one DIP fit: its curve, the running average at each budget and at the blind stop
-        rule = ReferenceDistance(reference[None], args.patience, torch.device("cpu"))
-        kept: dict[int, tuple[torch.Tensor, float]] = {}
-        began = time.perf_counter()
-        blind: dict[str, object] = {}
-
-        def watch(state) -> None:
-            k = state.iteration + 1
-            now = time.perf_counter() - began
-            image = state.image.detach().float().cpu()
-            rule.update(state.iteration, None, None, image)
-            if not blind and bool(rule.stopped[0]):
-                best = int(rule.best_iteration[0])
-                blind.update(iteration=best + 1, image=rule.best_image[0].clone(),
-                             seconds=now)
-            if k in budgets:
-                kept[k] = (image[0].clone(), now)
-            if k % 10 == 0:
-                curves.append({"image": name, "iteration": k, "seconds": round(now, 3)})
-
-        result = dip.fit(y, op, config=dip_cfg.replace(seed=seed), ground_truth=clean,
-                         callback=watch)
-        psnrs = result.history["psnr"]
-        for c in curves:
-            if c["image"] == name and "psnr" not in c:
-                c["psnr"] = round(psnrs[c["iteration"] - 1], 4)
-        if not blind:  # the rule never fired: it returns its best so far
-            best = int(rule.best_iteration[0])
-            blind.update(iteration=best + 1, image=rule.best_image[0].clone(),
-                         seconds=kept[args.dip_iterations][1])
-        peak = max(range(len(psnrs)), key=psnrs.__getitem__)
-        for k, (image, sec) in kept.items():
-            add("DIP", image, sec, k)
-        add("DIP (blind stop)", blind["image"], blind["seconds"] + reference_seconds,
-            blind["iteration"])
-        rows.append({"image": name, "method": "DIP peak (oracle)", "budget": peak + 1,
-                     "seconds": "", "psnr": psnrs[peak]})
-        dip_method = DIPInitializedSampler(model, scheduler, configs["DIP->DDPM"], progress=False)
-        for k, (image, sec) in kept.items():
-            r, chain = timed(lambda: dip_method(y, op, seed=seed, dip_image=image))
-            add("DIP(k)->DDPM", r.image, sec + chain, k, nfe=r.nfe, t0=r.t0)
-        r, chain = timed(lambda: dip_method(y, op, seed=seed, dip_image=blind["image"]))
-        add("DIP(blind)->DDPM", r.image, blind["seconds"] + reference_seconds + chain,
-            blind["iteration"], nfe=r.nfe, t0=r.t0)
+        image_rows, image_curve = restore_one(name, clean, args.seed + i, factory, model,
+                                              scheduler, configs, dip_cfg, budgets, cbm3d,
+                                              args.patience)
+        rows += image_rows
+        curves += image_curve
         print(f"{name}: " + ", ".join(
             f"{row['method']}{'@' + str(row['budget']) if row['budget'] != '' else ''} "
-            f"{row['psnr']:.2f}" for row in rows if row["image"] == name), flush=True)
+            f"{row['psnr']:.2f}" for row in image_rows), flush=True)
         write(out, rows, curves, args)
+
+
+class DIPWatch:
+    """The fit's callback: the running average at each budget and where the prior-supervised
+    rule stops (the fit itself runs on to the last budget for DIP's whole curve)."""
+
+    def __init__(self, reference: torch.Tensor, patience: int, budgets: list[int]) -> None:
+        self.rule = ReferenceDistance(reference[None], patience, torch.device("cpu"))
+        self.budgets, self.began = set(budgets), time.perf_counter()
+        self.kept: dict[int, tuple[torch.Tensor, float]] = {}
+        self.seconds: dict[int, float] = {}
+        self.blind: dict[str, object] = {}
+
+    def __call__(self, state) -> None:
+        k, now = state.iteration + 1, time.perf_counter() - self.began
+        image = state.image.detach().float().cpu()
+        self.rule.update(state.iteration, None, None, image)
+        if not self.blind and bool(self.rule.stopped[0]):
+            self.blind_stop(now)
+        if k in self.budgets:
+            self.kept[k] = (image[0].clone(), now)
+        if k % 10 == 0:
+            self.seconds[k] = now
+
+    def blind_stop(self, now: float) -> None:
+        self.blind.update(iteration=int(self.rule.best_iteration[0]) + 1,
+                          image=self.rule.best_image[0].clone(), seconds=now)
+
+
+def restore_one(name, clean, seed, factory, model, scheduler, configs, dip_cfg, budgets, cbm3d,
+                patience) -> tuple[list[dict], list[dict]]:
+    """Every method on one image -> (rows, DIP curve points)."""
+    op, y = degrade(clean, factory, seed)
+    rows: list[dict] = []
+
+    def add(method: str, image: torch.Tensor, seconds: float, budget: int | str = "",
+            **extra) -> None:
+        rows.append({"image": name, "method": method, "budget": budget,
+                     "seconds": round(seconds, 3), **scores(image, clean), **extra})
+
+    if cbm3d is not None and isinstance(op, Denoise):
+        result, sec = timed(lambda: cbm3d(y, op))
+        add("CBM3D", result.image if hasattr(result, "image") else result, sec)
+    for method in ("DDPM", "Observation->DDPM"):
+        sampler = DIPInitializedSampler(model, scheduler, configs[method], progress=False)
+        r, sec = timed(lambda s=sampler: s(y, op, seed=seed))
+        add(method, r.image, sec, nfe=r.nfe)
+    reference, reference_seconds = r.image, sec  # the observation chain's restoration
+
+    watch = DIPWatch(reference, patience, budgets)
+    result = dip.fit(y, op, config=dip_cfg.replace(seed=seed), ground_truth=clean,
+                     callback=watch)
+    psnrs = result.history["psnr"]
+    if not watch.blind:  # the rule never fired: it returns its best so far
+        watch.blind_stop(watch.kept[max(budgets)][1])
+    blind = watch.blind
+    peak = max(range(len(psnrs)), key=psnrs.__getitem__)
+    for k, (image, sec) in watch.kept.items():
+        add("DIP", image, sec, k)
+    add("DIP (blind stop)", blind["image"], blind["seconds"] + reference_seconds,
+        blind["iteration"])
+    rows.append({"image": name, "method": "DIP peak (oracle)", "budget": peak + 1,
+                 "seconds": "", "psnr": psnrs[peak]})
+    chain = DIPInitializedSampler(model, scheduler, configs["DIP->DDPM"], progress=False)
+    for k, (image, sec) in watch.kept.items():
+        r, extra = timed(lambda d=image: chain(y, op, seed=seed, dip_image=d))
+        add("DIP(k)->DDPM", r.image, sec + extra, k, nfe=r.nfe, t0=r.t0)
+    r, extra = timed(lambda: chain(y, op, seed=seed, dip_image=blind["image"]))
+    add("DIP(blind)->DDPM", r.image, blind["seconds"] + reference_seconds + extra,
+        blind["iteration"], nfe=r.nfe, t0=r.t0)
+    curve = [{"image": name, "iteration": k, "seconds": round(sec, 3),
+              "psnr": round(psnrs[k - 1], 4)} for k, sec in sorted(watch.seconds.items())]
+    return rows, curve
 
 
 def write(out: Path, rows: list[dict], curves: list[dict], args: argparse.Namespace) -> None:
@@ -184,7 +200,7 @@ def write(out: Path, rows: list[dict], curves: list[dict], args: argparse.Namesp
     buf = io.StringIO()
     w = csv.DictWriter(buf, ["image", "iteration", "seconds", "psnr"])
     w.writeheader()
-    w.writerows(c for c in curves if "psnr" in c)
+    w.writerows(curves)
     atomic_write_text(out / "dip_curves.csv", buf.getvalue())
     # mean over images of each (method, budget)
     groups: dict[tuple[str, str], list[dict]] = {}

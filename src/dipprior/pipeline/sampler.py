@@ -337,8 +337,8 @@ class DIPInitializedSampler:
             d_std = [max(2.0 * float(starts[i].error_std), 1e-4) for i in group]
 
         def proximal(x0_hat: torch.Tensor, t: int) -> torch.Tensor:
-            # rho_diffpir on the model scale, where the noise std is 2 sigma_n:
-            # ||y - A x||^2 / (2 (2 sigma_n)^2) + rho / 2 ||x - x0||^2 with rho = lam / (4 sigma_t^2)
+            # rho_diffpir on the model scale, where the noise std is 2 sigma_n: the proximal
+            # ||y - A x||^2 / (2 (2 sigma_n)^2) + rho / 2 ||x - x0||^2, rho = lam / (4 sigma_t^2)
             rho = cfg.lam / (4.0 * float(s.noise_level(t)) ** 2)
             out = []
             for j, i in enumerate(group):
