@@ -42,7 +42,8 @@ from dipprior.dip import DIPConfig, build_network
 from dipprior.experiments import degrade, load_folder, make_task
 from dipprior.io import sample_image
 from dipprior.metrics import evaluate, results_table
-from dipprior.pipeline import DIPInitializedSampler, SamplerConfig, parse_t0
+from dipprior.pipeline import DIPInitializedSampler, parse_t0
+from dipprior.pipeline.presets import method_configs
 
 SEED_COLUMNS = ["Image", "PSNR", "SSIM", "MSE", "MAE", "Delta E"]
 DEFAULT_SAMPLES = ("astronaut", "chelsea", "coffee", "motorcycle")
@@ -63,8 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sigma", type=float, default=25.0, help="denoise: noise std, 0..255")
     p.add_argument("--keep", type=float, default=0.5, help="inpaint: fraction of pixels kept")
     p.add_argument("--factor", type=int, default=4, help="sr: factor")
-    p.add_argument("--steps", type=int, default=10, help="DIP->DDPM reverse steps (NFE)")
-    p.add_argument("--t0", default="auto", help="DIP->DDPM start: int, strength or auto")
+    p.add_argument("--steps", type=int, help="DIP->DDPM reverse steps (default: the preset)")
+    p.add_argument("--t0", help="DIP->DDPM start: int, strength or auto (default: the preset)")
     p.add_argument("--model", metavar="DIR", help="prior checkpoint (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -108,9 +109,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model, scheduler = load_pretrained(device=device)
     task = make_task(args.task, sigma=args.sigma, keep=args.keep, factor=args.factor)
     images = load_images(args)
-    sampler = DIPInitializedSampler(
-        model, scheduler, SamplerConfig(init="dip", steps=args.steps, t0=parse_t0(args.t0),
-                                        guidance="proximal"), device=device, progress=False)
+    # the task's tuned DIP->DDPM preset; --steps / --t0 override it when given
+    preset = method_configs(args.task)["DIP->DDPM"]
+    overrides = {k: v for k, v in (("steps", args.steps),
+                                   ("t0", None if args.t0 is None else parse_t0(args.t0)))
+                 if v is not None}
+    sampler = DIPInitializedSampler(model, scheduler, preset.replace(**overrides),
+                                    device=device, progress=False)
     # image i: seed + i, the same draw as dipprior.experiments.compare
     observations = {name: degrade(clean, task, args.seed + i)
                     for i, (name, clean) in enumerate(images.items())}
@@ -209,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                 else argv)
     header = (f"Command: `{command}`  \nImages: {', '.join(result['images'])} ({args.size}x"
               f"{args.size}); task {args.task}; DIP {args.dip_iterations} iterations; "
-              f"DIP->DDPM {args.steps} steps from t0={args.t0}; seed {args.seed} (image i: "
+              f"DIP->DDPM: the {args.task} preset (steps {args.steps or 'preset'}, t0 "
+              f"{args.t0 or 'preset'}); seed {args.seed} (image i: "
               f"seed + i).  \nMachine: {platform.machine()}, {torch.get_num_threads()} torch "
               f"threads, device {result['device']}, torch {torch.__version__}; total "
               f"{time.perf_counter() - start:.0f} s wall.\n")
