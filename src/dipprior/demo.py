@@ -66,7 +66,8 @@ class DemoConfig:
     inpainting; ``factor`` the super-resolution factor.  DIP: ``dip_iterations`` and
     ``dip_channels`` (per scale).  Diffusion: the task's tuned presets
     (:func:`~dipprior.pipeline.presets.method_configs`) with ``ddpm_steps`` for DDPM from noise,
-    ``steps`` for DIP->DDPM from ``t0`` (int timestep, float strength or "auto"); an ``eta`` > 0
+    ``steps`` for DIP->DDPM (None: the preset's) from ``t0`` (int timestep, float strength or
+    "auto"); an ``eta`` > 0
     replaces the presets' DiffPIR ``zeta`` by DDIM's eta.
     Image ``i`` is degraded with ``seed + i`` and every method is seeded with it too.
     """
@@ -80,7 +81,7 @@ class DemoConfig:
     dip_iterations: int = 600
     dip_channels: int = 64
     ddpm_steps: int = 100
-    steps: int = 25
+    steps: int | None = None
     t0: int | float | str = "auto"
     eta: float = 0.0
     seed: int = 0
@@ -99,6 +100,8 @@ class DemoConfig:
                              f"{SAMPLE_IMAGES}")
         for name in ("size", "dip_iterations", "dip_channels", "ddpm_steps", "steps", "factor"):
             value = getattr(self, name)
+            if name == "steps" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
         if self.task == "sr" and self.size % self.factor:
@@ -194,8 +197,9 @@ def run_demo(
                "Observation->DDPM": DIPInitializedSampler(
                    model, scheduler, tuned["Observation->DDPM"].replace(**noise), **run),
                "DIP->DDPM": DIPInitializedSampler(
-                   model, scheduler, tuned["DIP->DDPM"].replace(steps=config.steps,
-                                                                t0=config.t0, **noise),
+                   model, scheduler, tuned["DIP->DDPM"].replace(
+                       t0=config.t0, **noise, **({} if config.steps is None else
+                                                 {"steps": config.steps})),
                    dip=dip, **run)}
     images = {name: sample_image(name, size=config.size) for name in config.images}
     panels: dict[str, dict[str, torch.Tensor]] = {}
@@ -268,8 +272,9 @@ def _task_label(config: DemoConfig) -> str:
 
 
 def _figure_title(config: DemoConfig) -> str:
+    steps = "preset" if config.steps is None else config.steps
     return (f"{_task_label(config)}; DIP {config.dip_iterations} it; DDPM {config.ddpm_steps} "
-            f"NFE; DIP->DDPM <= {config.steps} NFE from t0={config.t0}; tuned presets")
+            f"NFE; DIP->DDPM <= {steps} steps from t0={config.t0}; tuned presets")
 
 
 def _report(table: ResultsTable, config: DemoConfig, device: Any) -> str:

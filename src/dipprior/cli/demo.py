@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help=f"DIP channels per scale (default: {d.dip_channels})")
     p.add_argument("--ddpm-steps", type=int,
                    help=f"DDPM-from-noise steps (default: {d.ddpm_steps})")
-    p.add_argument("--steps", type=int, help=f"DIP->DDPM reverse steps (default: {d.steps})")
+    p.add_argument("--steps", type=int, help="DIP->DDPM reverse steps (default: the task's preset)")
     p.add_argument("--t0", help=f"DIP->DDPM start: int, strength in (0, 1] or auto "
                    f"(default: {d.t0})")
     p.add_argument("--eta", type=float, help=f"DDIM eta (default: {d.eta:g})")
