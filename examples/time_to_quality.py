@@ -44,6 +44,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data", required=True, help="folder of held-out images")
     p.add_argument("--model", default=None, help="prior (default: the shipped one)")
     p.add_argument("--n-images", type=int, default=8)
+    p.add_argument("--first", type=int, default=0,
+                   help="skip the images before this index (image i keeps seed + i)")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--task", choices=TASKS, default="denoise")
     p.add_argument("--sigma", type=float, default=25.0)
@@ -105,6 +107,8 @@ def main() -> None:
     rows: list[dict] = []
     curves: list[dict] = []
     for i, (name, clean) in enumerate(images.items()):
+        if i < args.first:
+            continue
         image_rows, image_curve = restore_one(name, clean, args.seed + i, factory, model,
                                               scheduler, configs, dip_cfg, budgets, cbm3d,
                                               args.patience)
