@@ -205,16 +205,11 @@ class DIPInitializedSampler:
         """
         ys, ops, batched = _split(observation, operator)
         if self.recommended or self.config.init == "auto":
-            if self.recommended:
-                from dipprior.pipeline.presets import recommended_config
+            from dipprior.pipeline.presets import recommended_config
 
-                kinds = {resolve_init([op]) for op in ops}
-                if len(kinds) > 1:
-                    raise ValueError("operator: one kind of task per call (all Gaussian "
-                                     "denoising or none)")
-                config = recommended_config(ops[0])
-            else:
-                config = self.config.replace(init=resolve_init(ops))
+            init = resolve_init(ops)  # one kind of task per call
+            config = (recommended_config(ops[0]) if self.recommended
+                      else self.config.replace(init=init))
             resolved = DIPInitializedSampler(self.model, self.scheduler, config, dip=self.dip,
                                              device=self.device, progress=self.progress)
             return resolved(observation, operator, seed, ground_truth, return_intermediates,
@@ -409,8 +404,8 @@ def resolve_init(operators: Sequence[Operator]) -> str:
     stage only costs time (``docs/results.md``); ``"dip"`` for everything else."""
     kinds = {isinstance(op, Denoise) and op.noise_sigma > 0 for op in operators}
     if len(kinds) > 1:
-        raise ValueError("operator: init='auto' needs one kind of task per call (all "
-                         "Gaussian denoising or none)")
+        raise ValueError("operator: init='auto' and the presets need one kind of task per "
+                         "call (all Gaussian denoising or none)")
     return "observation" if kinds.pop() else "dip"
 
 
