@@ -67,13 +67,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def scores(image: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
-    x = image.detach().float().cpu().clamp(0, 1)
-    return {"psnr": float(metrics.psnr(x, clean)), "ssim": float(metrics.ssim(x, clean)),
-            "mse": float(metrics.mse(x, clean)), "mae": float(metrics.mae(x, clean)),
-            "delta_e": float(metrics.delta_e(x, clean))}
-
-
 def timed(fn):
     start = time.perf_counter()
     out = fn()
@@ -155,8 +148,9 @@ def restore_one(name, clean, seed, factory, model, scheduler, configs, dip_cfg, 
 
     def add(method: str, image: torch.Tensor, seconds: float, budget: int | str = "",
             **extra) -> None:
+        scores = metrics.evaluate(image.detach().float().cpu(), clean)
         rows.append({"image": name, "method": method, "budget": budget,
-                     "seconds": round(seconds, 3), **scores(image, clean), **extra})
+                     "seconds": round(seconds, 3), **scores, **extra})
 
     if cbm3d is not None and isinstance(op, Denoise):
         result, sec = timed(lambda: cbm3d(y, op))

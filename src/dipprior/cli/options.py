@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from dipprior.pipeline.config import SamplerConfig, parse_t0
@@ -74,14 +75,11 @@ def add_dip(p: argparse.ArgumentParser, iterations: int | None = None) -> None:
                    "restoration; default: the task's default DIP stage)")
 
 
-_SAMPLER_FLAGS = ("steps", "t0", "eta", "zeta", "spacing", "lam", "renoise", "error_estimate",
-                  "dip_observation")
-
-
 def sampler_config(args: argparse.Namespace, **fields: Any) -> SamplerConfig | None:
     """The :class:`SamplerConfig` the options describe (``fields`` with a value override), or
     None when no option and no field was given: the sampler then runs the task's preset."""
-    given = {k: getattr(args, k) for k in _SAMPLER_FLAGS if getattr(args, k, None) is not None}
+    names = [f.name for f in dataclasses.fields(SamplerConfig)]
+    given = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     given |= {k: v for k, v in fields.items() if v is not None}
     if "t0" in given:
         given["t0"] = parse_t0(given["t0"])

@@ -190,11 +190,14 @@ def _config(args: argparse.Namespace) -> Any:
     return config
 
 
-def _uses_dip(config: Any, args: argparse.Namespace) -> bool:
+def _uses_dip(config: Any, task: Any) -> bool:
     """Whether the run fits DIP (the preset and init="auto" skip it for Gaussian denoising)."""
+    from dipprior.pipeline.sampler import resolve_init
+
     init = "auto" if config is None else config.init
     if init == "auto":
-        return not (args.task == "denoise" and args.sigma > 0)
+        # task: an operator, or a factory of noise-free masks (a DIP start)
+        return not hasattr(task, "proximal") or resolve_init([task]) == "dip"
     return init == "dip"
 
 
@@ -264,7 +267,7 @@ def _run_folder(args: argparse.Namespace) -> int:
     config = _config(args)
     dip = dip_config(args)
     task = _task(args)
-    names = _output_names(paths, dip=_uses_dip(config, args))
+    names = _output_names(paths, dip=_uses_dip(config, task))
     metrics = out / METRICS
     rows = _read_metrics(metrics) if args.simulate else {}
     seeds = {path: args.seed + i for i, path in enumerate(paths)}

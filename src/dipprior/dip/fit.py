@@ -124,17 +124,9 @@ def fit(
         raise ValueError("reference: early_stopping='reference' needs reference=<an estimate of "
                          "the clean image>, and a reference is only used by that rule")
     if reference is not None:
-        check_image(reference, "reference")
-        shape = reference.shape if reference.dim() == 4 else (1, *reference.shape)
-        if tuple(shape[1:]) != tuple(target[1:]) or shape[0] not in (1, target[0]):
-            raise ValueError(f"reference: shape {tuple(reference.shape)} does not match the "
-                             f"restored image shape {tuple(target)}")
+        _check_like_result(reference, "reference", target, one_for_all=True)
     if ground_truth is not None:
-        check_image(ground_truth, "ground_truth")
-        shape = ground_truth.shape if ground_truth.dim() == 4 else (1, *ground_truth.shape)
-        if tuple(shape) != tuple(target):
-            raise ValueError(f"ground_truth: shape {tuple(ground_truth.shape)} does not match "
-                             f"the restored image shape {tuple(target)}")
+        _check_like_result(ground_truth, "ground_truth", target)
     # Fitting trains whatever the caller's grad mode; tensors made under inference mode cannot
     # take part in autograd, so the inputs are cloned out of it.
     with torch.inference_mode(False), torch.enable_grad():
@@ -153,6 +145,17 @@ def fit(
     for r in results:
         r.image, r.last_image = r.image.to(out_device), r.last_image.to(out_device)
     return results[0] if single else results
+
+
+def _check_like_result(x: Tensor, name: str, target: Sequence[int],
+                       one_for_all: bool = False) -> None:
+    """``x`` is a [0, 1] image of the result's shape (one per network, or one for all)."""
+    check_image(x, name)
+    shape = tuple(x.shape if x.dim() == 4 else (1, *x.shape))
+    if shape[1:] != tuple(target[1:]) or shape[0] not in ((1, target[0]) if one_for_all
+                                                          else (target[0],)):
+        raise ValueError(f"{name}: shape {tuple(x.shape)} does not match the restored image "
+                         f"shape {tuple(target)}")
 
 
 def _as_normal(x: Tensor) -> Tensor:

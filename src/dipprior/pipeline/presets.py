@@ -50,8 +50,8 @@ def recommended_config(operator: object) -> SamplerConfig:
     """What ``DIPInitializedSampler(model, scheduler)`` runs without a config: for Gaussian
     denoising (a noise level > 0 and ``A = I``) the prior's one step from the observation, which
     measured best; for every other task the DIP start of the noise-free presets."""
-    from dipprior.operators import Denoise
+    from dipprior.pipeline.sampler import resolve_init
 
-    if isinstance(operator, Denoise) and operator.noise_sigma > 0:
+    if resolve_init([operator]) == "observation":
         return _TUNED["denoise"]["Observation->DDPM"]
     return _NOISE_FREE["DIP->DDPM"]

@@ -236,8 +236,7 @@ class DIPInitializedSampler:
                                              refs[i])
             inits.append(image)
             iterations.append(its)
-        fitted = self.config.init == "dip" and given[0] is None
-        dip_seconds = time.perf_counter() - began if fitted else 0.0
+        dip_seconds = time.perf_counter() - began if fits_dip else 0.0
 
         # 2. where each chain starts, and its first noise draw
         generators = [torch.Generator().manual_seed(s) for s in seeds]
