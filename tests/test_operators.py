@@ -271,3 +271,21 @@ def test_operators_used_under_inference_mode_still_work_with_autograd(make):
     assert x.grad is not None and bool(torch.isfinite(x.grad).all())
     with torch.inference_mode():
         assert op(torch.rand(3, 8, 8)).is_inference()
+
+
+def test_center_box_mask_and_the_box_task():
+    from dipprior.experiments.data import degrade, make_task
+    from dipprior.operators import center_box_mask
+
+    mask = center_box_mask((3, 10, 12), 4)
+    assert mask.shape == (3, 10, 12)
+    assert mask[:, 3:7, 4:8].sum() == 0 and mask.sum() == 3 * (120 - 16)  # centred hole only
+    odd = center_box_mask((9, 9), 2)
+    assert odd[3:5, 3:5].sum() == 0 and odd.sum() == 81 - 4  # (9 - 2) // 2 = 3
+    for bad in (0, 11, 2.5, True):
+        with pytest.raises(ValueError, match="box"):
+            center_box_mask((10, 10), bad)
+    clean = torch.rand(3, 64, 64)
+    op, y = degrade(clean, make_task("box"), seed=0)
+    torch.testing.assert_close(op.mask.expand(3, 64, 64), center_box_mask((3, 64, 64), 32))
+    assert (y[:, 16:48, 16:48] == 0).all() and torch.equal(y[:, :16], clean[:, :16])

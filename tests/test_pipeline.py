@@ -713,3 +713,22 @@ def test_no_config_runs_the_recommended_preset_of_each_task(model, scheduler, no
     torch.testing.assert_close(r.image, expected.image, rtol=0, atol=0)
     # a config or a keyword means the user's settings, not the preset
     assert not DIPInitializedSampler(model, scheduler, steps=3).recommended
+
+
+def test_reference_error_estimate_and_spacing_reach_the_chain(model, scheduler, noisy,
+                                                             dip_image):
+    """error_estimate="reference": the RMS distance of the DIP image to the observation chain's
+    image; spacing="quadratic": the chain runs the scheduler's quadratic timesteps."""
+    from dipprior.pipeline.start import reference_error_std
+
+    op, y = noisy
+    assert reference_error_std(torch.zeros(3, 4, 4), torch.full((3, 4, 4), 0.5)) == 0.5
+    config = SamplerConfig(t0=200, steps=4, spacing="quadratic", error_estimate="reference",
+                           renoise="missing")
+    r = DIPInitializedSampler(model, scheduler, config, progress=False)(y, op, seed=1,
+                                                                       dip_image=dip_image)
+    reference = DIPInitializedSampler(model, scheduler, config.replace(
+        init="observation", error_estimate="residual"), progress=False)(y, op, seed=1)
+    assert r.error_std == pytest.approx(reference_error_std(dip_image, reference.image))
+    assert r.timesteps == scheduler.timesteps(4, start=200, spacing="quadratic").tolist()
+    assert r.nfe == len(r.timesteps) + reference.nfe
