@@ -20,6 +20,7 @@ from dipprior.pipeline.sampler import (
     DIPInitializedSampler,
     SampleResult,
     fit_dip,
+    noise_seed,
     observation_to_model_scale,
 )
 from dipprior.pipeline.start import Start, auto_t0, forward_diffuse, plan_start, resolve_t0
@@ -39,6 +40,7 @@ __all__ = [
     "estimate_error_std",
     "fit_dip",
     "forward_diffuse",
+    "noise_seed",
     "observation_to_model_scale",
     "parse_t0",
     "plan_start",

@@ -28,7 +28,7 @@ from dipprior.pipeline.consistency import merge_gaussian
 from dipprior.pipeline.start import Start, forward_diffuse, plan_start, resolve_t0
 
 __all__ = ["DIPInitializedSampler", "SampleResult", "default_dip_config", "fit_dip",
-           "observation_to_model_scale", "resolve_init"]
+           "noise_seed", "observation_to_model_scale", "resolve_init"]
 
 # the scheduler methods the sampler uses (any object that has them works)
 _SCHEDULER_API = ("num_train_timesteps", "alphas_cumprod", "timesteps", "add_noise", "pred_x0",
@@ -197,11 +197,13 @@ class DIPInitializedSampler:
 
         ``operator`` is one operator for all images or a sequence of N (e.g. one mask each).
         A (N, 3, H, W) input (N >= 1) gives a (N, 3, H, W) image and per-image lists.
-        Randomness: image ``i`` of a batch uses ``seed + i`` for its DIP fit and its diffusion
-        noise, so a batch equals N single calls with the matching seeds; or pass a
-        ``generator`` (it then draws the per-image seeds).  ``ground_truth`` only feeds the
-        DIP fit's PSNR history (it never steers fitting, stopping or ``t0``).  ``dip_image``
-        reuses earlier DIP reconstructions of the same observations (their seconds count as 0).
+        Randomness: image ``i`` of a batch uses ``seed + i`` for its DIP fit and
+        ``noise_seed(seed + i)`` for its diffusion noise (a stream apart from a degradation
+        seeded with ``seed + i``), so a batch equals N single calls with the matching seeds;
+        or pass a ``generator`` (it then draws the per-image seeds).  ``ground_truth`` only
+        feeds the DIP fit's PSNR history (it never steers fitting, stopping or ``t0``).
+        ``dip_image`` reuses earlier DIP reconstructions of the same observations (their
+        seconds count as 0).
         """
         ys, ops, batched = _split(observation, operator)
         if self.recommended or self.config.init == "auto":
@@ -239,7 +241,7 @@ class DIPInitializedSampler:
         dip_seconds = time.perf_counter() - began if fits_dip else 0.0
 
         # 2. where each chain starts, and its first noise draw
-        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        generators = [torch.Generator().manual_seed(noise_seed(s)) for s in seeds]
         starts = [plan_start(self.config, self.scheduler, ops[i], ys[i], inits[i], refs[i])
                   for i in range(n)]
         xs = [self._start_state(ys[i], ops[i], inits[i], starts[i], generators[i], dev)
@@ -406,6 +408,19 @@ def resolve_init(operators: Sequence[Operator]) -> str:
         raise ValueError("operator: init='auto' and the presets need one kind of task per "
                          "call (all Gaussian denoising or none)")
     return "observation" if kinds.pop() else "dip"
+
+
+def noise_seed(seed: int) -> int:
+    """The seed of the diffusion noise for ``seed``: a stream of its own.
+
+    Seeded with ``seed`` itself, the first draw (the start noise) would repeat, value for value,
+    the noise of an observation degraded with ``torch.Generator().manual_seed(seed)`` (as
+    :func:`~dipprior.experiments.degrade` does), so the chain would add noise correlated with
+    the observation's instead of independent noise.  The map is odd-affine on 32 bits, as the
+    CPU generator (mt19937) keeps only a seed's low 32 bits: one-to-one, and never ``seed``
+    itself (``(a - 1) seed`` is even, ``-b`` odd).
+    """
+    return (int(seed) * 0x9E3779B1 + 0x7F4A7C15) % 2**32
 
 
 def _seeds(seed: int, generator: torch.Generator | None, n: int) -> list[int]:
