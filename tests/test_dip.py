@@ -417,10 +417,32 @@ def test_autocast_runs_in_bfloat16_and_returns_float32():
         DIPConfig(autocast="yes")
 
 
-def test_noise_estimate():
+@pytest.mark.parametrize("method", ["pca", "mad"])
+def test_noise_estimate(method):
     x, y = noisy((3, 64, 64), sigma=0.1, seed=1)
-    est = estimate_noise_sigma(torch.stack([y, x]))
+    est = estimate_noise_sigma(torch.stack([y, x]), method)
     assert abs(float(est[0]) - 0.1) < 0.01 and float(est[1]) < 0.01
+
+
+def test_pca_noise_estimate_on_a_photo_and_where_mad_reads_high():
+    from dipprior.io import sample_image
+
+    x = sample_image("chelsea", 128)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    for sigma in (5 / 255, 25 / 255, 50 / 255):
+        y = (x + sigma * noise)[None]
+        assert float(estimate_noise_sigma(y)[0]) == pytest.approx(sigma, rel=0.04)
+    # texture leaks into the Haar band: at a low noise level the wavelet estimate reads high
+    assert float(estimate_noise_sigma((x + 5 / 255 * noise)[None], "mad")[0]) > 1.2 * 5 / 255
+
+
+def test_noise_estimate_errors_and_small_images():
+    with pytest.raises(ValueError, match="method"):
+        estimate_noise_sigma(torch.rand(1, 3, 16, 16), "median")
+    with pytest.raises(ValueError, match="y"):
+        estimate_noise_sigma(torch.rand(3, 16, 16))
+    small = torch.rand(2, 3, 12, 12)  # too few patches for 3x3x3 PCA: the wavelet estimate
+    torch.testing.assert_close(estimate_noise_sigma(small), estimate_noise_sigma(small, "mad"))
 
 
 def test_haar_diagonal_by_hand():

@@ -147,3 +147,23 @@ def test_bad_folder_inputs_are_one_line_errors(tmp_path, model_dir, capsys, case
     assert len(lines) == 1 and lines[0].startswith("dipprior restore: error:"), err
     assert needle in lines[0]
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_real_noisy_image_without_sigma_uses_the_estimate(tmp_path, model_dir, capsys):
+    from dipprior.estimators import estimate_noise_sigma
+
+    clean = sample_image("chelsea", 64)
+    noisy = (clean + 20 / 255 * torch.randn(clean.shape, generator=torch.Generator()
+                                             .manual_seed(0))).clamp(0, 1)
+    save_image(noisy, tmp_path / "noisy.png")
+    estimate = 255 * float(estimate_noise_sigma(load_image(tmp_path / "noisy.png")[None])[0])
+    assert estimate == pytest.approx(20, rel=0.1)
+    base = ["restore", str(tmp_path / "noisy.png"), "--task", "denoise", "--model", model_dir,
+            "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "auto.png")]) == 0
+    assert f"sigma estimated: {estimate:.1f}" in capsys.readouterr().out
+    assert main([*base, "--sigma", str(estimate), "--out", str(tmp_path / "given.png")]) == 0
+    assert "estimated" not in capsys.readouterr().out
+    assert torch.equal(load_image(tmp_path / "auto.png"), load_image(tmp_path / "given.png"))
+    assert main([*base, "--sigma", "40", "--out", str(tmp_path / "other.png")]) == 0
+    assert not torch.equal(load_image(tmp_path / "auto.png"), load_image(tmp_path / "other.png"))

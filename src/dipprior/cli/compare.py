@@ -14,6 +14,7 @@ from dipprior.cli.options import (
     dip_config,
     load_prior,
     sampler_config,
+    simulated_sigma,
 )
 
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out: {args.out!r} exists and is not a folder")
     rank, _ = init_distributed()
     images = load_folder(args.folder, args.n_images, args.size)
-    operator = make_task(args.task, sigma=args.sigma, keep=args.keep, factor=args.factor)
+    operator = make_task(args.task, sigma=simulated_sigma(args), keep=args.keep, factor=args.factor)
     methods = standard_methods(*load_prior(args), sampler=sampler_config(args) or WARM_START,
                                ddpm_steps=args.ddpm_steps, dip=dip_config(args),
                                cbm3d=not args.no_cbm3d, device=args.device)

@@ -27,13 +27,28 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def add_task(p: argparse.ArgumentParser, required: bool = True) -> None:
+#: the noise std (0..255) of simulated denoising when --sigma is not given
+SIMULATED_SIGMA = 25.0
+
+
+def add_task(p: argparse.ArgumentParser, required: bool = True, real_images: bool = False
+             ) -> None:
+    """``--task`` and its parameters; ``real_images``: the command also restores real noisy
+    images, whose sigma is estimated when ``--sigma`` is not given."""
     p.add_argument("--task", required=required, choices=["denoise", "inpaint", "box", "sr"],
                    help="the degradation", **({} if required else {"default": "denoise"}))
-    p.add_argument("--sigma", type=float, default=25.0, help="denoise: noise std, 0..255 units")
+    p.add_argument("--sigma", type=float,
+                   help=f"denoise: noise std, 0..255 units (default: {SIMULATED_SIGMA:g} for "
+                   "simulated noise" + ("; for a real noisy image, estimated from it" if
+                                        real_images else "") + ")")
     p.add_argument("--keep", type=float, default=0.5,
                    help="inpaint (simulated): fraction of pixels kept")
     p.add_argument("--factor", type=int, default=4, help="sr: down-sampling factor")
+
+
+def simulated_sigma(args: argparse.Namespace) -> float:
+    """``--sigma`` for simulated noise (its default when not given)."""
+    return SIMULATED_SIGMA if args.sigma is None else args.sigma
 
 
 def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:

@@ -24,7 +24,12 @@ from dipprior.cli.options import (
     dip_config,
     load_prior,
     sampler_config,
+    simulated_sigma,
 )
+
+#: ``_task``'s answer for real noisy images without ``--sigma``: estimate sigma per image
+ESTIMATE_SIGMA = "estimate"
+
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -40,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "run resumes.")
     p.add_argument("image", metavar="IMAGE", help="the observation (or a clean image with "
                    "--simulate), or a folder of them")
-    add_task(p)
+    add_task(p, real_images=True)
     add_sampler(p)
     add_dip(p)
     p.add_argument("--mask", metavar="PNG", help="inpaint: mask image, white = known pixel "
@@ -89,7 +94,21 @@ def _task(args: argparse.Namespace) -> Any:
         raise ValueError("--task box cuts a centred 32x32 hole into a clean image and needs "
                          "--simulate; to fill holes of a real image use --task inpaint --mask "
                          "PNG")
-    return make_task(args.task, sigma=args.sigma, keep=args.keep, factor=args.factor)
+    if args.task == "denoise" and args.sigma is None and not args.simulate:
+        return ESTIMATE_SIGMA
+    return make_task(args.task, sigma=simulated_sigma(args), keep=args.keep,
+                     factor=args.factor)
+
+
+def _real_operator(task: Any, image: Any) -> tuple[Any, str]:
+    """The operator for a real observation, and a note on its estimated noise level."""
+    if task != ESTIMATE_SIGMA:
+        return task, ""
+    from dipprior.estimators import estimate_noise_sigma
+    from dipprior.operators import Denoise
+
+    sigma = float(estimate_noise_sigma(image[None])[0])
+    return Denoise(sigma), f" (sigma estimated: {255 * sigma:.1f})"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,11 +132,12 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(args.image)
     clean = None
     task = _task(args)
+    note = ""
     if args.simulate:
         clean = image
         op, observation = degrade(clean, task, args.seed)
     else:
-        op, observation = task, image
+        (op, note), observation = _real_operator(task, image), image
     model, scheduler = load_prior(args)
     sampler = DIPInitializedSampler(model, scheduler, config, dip=dip, device=args.device,
                                     progress=not args.no_progress)
@@ -125,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     save_image(result.image, args.out)
     if args.save_dip and result.dip_image is not None:
         save_image(result.dip_image.clamp(0, 1), args.save_dip)
-    line = (f"wrote {args.out}: t0={result.t0}, NFE={result.nfe}, seconds DIP "
+    line = (f"wrote {args.out}{note}: t0={result.t0}, NFE={result.nfe}, seconds DIP "
             f"{result.seconds['dip']:.1f} + diffusion {result.seconds['diffusion']:.1f}")
     if clean is not None:
         m = evaluate(result.image, clean)
@@ -196,6 +216,8 @@ def _uses_dip(config: Any, task: Any) -> bool:
 
     init = "auto" if config is None else config.init
     if init == "auto":
+        if task == ESTIMATE_SIGMA:  # Gaussian denoising
+            return False
         # task: an operator, or a factory of noise-free masks (a DIP start)
         return not hasattr(task, "proximal") or resolve_init([task]) == "dip"
     return init == "dip"
@@ -276,12 +298,14 @@ def _run_folder(args: argparse.Namespace) -> int:
     for path in todo:
         try:
             image = load_image(path)
-            op, observation = degrade(image, task, seeds[path]) if args.simulate \
-                else (task, image)
+            if args.simulate:
+                (op, observation), note = degrade(image, task, seeds[path]), ""
+            else:
+                (op, note), observation = _real_operator(task, image), image
             check_observation(observation, op)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"IMAGE: {path.name}: {exc}") from None
-        prepared[path] = (image if args.simulate else None, op, observation)
+        prepared[path] = (image if args.simulate else None, op, observation, note)
     model, scheduler = load_prior(args) if todo else (None, None)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -293,11 +317,11 @@ def _run_folder(args: argparse.Namespace) -> int:
                disable=args.no_progress or not todo)
     for path in todo:
         output, dip_output = names[path]
-        clean, op, observation = prepared.pop(path)
+        clean, op, observation, note = prepared.pop(path)
         result = sampler(observation, op, seed=seeds[path])
         if dip_output and result.dip_image is not None:
             save_image(result.dip_image.clamp(0, 1), out / dip_output)
-        line = (f"wrote {out / output}: t0={result.t0}, NFE={result.nfe}, seconds "
+        line = (f"wrote {out / output}{note}: t0={result.t0}, NFE={result.nfe}, seconds "
                 f"{result.seconds['total']:.1f}")
         if clean is not None:
             m = evaluate(result.image, clean)
