@@ -289,12 +289,45 @@ def test_cli_restore_early_stopping_choice(tmp_path, prior_dir):
     save_image(_images(1)["img0"], tmp_path / "in.png")
     out = tmp_path / "out.png"
     args = ["restore", str(tmp_path / "in.png"), "--task", "denoise", "--simulate", "--model",
-            str(prior_dir), "--steps", "2", "--t0", "20", "--dip-iterations", "5",
+            str(prior_dir), "--init", "dip", "--steps", "2", "--t0", "20", "--dip-iterations", "5",
             "--dip-channels", "8", "--out", str(out), "--no-progress"]
     with pytest.raises(SystemExit):  # argparse rejects an unknown rule
         main(args + ["--early-stopping", "sometimes"])
     assert not out.exists()
     assert main(args + ["--early-stopping", "discrepancy"]) == 0 and out.is_file()
+
+
+def _restore_settings(*options):
+    from dipprior.cli import build_parser
+    from dipprior.cli.restore import _config, _dip, _task
+
+    args = build_parser().parse_args(["restore", "in.png", "--out", "o.png", *options])
+    task = _task(args)
+    return _config(args, task), _dip(args, task)
+
+
+def test_cli_restore_options_change_the_task_preset():
+    from dipprior.dip import DIPConfig
+    from dipprior.pipeline.presets import method_configs
+
+    assert _restore_settings("--task", "denoise") == (None, None)  # the sampler's own preset
+    denoise, inpaint = method_configs("denoise"), method_configs("inpaint")
+    config, dip = _restore_settings("--task", "denoise", "--steps", "3")
+    assert config == denoise["Observation->DDPM"].replace(steps=3) and dip is None
+    config, _ = _restore_settings("--task", "denoise", "--init", "dip")
+    assert config == denoise["DIP->DDPM"]
+    config, _ = _restore_settings("--task", "inpaint", "--simulate", "--init", "noise", "--lam",
+                                  "10")
+    assert config == inpaint["DDPM"].replace(lam=10.0)
+    config, _ = _restore_settings("--task", "box", "--simulate", "--eta", "0.5")
+    assert config == inpaint["DIP->DDPM"].replace(zeta=None, eta=0.5)  # eta replaces zeta
+    config, _ = _restore_settings("--task", "denoise", "--no-guidance")
+    assert config == denoise["Observation->DDPM"].replace(guidance=None)
+    _, dip = _restore_settings("--task", "denoise", "--dip-iterations", "500")
+    assert (dip.iterations, dip.early_stopping) == (500, "reference")  # default stage kept
+    _, dip = _restore_settings("--task", "sr", "--dip-channels", "16")
+    assert (dip.iterations, dip.channels, dip.early_stopping) == (1000, 16, None)
+    assert isinstance(dip, DIPConfig)
 
 
 def test_cli_restore_requires_model_and_mask(tmp_path, capsys, prior_dir, monkeypatch):

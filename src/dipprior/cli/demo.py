@@ -1,4 +1,5 @@
-"""``dipprior demo``: the main job, offline: DIP vs DDPM vs DIP->DDPM on bundled photos."""
+"""``dipprior demo``: the main job, offline: DIP, DDPM, Observation->DDPM and DIP->DDPM on
+bundled photos."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     d = DemoConfig()
     p = subparsers.add_parser(
-        "demo", help="the main job, offline: DIP vs DDPM vs DIP->DDPM on bundled photos",
+        "demo", help="the main job, offline: DIP, DDPM, Observation->DDPM and DIP->DDPM on "
+        "bundled photos",
         formatter_class=HELP,
         description="Degrade center crops of scikit-image's bundled photos (seeded), restore "
-        "them with DIP alone, DDPM alone and DIP->DDPM using the shipped prior, print the "
+        "them with DIP alone, DDPM alone, Observation->DDPM and DIP->DDPM using the shipped "
+        "prior, print the "
         "tables (PSNR, SSIM, MSE, MAE, Delta E, NFE, seconds) and write results.csv, "
         "results.md, the comparison figure demo.png and the restored images "
         "images/<image>_<method>.png to --out. Defaults take a few minutes "

@@ -60,7 +60,8 @@ def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:
                    help="diffusion prior: a shipped prior's name, a checkpoint folder (from "
                    "`dipprior train`) or a diffusers DDPM folder; default: the shipped prior")
     p.add_argument("--steps", type=int, default=steps,
-                   help="most reverse steps (= NFE); default: the task's preset")
+                   help="most reverse steps (= NFE)"
+                   + ("" if steps is not None else "; default: the task's preset"))
     p.add_argument("--t0", help="start timestep: int, strength in (0, 1] (e.g. 0.05) or auto")
     p.add_argument("--eta", type=float, help="DDIM eta")
     p.add_argument("--zeta", type=float,
@@ -83,26 +84,34 @@ def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:
 
 def add_dip(p: argparse.ArgumentParser, iterations: int | None = None) -> None:
     p.add_argument("--dip-iterations", type=int, default=iterations,
-                   help="DIP budget (default: the task's default DIP stage)")
+                   help="DIP budget" + ("" if iterations is not None
+                                        else " (default: the task's default DIP stage)"))
     p.add_argument("--dip-channels", type=int, help="DIP channels per scale (default 64)")
     p.add_argument("--early-stopping", choices=["wmv", "discrepancy", "reference"],
                    help="DIP early stopping rule (reference: stopped by the prior's "
                    "restoration; default: the task's default DIP stage)")
 
 
-def sampler_config(args: argparse.Namespace, **fields: Any) -> SamplerConfig | None:
-    """The :class:`SamplerConfig` the options describe (``fields`` with a value override), or
-    None when no option and no field was given: the sampler then runs the task's preset."""
+def sampler_config(args: argparse.Namespace, base: SamplerConfig | None = None,
+                   **fields: Any) -> SamplerConfig | None:
+    """``base`` (default ``SamplerConfig()``) with the sampler options given (``fields`` with a
+    value override), or None when no option and no field was given: the sampler then runs the
+    task's preset.  A given ``--eta`` replaces a ``zeta`` of ``base`` (they exclude each other)."""
     names = [f.name for f in dataclasses.fields(SamplerConfig)]
     given = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     given |= {k: v for k, v in fields.items() if v is not None}
+    if not given:
+        return None
     if "t0" in given:
         given["t0"] = parse_t0(given["t0"])
-    return SamplerConfig(**given) if given else None
+    base = base or SamplerConfig()
+    if "eta" in given and "zeta" not in given:
+        base = base.replace(zeta=None)
+    return base.replace(**given)
 
 
-def dip_config(args: argparse.Namespace) -> Any:
-    """The :class:`~dipprior.dip.DIPConfig` of the DIP options, or None (none given): the
+def dip_config(args: argparse.Namespace, base: Any = None) -> Any:
+    """``base`` (default ``DIPConfig()``) with the DIP options given, or None (none given): the
     sampler's default DIP stage for the task (``pipeline.sampler.default_dip_config``)."""
     from dipprior.dip import DIPConfig
 
@@ -111,7 +120,8 @@ def dip_config(args: argparse.Namespace) -> Any:
     given = {k: v for k, v in given.items() if v is not None}
     if not given:
         return None
-    return DIPConfig(**given, device=args.device, progress=not args.no_progress)
+    return (base or DIPConfig()).replace(**given, device=args.device,
+                                         progress=not args.no_progress)
 
 
 def load_prior(args: argparse.Namespace) -> tuple[Any, Any]:

@@ -127,11 +127,11 @@ def run(args: argparse.Namespace) -> int:
         if Path(args.save_dip).resolve() in (Path(args.out).resolve(),
                                              Path(args.image).resolve()):
             raise ValueError(f"--save-dip: {args.save_dip!r} is --out or the input image")
-    config = _config(args)
-    dip = dip_config(args)
+    task = _task(args)
+    config = _config(args, task)
+    dip = _dip(args, task)
     image = load_image(args.image)
     clean = None
-    task = _task(args)
     note = ""
     if args.simulate:
         clean = image
@@ -200,14 +200,41 @@ def _check_output_folder(path: str, folder: Path) -> Path:
     return out
 
 
-def _config(args: argparse.Namespace) -> Any:
-    """The sampler settings of the options; None (nothing given): the task's preset."""
-    from dipprior.pipeline import SamplerConfig
+#: the preset each --init starts from (``pipeline.presets.method_configs``)
+PRESET_OF_INIT = {"noise": "DDPM", "observation": "Observation->DDPM", "dip": "DIP->DDPM"}
 
-    config = sampler_config(args, init=args.init)
+
+def _kind(task: Any) -> Any:
+    """An operator of the task's kind (presets and the default DIP stage depend on nothing
+    else): the operator itself, or a noise-free stand-in for a factory of masks."""
+    from dipprior.operators import Denoise
+
+    if task == ESTIMATE_SIGMA:
+        return Denoise(1 / 255)  # any sigma > 0: Gaussian denoising
+    return task if hasattr(task, "proximal") else Denoise(0.0)
+
+
+def _config(args: argparse.Namespace, task: Any) -> Any:
+    """The sampler settings: None (no option given) runs the task's recommended preset; options
+    given change the task's preset for the chosen ``--init`` (the recommended one without it)."""
+    from dipprior.pipeline.presets import method_configs, recommended_config
+
+    if args.init in (None, "auto"):
+        base = recommended_config(_kind(task))
+    else:
+        base = method_configs(args.task)[PRESET_OF_INIT[args.init]]
+    config = sampler_config(args, base, init=args.init)
     if args.no_guidance:
-        config = (config or SamplerConfig()).replace(guidance=None)
+        config = (config or base).replace(guidance=None)
     return config
+
+
+def _dip(args: argparse.Namespace, task: Any) -> Any:
+    """The DIP stage: None (no option given) is the default stage for the task; options given
+    change that default stage."""
+    from dipprior.pipeline.sampler import default_dip_config
+
+    return dip_config(args, default_dip_config(_kind(task)))
 
 
 def _uses_dip(config: Any, task: Any) -> bool:
@@ -286,9 +313,9 @@ def _run_folder(args: argparse.Namespace) -> int:
     if args.save_dip:
         raise ValueError("--save-dip: only for a single IMAGE; for a folder the DIP images are "
                          "written to --out as <name>_dip.png")
-    config = _config(args)
-    dip = dip_config(args)
     task = _task(args)
+    config = _config(args, task)
+    dip = _dip(args, task)
     names = _output_names(paths, dip=_uses_dip(config, task))
     metrics = out / METRICS
     rows = _read_metrics(metrics) if args.simulate else {}

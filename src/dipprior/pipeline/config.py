@@ -25,7 +25,8 @@ def rho_diffpir(lam: float, noise_sigma: float, sigma_t: float) -> float:
     as in DiffPIR's official code; the data step is then
     ``argmin_x ||y - A x||^2 + rho_t ||x - x0_hat||^2`` (on either scale: both terms scale
     alike).  deepinv's ``DiffPIR(lambda_=...)`` weighs the same step with ``2 lambda_``, so its
-    ``lambda_`` is ``lam / 2``.  dipprior before 0.4 called ``lam / 4`` ``guidance_scale``.
+    ``lambda_`` is ``lam / 2``.  Earlier versions of dipprior called ``lam / 4``
+    ``guidance_scale``.
 
     >>> round(rho_diffpir(40.0, 25 / 255, 0.5), 6)
     1.537870
