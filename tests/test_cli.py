@@ -27,6 +27,9 @@ def test_console_entry_point_runs():
         [sys.executable, "-m", "dipprior.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "dipprior" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "dipprior", "--version"], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.startswith("dipprior ")
 
 
 def test_unknown_public_name_raises():
