@@ -43,7 +43,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="folder of held-out images")
     p.add_argument("--model", default=None, help="prior (default: the shipped one)")
-    p.add_argument("--n-images", type=int, default=8)
+    p.add_argument("--n-images", type=int, default=8,
+                   help="the first N images of the sorted folder (with --first F: F..N-1)")
     p.add_argument("--first", type=int, default=0,
                    help="skip the images before this index (image i keeps seed + i)")
     p.add_argument("--size", type=int, default=128)
@@ -64,7 +65,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True)
-    return p.parse_args()
+    args = p.parse_args()
+    if not 0 <= args.first < args.n_images:
+        p.error(f"--first: {args.first} leaves no image of --n-images {args.n_images} "
+                f"(images --first .. --n-images - 1 run)")
+    return args
 
 
 def timed(fn):
