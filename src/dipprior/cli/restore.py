@@ -31,7 +31,6 @@ from dipprior.cli.options import (
 ESTIMATE_SIGMA = "estimate"
 
 
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "restore", help="restore one image or a folder (DIP -> diffusion prior)",
@@ -243,10 +242,7 @@ def _uses_dip(config: Any, task: Any) -> bool:
 
     init = "auto" if config is None else config.init
     if init == "auto":
-        if task == ESTIMATE_SIGMA:  # Gaussian denoising
-            return False
-        # task: an operator, or a factory of noise-free masks (a DIP start)
-        return not hasattr(task, "proximal") or resolve_init([task]) == "dip"
+        return resolve_init([_kind(task)]) == "dip"
     return init == "dip"
 
 
