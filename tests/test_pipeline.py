@@ -556,6 +556,13 @@ def test_bad_arguments(model, scheduler):
         DIPInitializedSampler(model, scheduler, lam=0)
     with pytest.raises(TypeError, match="lam = 4 \\* guidance_scale"):
         DIPInitializedSampler(model, scheduler, guidance_scale=10)
+    with pytest.raises(TypeError, match="lam = 4 \\* guidance_scale"):
+        SamplerConfig(steps=3, guidance_scale=10)
+    with pytest.raises(TypeError, match="lam = 4 \\* guidance_scale"):
+        SamplerConfig().replace(guidance_scale=10)
+    import inspect  # the wrapper keeps the fields' signature (docs, IDEs)
+
+    assert "lam" in inspect.signature(SamplerConfig).parameters
     with pytest.raises(ValueError, match="zeta"):
         DIPInitializedSampler(model, scheduler, zeta=1.5)
     with pytest.raises(ValueError, match="zeta"):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["SamplerConfig", "INITS", "GUIDANCES", "RENOISE", "SPACINGS", "parse_t0",
            "rho_diffpir"]
@@ -150,9 +152,21 @@ class SamplerConfig:
 
     def replace(self, **changes: object) -> SamplerConfig:
         """A copy with ``changes`` (``dataclasses.replace``, validated again)."""
-        if "guidance_scale" in changes:
-            raise TypeError(RENAMED)
         return dataclasses.replace(self, **changes)
+
+
+_dataclass_init = SamplerConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init(self: SamplerConfig, *args: Any, **kwargs: Any) -> None:
+    # the generated __init__ would only say "unexpected keyword"; say what replaced it
+    if "guidance_scale" in kwargs:
+        raise TypeError(RENAMED)
+    _dataclass_init(self, *args, **kwargs)
+
+
+SamplerConfig.__init__ = _init  # type: ignore[method-assign]
 
 
 def parse_t0(text: str) -> int | float | str:
