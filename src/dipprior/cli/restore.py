@@ -28,7 +28,7 @@ from dipprior.cli.options import (
 )
 
 #: ``_task``'s answer for real noisy images without ``--sigma``: estimate sigma per image
-ESTIMATE_SIGMA = "estimate"
+ESTIMATE_SIGMA = object()
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -101,7 +101,7 @@ def _task(args: argparse.Namespace) -> Any:
 
 def _real_operator(task: Any, image: Any) -> tuple[Any, str]:
     """The operator for a real observation, and a note on its estimated noise level."""
-    if task != ESTIMATE_SIGMA:
+    if task is not ESTIMATE_SIGMA:
         return task, ""
     from dipprior.estimators import estimate_noise_sigma
     from dipprior.operators import Denoise
@@ -208,7 +208,7 @@ def _kind(task: Any) -> Any:
     else): the operator itself, or a noise-free stand-in for a factory of masks."""
     from dipprior.operators import Denoise
 
-    if task == ESTIMATE_SIGMA:
+    if task is ESTIMATE_SIGMA:
         return Denoise(1 / 255)  # any sigma > 0: Gaussian denoising
     return task if hasattr(task, "proximal") else Denoise(0.0)
 
