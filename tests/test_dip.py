@@ -14,7 +14,7 @@ from dipprior.dip import (
     estimate_noise_sigma,
     wmv_stop_point,
 )
-from dipprior.dip.fit import use_channels_last
+from dipprior.dip.fit import build_network, use_channels_last
 from dipprior.dip.net import too_small
 from dipprior.estimators import haar_diagonal
 from dipprior.operators import Denoise, Inpaint, SuperResolution, random_pixel_mask
@@ -113,6 +113,30 @@ def test_fit_is_deterministic_and_seeded():
     c = dip.fit(y, Denoise(0.1), iterations=6, seed=4, **TINY)
     assert torch.equal(a.image, b.image) and a.history["loss"] == b.history["loss"]
     assert not torch.allclose(a.image, c.image)
+
+
+def test_input_noise_is_independent_of_a_degradation_with_the_same_seed():
+    # the natural call degrades and fits with one seed; the perturbation of z must not be the
+    # observation's own noise drawn again (on the CPU, seed + 2**32 is the same stream as seed)
+    x = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(1))
+    y = Denoise(0.1).degrade(x, torch.Generator().manual_seed(5))
+    cfg = DIPConfig(**{**TINY, "input_depth": 3}, reg_noise_std=0.5, iterations=1, seed=5)
+    inputs = []
+
+    def record(module, args):
+        if isinstance(module, SkipNet):
+            inputs.append(args[0].detach().clone())
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        dip.fit(y, Denoise(0.1), config=cfg)
+    finally:
+        handle.remove()
+    _, z = build_network(cfg, 5, y.shape)
+    drawn = ((inputs[0] - z) / cfg.reg_noise_std).flatten()
+    assert abs(float(drawn.std()) - 1) < 0.15  # the recorded input is z plus the drawn noise
+    correlation = torch.nn.functional.cosine_similarity(drawn, ((y - x) / 0.1).flatten(), dim=0)
+    assert abs(float(correlation)) < 0.2  # 1728 independent values: |corr| about 0.02
 
 
 def test_config_and_keywords_are_the_same_thing():

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from dipprior._seeds import DIP_INPUT_NOISE, stream_seed
 from dipprior._tensor import default_device
 from dipprior.dip.config import DIPConfig, DIPResult, FitState
 from dipprior.dip.net import SkipNet, too_small
@@ -179,8 +180,10 @@ class _Fit:
         self.net = net.to(device, memory_format=fmt)
         self.z = torch.cat([b[1] for b in built]).to(device).contiguous(memory_format=fmt)
         self.noise = torch.empty_like(self.z)
-        self.gens = [torch.Generator(device=device).manual_seed(cfg.seed + i + 2**32)
-                     for i in range(n)]
+        # the input noise's own stream: seeded with seed + i, its first draw would be the noise
+        # of an observation degraded with that seed
+        self.gens = [torch.Generator(device=device).manual_seed(
+            stream_seed(cfg.seed + i, DIP_INPUT_NOISE)) for i in range(n)]
         self.model = torch.compile(self.net) if cfg.compile else self.net
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.image = torch.empty(target, device=device)

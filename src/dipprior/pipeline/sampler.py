@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from dipprior._seeds import DIFFUSION_NOISE, stream_seed
 from dipprior._tensor import Model, model_device, randn, to_image_scale, to_model_scale
 from dipprior.diffusion.sampling import reverse_diffusion
 from dipprior.operators import Denoise, Operator
@@ -416,11 +417,9 @@ def noise_seed(seed: int) -> int:
     Seeded with ``seed`` itself, the first draw (the start noise) would repeat, value for value,
     the noise of an observation degraded with ``torch.Generator().manual_seed(seed)`` (as
     :func:`~dipprior.experiments.degrade` does), so the chain would add noise correlated with
-    the observation's instead of independent noise.  The map is odd-affine on 32 bits, as the
-    CPU generator (mt19937) keeps only a seed's low 32 bits: one-to-one, and never ``seed``
-    itself (``(a - 1) seed`` is even, ``-b`` odd).
+    the observation's instead of independent noise.
     """
-    return (int(seed) * 0x9E3779B1 + 0x7F4A7C15) % 2**32
+    return stream_seed(seed, DIFFUSION_NOISE)
 
 
 def _seeds(seed: int, generator: torch.Generator | None, n: int) -> list[int]:

@@ -1,0 +1,17 @@
+"""Seeds of the random streams a run keeps apart from the caller's own ``seed`` stream."""
+
+_GOLDEN = 0x9E3779B1  # odd: the map below is one-to-one on 32 bits
+DIFFUSION_NOISE = 0x7F4A7C15
+DIP_INPUT_NOISE = 0x2545F491
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """The seed of ``stream`` (an odd constant above) for the caller's ``seed``.
+
+    Seeding a stream with ``seed`` itself would repeat, value for value, whatever the caller drew
+    from ``torch.Generator().manual_seed(seed)`` (a degradation, say).  The map is odd-affine on
+    32 bits, as the CPU generator (mt19937) keeps only a seed's low 32 bits (``seed + 2**32`` is
+    the same stream): one-to-one, never ``seed`` itself (``(a - 1) seed`` is even, ``stream``
+    odd), and two streams differ for the same ``seed``.
+    """
+    return (int(seed) * _GOLDEN + stream) % 2**32
