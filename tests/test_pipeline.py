@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 
 import pytest
 import torch
 
+from dipprior._seeds import DIFFUSION_NOISE, DIP_INPUT_NOISE, stream_seed
 from dipprior._tensor import to_image_scale, to_model_scale
 from dipprior.diffusion import Scheduler, UNet
 from dipprior.dip import DIPConfig, fit
@@ -237,6 +239,17 @@ def test_start_noise_is_independent_of_a_degradation_with_the_same_seed(model, s
     correlation = torch.nn.functional.cosine_similarity(added, observation_noise, dim=0)
     assert abs(float(correlation)) < 0.2  # 768 independent values: |corr| about 0.04
     assert noise_seed(7) != 7
+
+
+def test_each_stream_has_its_own_seed():
+    # one-to-one per stream, never the caller's seed, and the streams apart for the same seed
+    seeds = range(-3, 2000)
+    for stream in (DIFFUSION_NOISE, DIP_INPUT_NOISE):
+        mapped = [stream_seed(s, stream) for s in seeds]
+        assert len(set(mapped)) == len(mapped)
+        assert all(m != s % 2**32 and 0 <= m < 2**32 for m, s in zip(mapped, seeds, strict=True))
+    assert all(stream_seed(s, DIFFUSION_NOISE) != stream_seed(s, DIP_INPUT_NOISE) for s in seeds)
+    assert noise_seed(7) == stream_seed(7, DIFFUSION_NOISE)
 
 
 def test_observation_init_inpaint_adds_noise(model, scheduler, clean):
@@ -560,8 +573,7 @@ def test_bad_arguments(model, scheduler):
         SamplerConfig(steps=3, guidance_scale=10)
     with pytest.raises(TypeError, match="lam = 4 \\* guidance_scale"):
         SamplerConfig().replace(guidance_scale=10)
-    import inspect  # the wrapper keeps the fields' signature (docs, IDEs)
-
+    # the wrapper keeps the fields' signature (docs, IDEs)
     assert "lam" in inspect.signature(SamplerConfig).parameters
     with pytest.raises(ValueError, match="zeta"):
         DIPInitializedSampler(model, scheduler, zeta=1.5)
