@@ -89,7 +89,7 @@ def test_nfe_equals_model_calls(model, scheduler, noisy, dip_image, init, t0, st
     assert [int(t[0]) for _, t in counter.inputs] == r.timesteps
     assert r.timesteps[0] == r.t0 and r.timesteps[-1] == 0
     assert r.image.shape == y.shape and 0 <= float(r.image.min()) <= float(r.image.max()) <= 1
-    assert set(r.seconds) == {"dip", "diffusion", "total"}
+    assert set(r.seconds) == {"dip", "start", "diffusion", "total"}
 
 
 def test_auto_t0_clamps_steps_and_counts(model, scheduler, noisy, clean):
@@ -640,8 +640,8 @@ def test_diffusers_unet_in_one_line(scheduler, noisy):
 # ----------------------------------------------------------------------------- auto init, defaults
 
 
-def test_auto_init_starts_denoising_from_the_observation_and_the_rest_from_dip(
-        model, scheduler, noisy, clean, dip_image):
+def test_auto_init_starts_denoising_from_the_observation_and_the_rest_from_classical(
+        model, scheduler, noisy, clean):
     from dipprior.pipeline.sampler import resolve_init
 
     op, y = noisy
@@ -652,11 +652,12 @@ def test_auto_init_starts_denoising_from_the_observation_and_the_rest_from_dip(
     mask = random_pixel_mask((16, 16), 0.5, torch.Generator().manual_seed(0))
     inp = Inpaint(mask)
     yi = inp.degrade(clean)
-    dip = DIPInitializedSampler(model, scheduler, init="dip", steps=2, progress=False)
-    torch.testing.assert_close(auto(yi, inp, seed=3, dip_image=dip_image).image,
-                               dip(yi, inp, seed=3, dip_image=dip_image).image, rtol=0, atol=0)
+    classical = DIPInitializedSampler(model, scheduler, init="classical", steps=2,
+                                      progress=False)
+    torch.testing.assert_close(auto(yi, inp, seed=3).image, classical(yi, inp, seed=3).image,
+                               rtol=0, atol=0)
     assert resolve_init([Denoise(0.1)]) == "observation"
-    assert resolve_init([Denoise(0.0), inp]) == "dip"  # no noise: nothing for a denoiser
+    assert resolve_init([Denoise(0.0), inp]) == "classical"  # no noise: nothing to denoise
     with pytest.raises(ValueError, match="one kind of task"):
         resolve_init([Denoise(0.1), inp])
 

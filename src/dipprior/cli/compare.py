@@ -1,4 +1,4 @@
-"""``dipprior compare``: DIP, DDPM, DIP->DDPM (and CBM3D) over a folder of images."""
+"""``dipprior compare``: the classical peer, DIP, DDPM and the warm starts over a folder."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from dipprior.cli.options import (
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "compare", help="compare DIP, DDPM, DIP->DDPM (and CBM3D) over a folder of images",
+        "compare", help="compare the classical peer (biharmonic, bicubic, CBM3D), DIP, DDPM and "
+        "the warm starts over a folder of images",
         formatter_class=HELP,
         description="Degrade center crops of the images in FOLDER (seeded), restore them with "
         "each method and write per-image and average tables (Markdown, CSV) to --out. Under "
@@ -33,6 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--size", type=int, default=128, help="center crop side")
     p.add_argument("--ddpm-steps", type=int, default=100, help="DDPM-only steps")
     p.add_argument("--no-cbm3d", action="store_true", help="skip CBM3D even if installed")
+    p.add_argument("--no-classical", action="store_true",
+                   help="skip the classical peer (biharmonic for holes, bicubic for sr)")
     p.add_argument("--dip-cache", metavar="DIR", help="keep DIP fits here across runs")
     p.add_argument("--out", metavar="DIR", help="write compare_<task>.md/.csv here")
     p.add_argument("--seed", type=int, default=0, help="degradation, DIP and noise seed")
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     operator = make_task(args.task, sigma=simulated_sigma(args), keep=args.keep, factor=args.factor)
     methods = standard_methods(*load_prior(args), sampler=sampler_config(args) or WARM_START,
                                ddpm_steps=args.ddpm_steps, dip=dip_config(args),
-                               cbm3d=not args.no_cbm3d, device=args.device)
+                               cbm3d=not args.no_cbm3d, classical=not args.no_classical,
+                               task=args.task, device=args.device)
     table = compare(images, operator, methods, seed=args.seed, dip_cache=args.dip_cache,
                     progress=not args.no_progress)
     if rank == 0:

@@ -51,9 +51,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "(with a folder: the same mask for every image)")
     p.add_argument("--simulate", action="store_true",
                    help="IMAGE is clean: degrade it (--sigma/--keep/--factor) and report PSNR")
-    p.add_argument("--init", choices=["auto", "dip", "noise", "observation"],
+    p.add_argument("--init", choices=["auto", "dip", "noise", "observation", "classical"],
                    help="start of the reverse chain (default: the task's preset; auto: the "
-                   "observation for denoising, DIP otherwise)")
+                   "observation for denoising, the classical restoration otherwise: "
+                   "biharmonic for holes, bicubic for sr)")
+    p.add_argument("--budget", metavar="SECONDS_OR_EFFORT",
+                   help="pick the start and chain from the measured quality-time front: "
+                   "seconds per image on a 2-core CPU (scaled from 128x128 by the pixel "
+                   "count) or an effort: fast, balanced, best (docs/results.md)")
     p.add_argument("--no-guidance", action="store_true", help="plain SDEdit, no data term")
     p.add_argument("--save-dip", metavar="PNG", help="single IMAGE: also write the DIP image "
                    "here (a folder always gets <name>_dip.png in --out)")
@@ -200,7 +205,8 @@ def _check_output_folder(path: str, folder: Path) -> Path:
 
 
 #: the preset each --init starts from (``pipeline.presets.method_configs``)
-PRESET_OF_INIT = {"noise": "DDPM", "observation": "Observation->DDPM", "dip": "DIP->DDPM"}
+PRESET_OF_INIT = {"noise": "DDPM", "observation": "Observation->DDPM", "dip": "DIP->DDPM",
+                  "classical": "Classical->DDPM"}
 
 
 def _kind(task: Any) -> Any:
@@ -237,13 +243,14 @@ def _dip(args: argparse.Namespace, task: Any) -> Any:
 
 
 def _uses_dip(config: Any, task: Any) -> bool:
-    """Whether the run fits DIP (the preset and init="auto" skip it for Gaussian denoising)."""
-    from dipprior.pipeline.sampler import resolve_init
+    """Whether the run fits DIP: as the start, or as the second observation on top of another
+    start (the presets and init="auto" skip it)."""
+    from dipprior.pipeline.presets import recommended_config
+    from dipprior.pipeline.tasks import resolve_init
 
-    init = "auto" if config is None else config.init
-    if init == "auto":
-        return resolve_init([_kind(task)]) == "dip"
-    return init == "dip"
+    config = recommended_config(_kind(task)) if config is None else config
+    init = resolve_init([_kind(task)]) if config.init == "auto" else config.init
+    return init == "dip" or (config.dip_observation and init != "noise")
 
 
 def _output_names(paths: list[Path], dip: bool) -> dict[Path, tuple[str, str | None]]:

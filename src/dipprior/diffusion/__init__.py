@@ -13,10 +13,10 @@ from dipprior.diffusion.checkpoint import (
     available_pretrained,
     is_checkpoint,
     load,
-    load_pretrained,
     save,
 )
 from dipprior.diffusion.data import Augmentation, PatchDataset
+from dipprior.diffusion.loading import load_pretrained
 from dipprior.diffusion.sampling import reverse_diffusion, sample
 from dipprior.diffusion.scheduler import Scheduler, SchedulerOutput
 from dipprior.diffusion.timesteps import TimestepDistribution

@@ -78,6 +78,7 @@ def fit(
     ground_truth: Tensor | None = None,
     callback: Callable[[FitState], bool | None] | None = None,
     reference: Tensor | None = None,
+    input_image: Tensor | None = None,
     **overrides: Any,
 ) -> DIPResult | list[DIPResult]:
     """Fit a DIP to ``observation`` through ``operator`` and return the restored image.
@@ -90,6 +91,8 @@ def fit(
     shape). ``ground_truth`` only adds PSNR curves to the history; it never steers the fit.
     ``reference`` is the estimate of the clean image (same shape as the result, made without
     the clean image) that ``early_stopping="reference"`` compares the output average with.
+    ``input_image`` (the result's shape, e.g. a classical restoration) makes the network's input
+    informative: it replaces the first channels of the noise input ``z``.
     Options: a ``config`` and/or any :class:`DIPConfig` field as keyword argument. Fitting
     trains, so it runs with gradients on also when called under ``torch.no_grad()`` or
     ``torch.inference_mode()``. A fit that diverges (a non-finite loss the spike recovery cannot
@@ -128,6 +131,11 @@ def fit(
         _check_like_result(reference, "reference", target, one_for_all=True)
     if ground_truth is not None:
         _check_like_result(ground_truth, "ground_truth", target)
+    if input_image is not None:
+        _check_like_result(input_image, "input_image", target, one_for_all=True)
+        if input_image.shape[-3] > cfg.input_depth:
+            raise ValueError(f"input_image: {input_image.shape[-3]} channels do not fit an "
+                             f"input of input_depth={cfg.input_depth}")
     # Fitting trains whatever the caller's grad mode; tensors made under inference mode cannot
     # take part in autograd, so the inputs are cloned out of it.
     with torch.inference_mode(False), torch.enable_grad():
@@ -141,7 +149,11 @@ def fit(
         if reference is not None:
             ref = (reference if reference.dim() == 4 else reference.unsqueeze(0)).to(
                 device, torch.float32).expand(target).clone()
-        results = _Fit(cfg, op, y, target, gt, device, callback, operator is None, ref).run()
+        fitting = _Fit(cfg, op, y, target, gt, device, callback, operator is None, ref)
+        if input_image is not None:
+            image = input_image if input_image.dim() == 4 else input_image.unsqueeze(0)
+            fitting.z[:, :image.shape[1]] = image.to(device, torch.float32)
+        results = fitting.run()
     out_device = observation.device
     for r in results:
         r.image, r.last_image = r.image.to(out_device), r.last_image.to(out_device)

@@ -10,27 +10,39 @@ import torch
 
 from dipprior.experiments.runner import Case, DIPCache, fit_dip_cached
 from dipprior.operators import Denoise
-from dipprior.pipeline import CBM3DBaseline, DIPBaseline, DIPInitializedSampler, SamplerConfig
+from dipprior.pipeline import (
+    CBM3DBaseline,
+    ClassicalBaseline,
+    DIPBaseline,
+    DIPInitializedSampler,
+    SamplerConfig,
+)
 
-__all__ = ["METHOD_LABELS", "Method", "run_method", "standard_methods"]
+__all__ = ["CLASSICAL_LABELS", "METHOD_LABELS", "Method", "run_method", "standard_methods"]
 
 Method = Callable[..., Any]
 # init -> the label used in every table and plot
-METHOD_LABELS = {"dip": "DIP->DDPM", "noise": "DDPM", "observation": "Observation->DDPM"}
+METHOD_LABELS = {"dip": "DIP->DDPM", "noise": "DDPM", "observation": "Observation->DDPM",
+                 "classical": "Classical->DDPM"}
+#: the classical peer's label in tables, per task
+CLASSICAL_LABELS = {"inpaint": "Biharmonic", "box": "Biharmonic", "sr": "Bicubic"}
 WARM_START = SamplerConfig(steps=10)  # the paper table's warm starts: 10 steps from auto t0
 
 
 def standard_methods(model: Callable[[torch.Tensor, torch.Tensor], Any], scheduler: Any, *,
                      sampler: SamplerConfig = WARM_START, ddpm_steps: int = 100,
-                     dip: Any = None, cbm3d: bool = True,
+                     dip: Any = None, cbm3d: bool = True, classical: bool = True,
+                     task: str | None = None,
                      device: str | torch.device | None = None,
                      progress: bool = False) -> dict[str, Method]:
     """The methods of the paper table: DIP, DDPM (from noise), DIP->DDPM, Observation->DDPM,
-    and CBM3D (denoising only) when the optional ``bm3d`` package is installed and ``cbm3d``.
+    Classical->DDPM, the classical peer (``classical``: biharmonic for holes, bicubic for low
+    resolution, labelled by ``task`` as in :data:`CLASSICAL_LABELS`, else ``"Classical"``) and
+    CBM3D (denoising only) when the optional ``bm3d`` package is installed and ``cbm3d``.
 
-    The warm starts run ``sampler`` (DIP->DDPM as given, Observation->DDPM with
-    ``init="observation"`` and ``renoise="auto"``); DDPM runs ``ddpm_steps`` steps over the
-    whole chain with the same eta and guidance.
+    The warm starts run ``sampler`` (DIP->DDPM as given, Observation->DDPM and Classical->DDPM
+    with that ``init`` and ``renoise="auto"``); DDPM runs ``ddpm_steps`` steps over the whole
+    chain with the same eta and guidance.
     """
     run = {"device": device, "progress": progress}
     methods: dict[str, Method] = {
@@ -41,7 +53,11 @@ def standard_methods(model: Callable[[torch.Tensor, torch.Tensor], Any], schedul
                                            dip=dip, **run),
         "Observation->DDPM": DIPInitializedSampler(model, scheduler, sampler.replace(
             init="observation", renoise="auto"), **run),
+        "Classical->DDPM": DIPInitializedSampler(model, scheduler, sampler.replace(
+            init="classical", renoise="auto", dip_observation=False), **run),
     }
+    if classical and task != "denoise":
+        methods[CLASSICAL_LABELS.get(task or "", "Classical")] = ClassicalBaseline()
     if cbm3d:
         try:
             methods["CBM3D"] = CBM3DBaseline()
@@ -51,14 +67,19 @@ def standard_methods(model: Callable[[torch.Tensor, torch.Tensor], Any], schedul
 
 
 def applies(method: Method, operator: Any) -> bool:
-    """CBM3D only denoises; every other method takes any operator."""
-    return not isinstance(method, CBM3DBaseline) or isinstance(operator, Denoise)
+    """CBM3D only denoises, the classical peer never does (its peer there is CBM3D); every
+    other method takes any operator."""
+    if isinstance(method, CBM3DBaseline):
+        return isinstance(operator, Denoise)
+    if isinstance(method, ClassicalBaseline):
+        return not isinstance(operator, Denoise)
+    return True
 
 
 def _dip_key(method: Method) -> str | None:
     """Methods that start with the same DIP fit share it (same config, same seed)."""
     if isinstance(method, DIPBaseline) or (
-            isinstance(method, DIPInitializedSampler) and method.init == "dip"):
+            isinstance(method, DIPInitializedSampler) and method.uses_dip):
         return repr(method.dip)
     return None
 

@@ -5,16 +5,21 @@ output to an intermediate timestep ``t0`` and runs only the last reverse steps o
 prior, pulling every step's ``x0`` estimate towards the observation (DiffPIR-style half-quadratic
 splitting).  Its settings are one :class:`SamplerConfig`: ``init="noise"`` is the DDPM-only
 baseline (from pure noise at ``T - 1``), ``init="observation"`` starts from the pseudo-inverse of
-the observation; :class:`DIPBaseline` (DIP alone) and :class:`CBM3DBaseline` (the ``bm3d``
-package, optional) complete the comparison.
+the observation, ``init="classical"`` from the classical restoration (biharmonic, bicubic) or a
+callable of the caller's own; :class:`DIPBaseline` (DIP alone), :class:`ClassicalBaseline`
+(biharmonic / bicubic alone) and :class:`CBM3DBaseline` (the ``bm3d`` package, optional)
+complete the comparison.
 
 Modules: :mod:`~dipprior.pipeline.config` (the settings), :mod:`~dipprior.pipeline.start`
 (``t0`` and the start state, pure functions), :mod:`~dipprior.pipeline.sampler` (the sampler),
+:mod:`~dipprior.pipeline.inputs` (checking and splitting a call's inputs),
+:mod:`~dipprior.pipeline.tasks` (the kind of task, the default DIP stage),
+:mod:`~dipprior.pipeline.presets` (tuned settings, the time-budget front),
 :mod:`~dipprior.pipeline.baselines`.
 """
 
 from dipprior.estimators import estimate_error_std
-from dipprior.pipeline.baselines import CBM3DBaseline, DIPBaseline, cbm3d
+from dipprior.pipeline.baselines import CBM3DBaseline, ClassicalBaseline, DIPBaseline, cbm3d
 from dipprior.pipeline.config import GUIDANCES, INITS, RENOISE, SamplerConfig, parse_t0
 from dipprior.pipeline.sampler import (
     DIPInitializedSampler,
@@ -27,6 +32,7 @@ from dipprior.pipeline.start import Start, auto_t0, forward_diffuse, plan_start,
 
 __all__ = [
     "CBM3DBaseline",
+    "ClassicalBaseline",
     "DIPBaseline",
     "DIPInitializedSampler",
     "GUIDANCES",

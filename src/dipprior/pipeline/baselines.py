@@ -1,4 +1,5 @@
-"""The methods DIP->DDPM is compared with besides its own ``init`` variants: DIP alone, CBM3D."""
+"""The methods DIP->DDPM is compared with besides its own ``init`` variants: DIP alone, and the
+classical peers a user would pick instead (biharmonic, bicubic, CBM3D)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from typing import Any
 import torch
 
 from dipprior._tensor import default_device
+from dipprior.classical import classical_name, classical_start
 from dipprior.denoisers import cbm3d
 from dipprior.operators import Denoise, Operator
 from dipprior.pipeline.checks import check_initial_image, check_observation, check_operator
 from dipprior.pipeline.sampler import SampleResult, fit_dip
 
-__all__ = ["CBM3DBaseline", "DIPBaseline"]
+__all__ = ["CBM3DBaseline", "ClassicalBaseline", "DIPBaseline"]
 
 
 class DIPBaseline:
@@ -84,3 +86,36 @@ class CBM3DBaseline:
         image = image.to(observation.device).reshape(observation.shape)
         return SampleResult(image=image, nfe=0,
                             seconds={"dip": 0.0, "diffusion": 0.0, "total": seconds})
+
+
+class ClassicalBaseline:
+    """The classical restoration alone (:func:`~dipprior.classical.classical_start`):
+    scikit-image's biharmonic inpainting for holes, bicubic up-sampling for low resolution.
+    NFE 0, clamped to [0, 1].  Gaussian denoising has CBM3D (:class:`CBM3DBaseline`) instead:
+    a :class:`Denoise` operator raises ``ValueError``.
+    """
+
+    def __repr__(self) -> str:
+        return "ClassicalBaseline()"
+
+    def __call__(self, observation: torch.Tensor, operator: Operator, seed: int = 0,
+                 ground_truth: torch.Tensor | None = None) -> SampleResult:
+        check_operator(operator)
+        if isinstance(operator, Denoise):
+            raise ValueError("operator: the classical peer of Gaussian denoising is CBM3D "
+                             "(CBM3DBaseline), not the noisy observation")
+        check_observation(observation, operator)
+        start = time.perf_counter()
+        image = classical_start(observation.reshape(observation.shape[-3:]).float(), operator)
+        seconds = time.perf_counter() - start
+        image = image.clamp(0, 1)
+        if observation.dim() == 4:
+            image = image.unsqueeze(0)
+        return SampleResult(image=image, nfe=0,
+                            seconds={"dip": 0.0, "start": seconds, "diffusion": 0.0,
+                                     "total": seconds})
+
+    @staticmethod
+    def name(operator: Operator) -> str:
+        """Its name in tables for ``operator``: ``"Biharmonic"`` or ``"Bicubic"``."""
+        return classical_name(operator)

@@ -9,11 +9,9 @@ inpainting; ``"denoise"`` was tuned at sigma = 25.
 from __future__ import annotations
 
 from dipprior.pipeline.config import SamplerConfig
+from dipprior.pipeline.tasks import DIP_BUDGET, is_denoising
 
 __all__ = ["DIP_BUDGET", "method_configs", "recommended_config"]
-
-#: DIP iterations before the chain takes over on noise-free tasks (the sampler's default)
-DIP_BUDGET = 1000
 
 _NOISE_FREE = {
     # DiffPIR from pure noise (its lam does not matter: noise-free data is a hard constraint)
@@ -22,6 +20,8 @@ _NOISE_FREE = {
     "Observation->DDPM": SamplerConfig(init="observation", t0=300, steps=25, zeta=1.0),
     # the method: the DIP image as start (auto t0) and as a second observation
     "DIP->DDPM": SamplerConfig(init="dip", steps=25, zeta=1.0, dip_observation=True),
+    # the classical restoration (biharmonic, bicubic) as start, t0 from the tuned rule
+    "Classical->DDPM": SamplerConfig(init="classical", steps=25, zeta=1.0),
 }
 _TUNED: dict[str, dict[str, SamplerConfig]] = {
     "denoise": {
@@ -30,6 +30,8 @@ _TUNED: dict[str, dict[str, SamplerConfig]] = {
         "Observation->DDPM": SamplerConfig(init="observation", steps=1, lam=320.0),
         "DIP->DDPM": SamplerConfig(init="dip", steps=3, lam=320.0, error_estimate="reference",
                                    dip_observation=True),
+        # the classical start of denoising is the observation: the same one step
+        "Classical->DDPM": SamplerConfig(init="classical", steps=1, lam=320.0),
     },
     "inpaint": _NOISE_FREE,
     "box": _NOISE_FREE,
@@ -50,8 +52,6 @@ def recommended_config(operator: object) -> SamplerConfig:
     """What ``DIPInitializedSampler(model, scheduler)`` runs without a config: for Gaussian
     denoising (a noise level > 0 and ``A = I``) the prior's one step from the observation, which
     measured best; for every other task the DIP start of the noise-free presets."""
-    from dipprior.pipeline.sampler import resolve_init
-
-    if resolve_init([operator]) == "observation":
+    if is_denoising([operator]):
         return _TUNED["denoise"]["Observation->DDPM"]
     return _NOISE_FREE["DIP->DDPM"]

@@ -2,7 +2,8 @@
 
 The data flow of one call, top-down in :meth:`DIPInitializedSampler.__call__`::
 
-    observation --DIP fit--> initial image --plan_start--> t0, x_t0
+    observation --DIP fit / classical / observation / noise--> initial image
+                --plan_start--> t0, x_t0
                 --reverse_diffusion (proximal data consistency each step)--> restored image
 
 Scales: images and observations are in [0, 1]; the diffusion model works in [-1, 1]; the only
@@ -19,17 +20,27 @@ from typing import Any
 
 import torch
 
-from dipprior._seeds import DIFFUSION_NOISE, stream_seed
 from dipprior._tensor import Model, model_device, randn, to_image_scale, to_model_scale
+from dipprior.classical import classical_start
 from dipprior.diffusion.sampling import reverse_diffusion
-from dipprior.operators import Denoise, Operator
-from dipprior.pipeline.checks import check_initial_image, check_observation, check_operator
-from dipprior.pipeline.config import RENAMED, SamplerConfig, is_int
+from dipprior.estimators import estimate_error_std
+from dipprior.operators import Operator
+from dipprior.pipeline.checks import check_initial_image
+from dipprior.pipeline.config import RENAMED, SamplerConfig
 from dipprior.pipeline.consistency import merge_gaussian
-from dipprior.pipeline.start import Start, forward_diffuse, plan_start, resolve_t0
+from dipprior.pipeline.inputs import groups, noise_seed, per_image, seeds_for, split
+from dipprior.pipeline.presets import recommended_config
+from dipprior.pipeline.start import (
+    Start,
+    forward_diffuse,
+    plan_start,
+    reference_error_std,
+    resolve_t0,
+)
+from dipprior.pipeline.tasks import default_dip_config, resolve_init
 
 __all__ = ["DIPInitializedSampler", "SampleResult", "default_dip_config", "fit_dip",
-           "noise_seed", "observation_to_model_scale", "resolve_init"]
+           "noise_seed", "observation_to_model_scale", "resolve_init"]  # the last three re-exported
 
 # the scheduler methods the sampler uses (any object that has them works)
 _SCHEDULER_API = ("num_train_timesteps", "alphas_cumprod", "timesteps", "add_noise", "pred_x0",
@@ -48,10 +59,12 @@ class SampleResult:
 
     Attributes:
         image: the restored image in [0, 1], same rank as the observation.
-        dip_image: the DIP reconstruction the chain started from (None when DIP was not used).
+        dip_image: the DIP reconstruction the chain started from or used as a second
+            observation (None when DIP was not used).
         t0: the timestep the reverse chain started at (None for methods without diffusion).
         nfe: diffusion-model evaluations actually made (DIP iterations are not counted here).
-        seconds: wall-clock seconds per stage: ``dip``, ``diffusion`` and ``total``.
+        seconds: wall-clock seconds per stage: ``dip`` (the DIP fit), ``start`` (a classical or
+            callable start), ``diffusion`` and ``total``.
         error_std: the estimated error std of the initial image on the [0, 1] scale (set when
             ``t0="auto"`` chose ``t0`` or ``renoise="missing"`` used it).
         timesteps: the timesteps at which the model was evaluated.
@@ -206,74 +219,79 @@ class DIPInitializedSampler:
         ``dip_image`` reuses earlier DIP reconstructions of the same observations (their
         seconds count as 0).
         """
-        ys, ops, batched = _split(observation, operator)
+        ys, ops, batched = split(observation, operator)
         if self.recommended or self.config.init == "auto":
-            from dipprior.pipeline.presets import recommended_config
-
-            init = resolve_init(ops)  # one kind of task per call
             config = (recommended_config(ops[0]) if self.recommended
-                      else self.config.replace(init=init))
+                      else self.config.replace(init=resolve_init(ops)))  # one task per call
             resolved = DIPInitializedSampler(self.model, self.scheduler, config, dip=self.dip,
                                              device=self.device, progress=self.progress)
             return resolved(observation, operator, seed, ground_truth, return_intermediates,
                             generator=generator, dip_image=dip_image)
-        n = len(ys)
-        seeds = _seeds(seed, generator, n)
+        n, cfg = len(ys), self.config
+        seeds = seeds_for(seed, generator, n)
         dev = model_device(self.model, self.device)
-        truths = _per_image(ground_truth, n, "ground_truth")
-        given = _per_image(dip_image, n, "dip_image")
+        truths = per_image(ground_truth, n, "ground_truth")
+        given = per_image(dip_image, n, "dip_image")
         began = time.perf_counter()
 
         # 0. the prior's own restoration of each observation, where the DIP stage or the error
         #    estimate uses it (a chain from the observation with these settings)
         refs, ref_nfe = [None] * n, [0] * n
-        fits_dip = self.config.init == "dip" and all(g is None for g in given)
+        fits_dip = self.uses_dip and all(g is None for g in given)
         if (fits_dip and any(self._stops_by_reference(op) for op in ops)) or (
-                self.config.init == "dip" and self.config.error_estimate == "reference"):
+                self.uses_dip and cfg.error_estimate == "reference"):
             refs, ref_nfe = self._references(ys, ops, seeds, dev)
 
-        # 1. the initial images: DIP fits, the observations' pseudo-inverses or none (noise)
-        inits, iterations = [], []
-        for i in range(n):
-            image, its = self._initial_image(ys[i], ops[i], seeds[i], dev, truths[i], given[i],
-                                             refs[i])
-            inits.append(image)
-            iterations.append(its)
+        # 1. the DIP images (fitted or given) where the start or the second observation uses
+        #    them, then the start images: DIP, classical, the observation or none (noise)
+        dips, iterations = [None] * n, [None] * n
+        if self.uses_dip:
+            for i in range(n):
+                dips[i], iterations[i] = self._dip_image(ys[i], ops[i], seeds[i], dev,
+                                                         truths[i], given[i], refs[i])
         dip_seconds = time.perf_counter() - began if fits_dip else 0.0
+        began_start = time.perf_counter()
+        inits = [dips[i] if cfg.init == "dip" else self._initial_image(ys[i], ops[i])
+                 for i in range(n)]
+        start_seconds = time.perf_counter() - began_start
 
         # 2. where each chain starts, and its first noise draw
         generators = [torch.Generator().manual_seed(noise_seed(s)) for s in seeds]
-        starts = [plan_start(self.config, self.scheduler, ops[i], ys[i], inits[i], refs[i])
+        starts = [plan_start(cfg, self.scheduler, ops[i], ys[i], inits[i], refs[i])
                   for i in range(n)]
+        if cfg.dip_observation and cfg.init != "dip":  # the DIP image's own error estimate
+            starts = [dataclasses.replace(starts[i], error_std=(
+                reference_error_std(dips[i], refs[i]) if cfg.error_estimate == "reference"
+                else estimate_error_std(dips[i], ys[i], ops[i]))) for i in range(n)]
         xs = [self._start_state(ys[i], ops[i], inits[i], starts[i], generators[i], dev)
               for i in range(n)]
 
         # 3. the reverse chains, images with the same timesteps in one batch
         began_diffusion = time.perf_counter()
         x0s: list[torch.Tensor | None] = [None] * n
-        timesteps = [self.config.timesteps(self.scheduler, s.t0) for s in starts]
+        timesteps = [cfg.timesteps(self.scheduler, s.t0) for s in starts]
         steps_log: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-        for group in _groups(timesteps):
+        for group in groups(timesteps):
             out = self._diffuse(group, ys, ops, xs, timesteps[group[0]], generators, dev,
-                                steps_log if return_intermediates else None, inits, starts)
+                                steps_log if return_intermediates else None, dips, starts)
             for j, i in enumerate(group):
                 x0s[i] = out[j:j + 1]
         diffusion_seconds = time.perf_counter() - began_diffusion
 
         # 4. the result, shaped like the input
         images = torch.cat([to_image_scale(x) for x in x0s]).to(observation.device)
-        have_dip = self.config.init == "dip"
         result = SampleResult(
             image=images if batched else images[0],
-            dip_image=(torch.stack(inits) if batched else inits[0]) if have_dip else None,
-            seconds={"dip": dip_seconds, "diffusion": diffusion_seconds,
-                     "total": time.perf_counter() - began})
-        per_image = {"t0": [s.t0 for s in starts],
-                     "nfe": [len(t) + r for t, r in zip(timesteps, ref_nfe, strict=True)],
-                     "error_std": [s.error_std for s in starts], "timesteps": timesteps,
-                     "dip_iterations": iterations,
-                     "intermediates": steps_log if return_intermediates else None}
-        for key, values in per_image.items():
+            dip_image=(torch.stack(dips) if batched else dips[0]) if self.uses_dip else None,
+            seconds={"dip": dip_seconds, "start": start_seconds,
+                     "diffusion": diffusion_seconds, "total": time.perf_counter() - began})
+        per_image_fields = {
+            "t0": [s.t0 for s in starts],
+            "nfe": [len(t) + r for t, r in zip(timesteps, ref_nfe, strict=True)],
+            "error_std": [s.error_std for s in starts], "timesteps": timesteps,
+            "dip_iterations": iterations,
+            "intermediates": steps_log if return_intermediates else None}
+        for key, values in per_image_fields.items():
             setattr(result, key, values if batched or values is None else values[0])
         return result
 
@@ -281,10 +299,17 @@ class DIPInitializedSampler:
     def _dip_config(self, op: Operator) -> Any:
         return self.dip if self.dip is not None else default_dip_config(op)
 
+    @property
+    def uses_dip(self) -> bool:
+        """Whether a call fits DIP (or takes ``dip_image``): as the start, or as the second
+        observation on top of another start."""
+        return self.config.init == "dip" or (self.config.dip_observation
+                                             and self.config.init != "noise")
+
     def _stops_by_reference(self, op: Operator) -> bool:
         """Whether the DIP fit for ``op`` stops by the prior's reference restoration."""
-        return self.config.init == "dip" and getattr(self._dip_config(op), "early_stopping",
-                                                     None) == "reference"
+        return self.uses_dip and getattr(self._dip_config(op), "early_stopping",
+                                         None) == "reference"
 
     def _references(self, ys: list[torch.Tensor], ops: list[Operator], seeds: list[int],
                     dev: torch.device) -> tuple[list[torch.Tensor], list[int]]:
@@ -297,14 +322,22 @@ class DIPInitializedSampler:
         out = [chain(y, op, seed=seed) for y, op, seed in zip(ys, ops, seeds, strict=True)]
         return [r.image for r in out], [int(r.nfe) for r in out]
 
-    def _initial_image(self, y: torch.Tensor, op: Operator, seed: int, dev: torch.device,
-                       truth: torch.Tensor | None, given: torch.Tensor | None,
-                       reference: torch.Tensor | None = None
-                       ) -> tuple[torch.Tensor | None, int | None]:
-        if self.config.init == "noise":
-            return None, None
-        if self.config.init == "observation":
-            return op.pseudo_inverse(y), None
+    def _initial_image(self, y: torch.Tensor, op: Operator) -> torch.Tensor | None:
+        """The start of a chain that does not start from DIP."""
+        init = self.config.init
+        if init == "noise":
+            return None
+        if init == "observation":
+            return op.pseudo_inverse(y)
+        if init == "classical":
+            return classical_start(y, op)
+        image = init(y, op)  # a caller's own start
+        return check_initial_image(image, tuple(op.input_shape(y.shape)), "init").float()
+
+    def _dip_image(self, y: torch.Tensor, op: Operator, seed: int, dev: torch.device,
+                   truth: torch.Tensor | None, given: torch.Tensor | None,
+                   reference: torch.Tensor | None) -> tuple[torch.Tensor, int | None]:
+        """The DIP reconstruction: ``given`` (checked) or a fit -> ``(image, iterations)``."""
         if given is not None:
             return check_initial_image(given, tuple(op.input_shape(y.shape))), None
         image, result = fit_dip(y, op, self._dip_config(op), seed=seed, device=dev,
@@ -325,12 +358,12 @@ class DIPInitializedSampler:
                  xs: list[torch.Tensor], timesteps: list[int],
                  generators: list[torch.Generator], dev: torch.device,
                  steps_log: list[list[dict[str, Any]]] | None,
-                 inits: list[torch.Tensor | None], starts: list[Start]) -> torch.Tensor:
+                 dips: list[torch.Tensor | None], starts: list[Start]) -> torch.Tensor:
         s, cfg = self.scheduler, self.config
         y_m = [observation_to_model_scale(ys[i].to(dev), ops[i]).unsqueeze(0) for i in group]
-        second = cfg.dip_observation and cfg.init == "dip"
+        second = cfg.dip_observation and self.uses_dip
         if second:  # the DIP image as a second observation, its error std on the model scale
-            d_m = [to_model_scale(inits[i].to(dev)).unsqueeze(0) for i in group]
+            d_m = [to_model_scale(dips[i].to(dev)).unsqueeze(0) for i in group]
             d_std = [max(2.0 * float(starts[i].error_std), 1e-4) for i in group]
 
         def proximal(x0_hat: torch.Tensor, t: int) -> torch.Tensor:
@@ -360,98 +393,3 @@ class DIPInitializedSampler:
             callback=record if steps_log is not None else None, progress=self.progress)
 
 
-# ----------------------------------------------------------------------------- inputs
-
-
-def _split(observation: Any, operator: Any) -> tuple[list[torch.Tensor], list[Operator], bool]:
-    """Checked per-image observations (3, H, W) and operators, and whether the input was a
-    batch (N, 3, H, W)."""
-    if isinstance(operator, Sequence):
-        ops = list(operator)
-    else:
-        ops = None
-    if not isinstance(observation, torch.Tensor):
-        raise TypeError(f"observation: expected a torch.Tensor, got {type(observation).__name__}")
-    n = observation.shape[0] if observation.dim() == 4 else 1
-    if n < 1:
-        raise ValueError(f"observation: empty batch of shape {tuple(observation.shape)}")
-    if ops is None:
-        ops = [operator] * n
-    if len(ops) != n:
-        raise ValueError(f"operator: {len(ops)} operators for {n} observations")
-    for op in ops:
-        check_operator(op)
-    ys = [observation[i] for i in range(n)] if observation.dim() == 4 else [observation]
-    for y, op in zip(ys, ops, strict=True):
-        check_observation(y, op)
-    return [y.float() for y in ys], ops, observation.dim() == 4
-
-
-def default_dip_config(operator: Operator) -> Any:
-    """The DIP stage when none is given: on noise-free tasks a fixed budget of
-    :data:`~dipprior.pipeline.presets.DIP_BUDGET` iterations (the chain completes the image);
-    on noisy ones up to 2000 iterations stopped by the prior (``early_stopping="reference"``)
-    before the network fits the noise."""
-    from dipprior.dip import DIPConfig
-    from dipprior.pipeline.presets import DIP_BUDGET
-
-    if operator.noise_sigma > 0:
-        return DIPConfig(iterations=2000, early_stopping="reference")
-    return DIPConfig(iterations=DIP_BUDGET)
-
-
-def resolve_init(operators: Sequence[Operator]) -> str:
-    """``init="auto"``: ``"observation"`` for Gaussian denoising (:class:`Denoise` with a
-    noise level > 0), where the prior's chain from the observation measured best and a DIP
-    stage only costs time (``docs/results.md``); ``"dip"`` for everything else."""
-    kinds = {isinstance(op, Denoise) and op.noise_sigma > 0 for op in operators}
-    if len(kinds) > 1:
-        raise ValueError("operator: init='auto' and the presets need one kind of task per "
-                         "call (all Gaussian denoising or none)")
-    return "observation" if kinds.pop() else "dip"
-
-
-def noise_seed(seed: int) -> int:
-    """The seed of the diffusion noise for ``seed``: a stream of its own.
-
-    Seeded with ``seed`` itself, the first draw (the start noise) would repeat, value for value,
-    the noise of an observation degraded with ``torch.Generator().manual_seed(seed)`` (as
-    :func:`~dipprior.experiments.degrade` does), so the chain would add noise correlated with
-    the observation's instead of independent noise.
-    """
-    return stream_seed(seed, DIFFUSION_NOISE)
-
-
-def _seeds(seed: int, generator: torch.Generator | None, n: int) -> list[int]:
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator, got "
-                            f"{type(generator).__name__}")
-        draws = torch.randint(0, 2**31 - 1, (n,), generator=generator, device=generator.device)
-        return [int(v) for v in draws.tolist()]
-    if not is_int(seed):
-        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
-    return [int(seed) + i for i in range(n)]
-
-
-def _per_image(value: torch.Tensor | None, n: int, name: str) -> list[torch.Tensor | None]:
-    if value is None:
-        return [None] * n
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
-    if value.dim() == 4:
-        if value.shape[0] != n:
-            raise ValueError(f"{name}: expected {n} images, got shape {tuple(value.shape)}")
-        return [value[i] for i in range(n)]
-    if n != 1:
-        raise ValueError(f"{name}: expected a batch of {n} images, got shape "
-                         f"{tuple(value.shape)}")
-    return [value]
-
-
-def _groups(timesteps: list[list[int]]) -> list[list[int]]:
-    """Indices of the images that share a timestep sequence, in first-seen order."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, ts in enumerate(timesteps):
-        groups.setdefault(tuple(ts), []).append(i)
-    return list(groups.values())

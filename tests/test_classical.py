@@ -1,0 +1,169 @@
+"""Classical starts and peers: biharmonic, bicubic, callable starts, and their t0 rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dipprior._tensor import to_model_scale
+from dipprior.classical import bicubic, biharmonic, classical_start
+from dipprior.diffusion import Scheduler
+from dipprior.operators import (
+    Denoise,
+    Inpaint,
+    SuperResolution,
+    center_box_mask,
+    random_pixel_mask,
+)
+from dipprior.pipeline import ClassicalBaseline, DIPInitializedSampler, noise_seed
+from dipprior.pipeline.start import CLASSICAL_T0, classical_t0, hole_scale
+
+
+def _photo(size: int = 24, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 5, 5, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic",
+                                           align_corners=False)[0].clamp(0, 1)
+
+
+def test_the_biharmonic_start_is_scikit_images_output():
+    from skimage.restoration import inpaint_biharmonic
+
+    clean = _photo()
+    op = Inpaint(random_pixel_mask((24, 24), 0.5, torch.Generator().manual_seed(1)))
+    y = op.degrade(clean)
+    expected = inpaint_biharmonic(y.permute(1, 2, 0).double().numpy(),
+                                  op.mask[0].numpy() == 0, channel_axis=-1)
+    out = classical_start(y, op)
+    np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), expected, atol=1e-6)
+    known = op.mask.expand_as(y) == 1
+    torch.testing.assert_close(out[known], y[known])  # the observed pixels are kept
+
+
+def test_biharmonic_with_a_mask_per_channel_fills_each_channel_on_its_own():
+    from skimage.restoration import inpaint_biharmonic
+
+    clean = _photo()
+    g = torch.Generator().manual_seed(2)
+    mask = torch.stack([random_pixel_mask((24, 24), 0.6, g) for _ in range(3)])
+    op = Inpaint(mask)
+    out = biharmonic(op.degrade(clean), op)
+    for c in range(3):
+        expected = inpaint_biharmonic(op.degrade(clean)[c].double().numpy(),
+                                      mask[c].numpy() == 0)
+        np.testing.assert_allclose(out[c].numpy(), expected, atol=1e-6)
+
+
+def test_bicubic_reproduces_a_linear_ramp_inside_the_image():
+    """Cubic convolution interpolates linear functions exactly away from the borders: the
+    high-resolution pixel j sits at low-resolution coordinate (j + 0.5) / f - 0.5."""
+    f, n = 4, 12
+    low = torch.arange(n, dtype=torch.float32) / n
+    y = (low[None, None, :] + 0.5 * low[None, :, None]).expand(3, n, n).contiguous()
+    out = bicubic(y, SuperResolution(f))
+    assert out.shape == (3, n * f, n * f)
+    coords = (torch.arange(n * f) + 0.5) / f - 0.5
+    expected = coords[None, :] / n + 0.5 * coords[:, None] / n
+    inner = slice(2 * f, (n - 2) * f)
+    torch.testing.assert_close(out[0, inner, inner], expected[inner, inner], atol=1e-5, rtol=0)
+
+
+def test_classical_start_per_operator_and_bad_input():
+    clean = _photo()
+    den = Denoise(0.1)
+    y = den.degrade(clean, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(classical_start(y, den), y)  # the observation itself
+    with pytest.raises(TypeError, match="operator"):
+        biharmonic(y, den)
+    with pytest.raises(TypeError, match="operator"):
+        bicubic(y, den)
+    with pytest.raises(ValueError, match="observation"):
+        classical_start(y[None], Inpaint(torch.ones(24, 24)))
+
+
+def test_hole_scale_and_the_classical_t0_rule():
+    """A synthetic case: scattered pixels get the small anchor, a big box the large one, and
+    holes in between a t0 in between that grows with the hole."""
+    (_, t_small), (_, t_large) = CLASSICAL_T0["holes"]
+    assert hole_scale(torch.ones(8, 8)) == 0.0
+    one = torch.ones(5, 5)
+    one[2, 2] = 0
+    assert hole_scale(one) == 1.0  # a lone missing pixel is 1 pixel from a known one
+    scattered = Inpaint(random_pixel_mask((128, 128), 0.5, torch.Generator().manual_seed(0)))
+    assert classical_t0(scattered) == t_small
+    assert classical_t0(Inpaint(center_box_mask((128, 128), 32))) == t_large
+    t0s = [classical_t0(Inpaint(center_box_mask((128, 128), b))) for b in (4, 8, 16, 24, 64)]
+    assert t0s == sorted(t0s) and t_small <= t0s[0] and t0s[-1] == t_large
+    assert t_small < t0s[2] < t_large
+    assert classical_t0(SuperResolution(4)) == CLASSICAL_T0["other"]
+    assert classical_t0(SuperResolution(4), num_train_timesteps=100) == round(
+        CLASSICAL_T0["other"] / 10)
+
+
+class Recording:
+    """A model that records its inputs and predicts zero noise."""
+
+    def __init__(self):
+        self.inputs = []
+
+    def __call__(self, x, t):
+        self.inputs.append(x.clone())
+        return torch.zeros_like(x)
+
+
+def test_a_callable_start_is_used_as_given_and_classical_is_the_same_as_biharmonic():
+    scheduler = Scheduler()
+    clean = _photo()
+    op = Inpaint(center_box_mask((24, 24), 8))
+    y = op.degrade(clean)
+    seen = {}
+    own = torch.full((3, 24, 24), 0.3)
+
+    def start(observation, operator):
+        seen["args"] = (observation, operator)
+        return own
+
+    model = Recording()
+    r = DIPInitializedSampler(model, scheduler, init=start, steps=2, zeta=1.0,
+                              progress=False)(y, op, seed=5)
+    assert seen["args"][1] is op and torch.equal(seen["args"][0], y)
+    assert r.t0 == classical_t0(op) and r.dip_image is None and r.nfe == 2
+    noise = torch.randn((1, 3, 24, 24), generator=torch.Generator().manual_seed(noise_seed(5)))
+    expected = scheduler.add_noise(to_model_scale(own)[None], noise, r.t0)
+    torch.testing.assert_close(model.inputs[0], expected)
+
+    a = DIPInitializedSampler(Recording(), scheduler, init="classical", steps=2, zeta=1.0,
+                              progress=False)(y, op, seed=5)
+    b = DIPInitializedSampler(Recording(), scheduler, init=biharmonic, steps=2, zeta=1.0,
+                              progress=False)(y, op, seed=5)
+    torch.testing.assert_close(a.image, b.image, rtol=0, atol=0)
+    assert a.seconds["start"] >= 0 and a.seconds["dip"] == 0
+
+
+def test_a_callable_start_of_the_wrong_shape_is_refused():
+    op = Inpaint(torch.ones(16, 16))
+    y = op.degrade(_photo(16))
+    sampler = DIPInitializedSampler(Recording(), Scheduler(), init=lambda y, op: y[:, :8],
+                                    steps=1, progress=False)
+    with pytest.raises(ValueError, match="init"):
+        sampler(y, op)
+
+
+def test_init_rejects_what_is_neither_a_name_nor_a_callable():
+    from dipprior.pipeline import SamplerConfig
+
+    with pytest.raises(ValueError, match="init"):
+        SamplerConfig(init="bilinear")
+    with pytest.raises(ValueError, match="init"):
+        SamplerConfig(init=3)
+
+
+def test_the_classical_peer_is_clamped_and_refuses_denoising():
+    op = SuperResolution(2)
+    y = op.degrade(_photo())
+    r = ClassicalBaseline()(y, op)
+    torch.testing.assert_close(r.image, bicubic(y, op).clamp(0, 1))
+    assert r.nfe == 0 and ClassicalBaseline.name(op) == "Bicubic"
+    with pytest.raises(ValueError, match="CBM3D"):
+        ClassicalBaseline()(y, Denoise(0.1))
