@@ -27,7 +27,13 @@ from dipprior.experiments.ablations import best_fixed_t0, t0_ablation
 from dipprior.experiments.compare import COLUMNS, compare, paired_difference
 from dipprior.experiments.curves import quality_vs_nfe
 from dipprior.experiments.data import degrade, load_folder, make_task, prepare_images
-from dipprior.experiments.methods import METHOD_LABELS, WARM_START, run_method, standard_methods
+from dipprior.experiments.methods import (
+    CLASSICAL_LABELS,
+    METHOD_LABELS,
+    WARM_START,
+    run_method,
+    standard_methods,
+)
 from dipprior.experiments.plots import plot_quality_vs_nfe, save_figure
 from dipprior.experiments.runner import (
     Case,
@@ -38,6 +44,7 @@ from dipprior.experiments.runner import (
 )
 
 __all__ = [
+    "CLASSICAL_LABELS",
     "COLUMNS",
     "METHOD_LABELS",
     "WARM_START",

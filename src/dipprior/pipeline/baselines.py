@@ -13,7 +13,8 @@ from dipprior.classical import classical_name, classical_start
 from dipprior.denoisers import cbm3d
 from dipprior.operators import Denoise, Operator
 from dipprior.pipeline.checks import check_initial_image, check_observation, check_operator
-from dipprior.pipeline.sampler import SampleResult, fit_dip
+from dipprior.pipeline.result import SampleResult
+from dipprior.pipeline.sampler import fit_dip
 
 __all__ = ["CBM3DBaseline", "ClassicalBaseline", "DIPBaseline"]
 

@@ -8,10 +8,13 @@ inpainting; ``"denoise"`` was tuned at sigma = 25.
 
 from __future__ import annotations
 
+import math
+
 from dipprior.pipeline.config import SamplerConfig
 from dipprior.pipeline.tasks import DIP_BUDGET, is_denoising
 
-__all__ = ["DIP_BUDGET", "method_configs", "recommended_config"]
+__all__ = ["DIP_BUDGET", "EFFORTS", "FRONT", "budget_config", "method_configs",
+           "recommended_config"]
 
 _NOISE_FREE = {
     # DiffPIR from pure noise (its lam does not matter: noise-free data is a hard constraint)
@@ -50,8 +53,49 @@ def method_configs(task: str) -> dict[str, SamplerConfig]:
 
 def recommended_config(operator: object) -> SamplerConfig:
     """What ``DIPInitializedSampler(model, scheduler)`` runs without a config: for Gaussian
-    denoising (a noise level > 0 and ``A = I``) the prior's one step from the observation, which
-    measured best; for every other task the DIP start of the noise-free presets."""
+    denoising (a noise level > 0 and ``A = I``) the prior's one step from the observation, for
+    every other task the classical start (biharmonic, bicubic) with its tuned ``t0``: each
+    measured best for its task, the DIP start included (``docs/results.md``)."""
     if is_denoising([operator]):
         return _TUNED["denoise"]["Observation->DDPM"]
-    return _NOISE_FREE["DIP->DDPM"]
+    return _NOISE_FREE["Classical->DDPM"]
+
+
+#: the named efforts of :func:`budget_config`, cheapest first
+EFFORTS = ("fast", "balanced", "best")
+
+#: The measured quality-time front per task (``docs/results.md``, "Which method for which task
+#: and budget"): ``(effort, seconds per 128x128 image on the 2-core CPU, config)``, cheapest
+#: first; each point measured better than every cheaper one on the CBSD432 tuning crops.
+FRONT: dict[str, tuple[tuple[str, float, SamplerConfig], ...]] = {
+    "denoise": (("fast", 1.0, _TUNED["denoise"]["Observation->DDPM"]),
+                ("balanced", 1.0, _TUNED["denoise"]["Observation->DDPM"]),
+                ("best", 1.0, _TUNED["denoise"]["Observation->DDPM"])),
+    "noise-free": (("fast", 2.0, _NOISE_FREE["Classical->DDPM"].replace(steps=10)),
+                   ("balanced", 5.0, _NOISE_FREE["Classical->DDPM"]),
+                   ("best", 20.0, _NOISE_FREE["Classical->DDPM"].replace(steps=100))),
+}
+
+
+def budget_config(operator: object, budget: float | str, pixels: int = 128 * 128
+                  ) -> SamplerConfig:
+    """The point of the measured front (:data:`FRONT`) for ``operator``'s task and a budget:
+    an effort name (:data:`EFFORTS`) or seconds per image, the front's seconds scaled from
+    128x128 to ``pixels``; the best point that fits, or the cheapest when none does.
+
+    >>> import torch
+    >>> from dipprior.operators import Inpaint
+    >>> budget_config(Inpaint(torch.ones(8, 8)), "fast").steps
+    10
+    """
+    front = FRONT["denoise" if is_denoising([operator]) else "noise-free"]
+    if isinstance(budget, str):
+        if budget not in EFFORTS:
+            raise ValueError(f"budget: expected seconds or one of {EFFORTS}, got {budget!r}")
+        return next(config for effort, _, config in front if effort == budget)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) \
+            or not math.isfinite(budget) or budget <= 0:
+        raise ValueError(f"budget: expected seconds > 0 or one of {EFFORTS}, got {budget!r}")
+    scale = pixels / (128 * 128)
+    fitting = [config for _, seconds, config in front if seconds * scale <= budget]
+    return fitting[-1] if fitting else front[0][2]

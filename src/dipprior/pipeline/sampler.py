@@ -13,9 +13,9 @@ conversions are :func:`observation_to_model_scale` and :mod:`dipprior._tensor`'s
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,12 +24,13 @@ from dipprior._tensor import Model, model_device, randn, to_image_scale, to_mode
 from dipprior.classical import classical_start
 from dipprior.diffusion.sampling import reverse_diffusion
 from dipprior.estimators import estimate_error_std
-from dipprior.operators import Operator
+from dipprior.operators import Denoise, Operator
 from dipprior.pipeline.checks import check_initial_image
 from dipprior.pipeline.config import RENAMED, SamplerConfig
 from dipprior.pipeline.consistency import merge_gaussian
 from dipprior.pipeline.inputs import groups, noise_seed, per_image, seeds_for, split
-from dipprior.pipeline.presets import recommended_config
+from dipprior.pipeline.presets import budget_config, recommended_config
+from dipprior.pipeline.result import SampleResult
 from dipprior.pipeline.start import (
     Start,
     forward_diffuse,
@@ -46,43 +47,6 @@ __all__ = ["DIPInitializedSampler", "SampleResult", "default_dip_config", "fit_d
 _SCHEDULER_API = ("num_train_timesteps", "alphas_cumprod", "timesteps", "add_noise", "pred_x0",
                   "pred_epsilon", "epsilon_from_x0", "step_from_x0", "noise_level",
                   "timestep_for_noise_level")
-
-
-@dataclass
-class SampleResult:
-    """What a sampler (or baseline) returns.
-
-    For one image (an observation of shape (3, H, W)) every field is a single value; for a batch
-    (N, 3, H, W), N >= 1, ``image`` and ``dip_image`` are (N, 3, H, W) and the per-image fields
-    (``t0``, ``nfe``, ``error_std``, ``timesteps``, ``dip_iterations``, ``intermediates``) are
-    lists.
-
-    Attributes:
-        image: the restored image in [0, 1], same rank as the observation.
-        dip_image: the DIP reconstruction the chain started from or used as a second
-            observation (None when DIP was not used).
-        t0: the timestep the reverse chain started at (None for methods without diffusion).
-        nfe: diffusion-model evaluations actually made (DIP iterations are not counted here).
-        seconds: wall-clock seconds per stage: ``dip`` (the DIP fit), ``start`` (a classical or
-            callable start), ``diffusion`` and ``total``.
-        error_std: the estimated error std of the initial image on the [0, 1] scale (set when
-            ``t0="auto"`` chose ``t0`` or ``renoise="missing"`` used it).
-        timesteps: the timesteps at which the model was evaluated.
-        intermediates: with ``return_intermediates=True``, one dict per step with ``t``,
-            ``x0_hat`` (the model's estimate) and ``x0`` (after data consistency), both in [0, 1]
-            and on the CPU; else None.
-        dip_iterations: iterations the DIP fit ran (None when DIP was not used).
-    """
-
-    image: torch.Tensor
-    dip_image: torch.Tensor | None = None
-    t0: Any = None
-    nfe: Any = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-    error_std: Any = None
-    timesteps: Any = field(default_factory=list)
-    intermediates: list[dict[str, Any]] | None = None
-    dip_iterations: Any = None
 
 
 def observation_to_model_scale(y: torch.Tensor, operator: Operator) -> torch.Tensor:
@@ -143,6 +107,10 @@ class DIPInitializedSampler:
             the setting measured best for its task (:func:`~dipprior.pipeline.presets.
             recommended_config`: the prior's one step from the observation for Gaussian
             denoising, the tuned DIP start otherwise).
+        budget: without a config, pick the start and chain from the measured quality-time
+            front (:func:`~dipprior.pipeline.presets.budget_config`): seconds per image (scaled
+            from 128x128 by the pixel count) or an effort, ``"fast"``, ``"balanced"`` or
+            ``"best"``; None: the recommended setting.
         dip: the :class:`~dipprior.dip.DIPConfig` of the DIP fit (``init="dip"``); None:
             :func:`default_dip_config` for the operator (a short fit on noise-free tasks, a fit
             stopped by the prior's reference on noisy ones).
@@ -164,8 +132,9 @@ class DIPInitializedSampler:
     """
 
     def __init__(self, model: Model, scheduler: Any, config: SamplerConfig | None = None, *,
-                 dip: Any = None, device: str | torch.device | None = None,
-                 progress: bool = True, **overrides: Any) -> None:
+                 budget: float | str | None = None, dip: Any = None,
+                 device: str | torch.device | None = None, progress: bool = True,
+                 **overrides: Any) -> None:
         if not callable(model):
             raise TypeError(f"model: expected a callable model(x, t), got {type(model).__name__}")
         missing = [a for a in _SCHEDULER_API if not hasattr(scheduler, a)]
@@ -182,6 +151,12 @@ class DIPInitializedSampler:
                             f"are the fields of SamplerConfig")
         # no config and no overrides: the tuned preset for each call's task (presets.py)
         self.recommended = config is None and not overrides
+        if budget is not None:
+            if not self.recommended:
+                raise ValueError("budget: picks the settings itself; give a budget or a config "
+                                 "(or keyword settings), not both")
+            budget_config(Denoise(0.0), budget)  # a valid budget, checked before any work
+        self.budget = budget
         config = (config or SamplerConfig()).replace(**overrides)
         T = scheduler.num_train_timesteps
         if config.init == "noise" and config.t0 != "auto" \
@@ -221,8 +196,13 @@ class DIPInitializedSampler:
         """
         ys, ops, batched = split(observation, operator)
         if self.recommended or self.config.init == "auto":
-            config = (recommended_config(ops[0]) if self.recommended
-                      else self.config.replace(init=resolve_init(ops)))  # one task per call
+            if self.budget is not None:
+                pixels = math.prod(ops[0].input_shape(ys[0].shape)[-2:])  # the restored image's
+                config = budget_config(ops[0], self.budget, pixels)
+            elif self.recommended:
+                config = recommended_config(ops[0])
+            else:
+                config = self.config.replace(init=resolve_init(ops))  # one task per call
             resolved = DIPInitializedSampler(self.model, self.scheduler, config, dip=self.dip,
                                              device=self.device, progress=self.progress)
             return resolved(observation, operator, seed, ground_truth, return_intermediates,

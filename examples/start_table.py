@@ -1,0 +1,215 @@
+"""Every start of the chain on held-out crops, with its classical peer and its seconds.
+
+Rows per crop: the classical peer (biharmonic for holes, bicubic for sr, CBM3D for denoising),
+Classical->DDPM (the classical restoration as start), DiffPIR from noise, the cheapest good DIP
+start (``--cheap CHANNELS:ITERATIONS``, alone and as start), DIP (``--dip64`` iterations of the
+library's 64-channel DIP, alone and as start: DIP(k)->DDPM) and the library's default
+(``DIPInitializedSampler(model, scheduler)`` with no settings, timed on its own).  Every setting
+comes from :mod:`dipprior.pipeline.presets` (tuned on CBSD432 crops only); image i is degraded,
+DIP-seeded and diffusion-seeded with ``seed + i``; the clean crop only scores.
+
+    python examples/start_table.py --data ../shared/data/test/Kodak24 --task inpaint \\
+        --n-images 8 --dip64 1000 --threads 1 --out docs/results/start/kodak24/inpaint
+
+writes ``rows.csv`` (image, method, seconds, NFE and the seed's metrics), ``table.md`` (the
+seed's table per method with averages), ``summary.md`` (means, and the default's margin over
+the best of the classical peer and DiffPIR from noise per crop) and ``psnr_vs_seconds.png``.
+``--reuse CSV`` copies the DIP(k) and DIP(k)->DDPM rows of an earlier ``time_to_quality.py``
+run on the same crops and seeds (marked ``reused``) instead of fitting the 64-channel DIP again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from dipprior import dip, metrics
+from dipprior._atomic import atomic_write_bytes, atomic_write_text
+from dipprior.diffusion import load_pretrained
+from dipprior.dip import DIPConfig
+from dipprior.experiments import CLASSICAL_LABELS
+from dipprior.experiments.data import TASKS, degrade, load_folder, make_task
+from dipprior.operators import Denoise
+from dipprior.pipeline import ClassicalBaseline, DIPInitializedSampler
+from dipprior.pipeline.presets import method_configs
+
+COLUMNS = ["image", "method", "seconds", "nfe", "t0", "psnr", "ssim", "mse", "mae", "delta_e",
+           "source"]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="folder of held-out images")
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--n-images", type=int, default=8)
+    p.add_argument("--first", type=int, default=0, help="start at this image (keeps seed + i)")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--sigma", type=float, default=25.0)
+    p.add_argument("--cheap", default="16:500", help="the cheap DIP start: CHANNELS:ITERATIONS")
+    p.add_argument("--dip64", type=int, default=0,
+                   help="iterations of the 64-channel DIP (0: skip those rows)")
+    p.add_argument("--reuse", help="curve.csv of an earlier time_to_quality.py run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", required=True)
+    return p.parse_args()
+
+
+def timed(fn, *args, **kwargs):
+    began = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - began
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, scheduler = load_pretrained()
+    factory = make_task(args.task, sigma=args.sigma)
+    images = load_folder(args.data, args.n_images, args.size)
+    configs = method_configs(args.task)
+    channels, iterations = (int(v) for v in args.cheap.split(":"))
+    reused = read_reused(args.reuse, args.dip64) if args.reuse else {}
+    rows: list[dict] = []
+    for i, (name, clean) in enumerate(images.items()):
+        if i < args.first:
+            continue
+        seed = args.seed + i
+        op, y = degrade(clean, factory, seed)
+        image_rows = restore_one(name, clean, op, y, seed, model, scheduler, configs, args,
+                                 channels, iterations, reused.get(name, []))
+        rows += image_rows
+        print(f"{name}: " + ", ".join(f"{r['method']} {r['psnr']:.2f} ({r['seconds']:.1f} s)"
+                                      for r in image_rows), flush=True)
+        write(out, rows, args)
+
+
+def restore_one(name, clean, op, y, seed, model, scheduler, configs, args, channels,
+                iterations, reused_rows) -> list[dict]:
+    rows: list[dict] = []
+
+    def add(method: str, image: torch.Tensor, seconds: float, result=None) -> None:
+        scores = metrics.evaluate(image.detach().float().cpu().clamp(0, 1), clean)
+        rows.append({"image": name, "method": method, "seconds": round(seconds, 3),
+                     "nfe": getattr(result, "nfe", 0), "t0": getattr(result, "t0", ""),
+                     **scores, "source": "this run"})
+
+    if isinstance(op, Denoise):
+        try:
+            from dipprior.pipeline import CBM3DBaseline
+            r, sec = timed(CBM3DBaseline(), y, op)
+            add("CBM3D", r.image, sec)
+        except ImportError:
+            pass
+    else:
+        r, sec = timed(ClassicalBaseline(), y, op)
+        add(CLASSICAL_LABELS[args.task], r.image, sec)
+    for label, method in (("Classical->DDPM", "Classical->DDPM"), ("DiffPIR (noise)", "DDPM")):
+        sampler = DIPInitializedSampler(model, scheduler, configs[method], progress=False)
+        r, sec = timed(sampler, y, op, seed=seed)
+        add(label, r.image, sec, r)
+    chain = DIPInitializedSampler(model, scheduler, configs["DIP->DDPM"], progress=False)
+    fits = [(f"DIP{channels}({iterations})", DIPConfig(channels=channels, iterations=iterations,
+                                                       progress=False))]
+    if args.dip64 and not reused_rows:
+        fits.append((f"DIP({args.dip64})", DIPConfig(iterations=args.dip64, progress=False)))
+    for label, cfg in fits:
+        fitted, fit_s = timed(dip.fit, y, op, config=cfg.replace(seed=seed))
+        add(label, fitted.image, fit_s)
+        r, sec = timed(chain, y, op, seed=seed, dip_image=fitted.image)
+        add(f"{label}->DDPM", r.image, fit_s + sec, r)
+    rows += reused_rows
+    default = DIPInitializedSampler(model, scheduler, progress=False)
+    r, sec = timed(default, y, op, seed=seed)
+    add("Default", r.image, sec, r)
+    return rows
+
+
+def read_reused(path: str, k: int) -> dict[str, list[dict]]:
+    """DIP(k) and DIP(k)->DDPM rows of a time_to_quality.py curve.csv, per image."""
+    wanted = {"DIP": f"DIP({k})", "DIP(k)->DDPM": f"DIP({k})->DDPM"}
+    out: dict[str, list[dict]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["method"] in wanted and row["budget"] == str(k):
+                out.setdefault(row["image"], []).append({
+                    "image": row["image"], "method": wanted[row["method"]],
+                    "seconds": float(row["seconds"]), "nfe": row.get("nfe") or 0,
+                    "t0": row.get("t0", ""), "source": "reused",
+                    **{m: float(row[m]) for m in ("psnr", "ssim", "mse", "mae", "delta_e")}})
+    return out
+
+
+def write(out: Path, rows: list[dict], args: argparse.Namespace) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "rows.csv", buf.getvalue())
+    table = metrics.results_table(
+        [{"Image": r["image"], "Method": r["method"],
+          **{k: r[k] for k in ("psnr", "ssim", "mse", "mae", "delta_e")},
+          "NFE": int(r["nfe"] or 0), "Seconds": float(r["seconds"])} for r in rows])
+    atomic_write_text(out / "table.md", table.to_markdown() + "\n")
+    atomic_write_text(out / "summary.md", summary(rows, args))
+    plot(out, rows, args)
+
+
+def summary(rows: list[dict], args: argparse.Namespace) -> str:
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    images = list(dict.fromkeys(r["image"] for r in rows))
+    psnr = {(r["image"], r["method"]): float(r["psnr"]) for r in rows}
+    lines = [f"# {args.task}: {len(images)} crops of {Path(args.data).name}, {args.size}px, "
+             f"seed {args.seed}", "", "| method | mean PSNR | mean seconds | crops |",
+             "|---|---|---|---|"]
+    for m in methods:
+        rs = [r for r in rows if r["method"] == m]
+        lines.append(f"| {m} | {statistics.mean(float(r['psnr']) for r in rs):.2f} | "
+                     f"{statistics.mean(float(r['seconds']) for r in rs):.1f} | {len(rs)} |")
+    peer = "CBM3D" if args.task == "denoise" else CLASSICAL_LABELS[args.task]
+    rivals = [m for m in (peer, "DiffPIR (noise)") if m in methods]
+    if "Default" in methods and rivals:
+        margins = [psnr[(im, "Default")] - max(psnr[(im, m)] for m in rivals) for im in images]
+        lines += ["", f"Default minus max({', '.join(rivals)}): mean "
+                  f"{statistics.mean(margins):+.2f} dB, >= +0.3 dB on "
+                  f"{sum(m >= 0.3 for m in margins)}/{len(margins)} crops, better on "
+                  f"{sum(m > 0 for m in margins)}/{len(margins)} (per crop: "
+                  + ", ".join(f"{m:+.2f}" for m in margins) + ")"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(out: Path, rows: list[dict], args: argparse.Namespace) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == m]
+        sec = statistics.mean(max(float(r["seconds"]), 1e-2) for r in rs)
+        ax.plot([sec], [statistics.mean(float(r["psnr"]) for r in rs)], "o", label=m)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per crop (mean)")
+    ax.set_ylabel("PSNR (dB, mean)")
+    ax.set_title(f"{args.task}, {Path(args.data).name}", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(out / "psnr_vs_seconds.png", buf.getvalue())
+
+
+if __name__ == "__main__":
+    main()

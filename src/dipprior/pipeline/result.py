@@ -1,0 +1,47 @@
+"""What a sampler or baseline returns: :class:`SampleResult`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["SampleResult"]
+
+
+@dataclass
+class SampleResult:
+    """What a sampler (or baseline) returns.
+
+    For one image (an observation of shape (3, H, W)) every field is a single value; for a batch
+    (N, 3, H, W), N >= 1, ``image`` and ``dip_image`` are (N, 3, H, W) and the per-image fields
+    (``t0``, ``nfe``, ``error_std``, ``timesteps``, ``dip_iterations``, ``intermediates``) are
+    lists.
+
+    Attributes:
+        image: the restored image in [0, 1], same rank as the observation.
+        dip_image: the DIP reconstruction the chain started from or used as a second
+            observation (None when DIP was not used).
+        t0: the timestep the reverse chain started at (None for methods without diffusion).
+        nfe: diffusion-model evaluations actually made (DIP iterations are not counted here).
+        seconds: wall-clock seconds per stage: ``dip`` (the DIP fit), ``start`` (a classical or
+            callable start), ``diffusion`` and ``total``.
+        error_std: the estimated error std of the initial image on the [0, 1] scale (set when
+            ``t0="auto"`` chose ``t0`` or ``renoise="missing"`` used it).
+        timesteps: the timesteps at which the model was evaluated.
+        intermediates: with ``return_intermediates=True``, one dict per step with ``t``,
+            ``x0_hat`` (the model's estimate) and ``x0`` (after data consistency), both in [0, 1]
+            and on the CPU; else None.
+        dip_iterations: iterations the DIP fit ran (None when DIP was not used).
+    """
+
+    image: torch.Tensor
+    dip_image: torch.Tensor | None = None
+    t0: Any = None
+    nfe: Any = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    error_std: Any = None
+    timesteps: Any = field(default_factory=list)
+    intermediates: list[dict[str, Any]] | None = None
+    dip_iterations: Any = None
