@@ -8,11 +8,14 @@ import torch
 
 from dipprior import dip
 from dipprior.cli import main
-from dipprior.demo import COLUMNS, METHODS, DemoConfig, run_demo, save_figure
+from dipprior.demo import COLUMNS, DEMO_COLUMNS, DemoConfig, run_demo, save_figure
 from dipprior.io import load_image, sample_image
 
-TINY = {"images": ("chelsea",), "size": 32, "dip_iterations": 4, "dip_channels": 8,
+TINY = {"images": ("chelsea",), "size": 32, "box": 8, "dip_iterations": 4, "dip_channels": 8,
         "ddpm_steps": 3, "steps": 2, "t0": 30}
+HOLE_METHODS = ["Biharmonic", "DiffPIR (noise)", "DIP", "Classical->DDPM (default)",
+                "DIP->DDPM"]
+DENOISE_METHODS = ["DiffPIR (noise)", "DIP", "Classical->DDPM (default)", "DIP->DDPM"]
 
 
 @pytest.mark.slow
@@ -25,40 +28,52 @@ def test_demo_end_to_end_with_the_shipped_prior(tmp_path, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(dip, "fit", counting_fit)
+    monkeypatch.setitem(sys.modules, "bm3d", None)  # CBM3D absent: the table without it
     lines = []
-    result = run_demo(DemoConfig(**TINY), out=tmp_path / "demo", progress=False,
-                      log=lines.append)
-    assert len(fits) == 1  # DIP alone and DIP->DDPM share one fit per image
+    result = run_demo(DemoConfig(tasks=("inpaint", "box", "denoise"), **TINY),
+                      out=tmp_path / "demo", progress=False, log=lines.append)
+    assert len(fits) == 3  # DIP alone and DIP->DDPM share one fit per image and task
 
     table = result.table
-    assert table.columns == COLUMNS
+    assert table.columns == DEMO_COLUMNS and DEMO_COLUMNS[1:] == COLUMNS
     assert COLUMNS[:7] == ["Image", "Method", "PSNR", "SSIM", "MSE", "MAE", "Delta E"]
-    per_image = [r for r in table.rows if r["Image"] != "Average"]
-    assert [(r["Image"], r["Method"]) for r in per_image] == [("chelsea", m) for m in METHODS]
-    assert [r["Method"] for r in table.rows if r["Image"] == "Average"] == list(METHODS)
+    assert list(result.tables) == ["inpaint", "box", "denoise"]
+    for task, methods in (("inpaint", HOLE_METHODS), ("box", HOLE_METHODS),
+                          ("denoise", DENOISE_METHODS)):
+        per_image = [r for r in result.tables[task].rows if r["Image"] != "Average"]
+        assert [r["Method"] for r in per_image] == methods
+        assert list(result.images[task]["chelsea"]) == ["Ground truth", "Degraded", *methods]
+    per_image = [r for r in result.tables["denoise"].rows if r["Image"] != "Average"]
     nfe = {r["Method"]: r["NFE"] for r in per_image}
-    # the denoising presets: one step from the observation; DIP->DDPM's 2 steps plus its
-    # reference chain from the observation (same settings, 2 steps) that estimates DIP's error
-    assert nfe == {"DIP": 0, "DDPM": 3, "Observation->DDPM": 1, "DIP->DDPM": 4}
+    # denoising: the classical start is the observation (one step); DIP->DDPM's 2 steps plus
+    # its reference chain from the observation (same settings, 2 steps)
+    assert nfe == {"DiffPIR (noise)": 3, "DIP": 0, "Classical->DDPM (default)": 1,
+                   "DIP->DDPM": 4}
     seconds = {r["Method"]: r["Seconds"] for r in per_image}
     assert seconds["DIP->DDPM"] >= seconds["DIP"] > 0  # includes the shared DIP fit
     clean = sample_image("chelsea", size=32)
-    for r in per_image:
-        image = result.images["chelsea"][r["Method"]]
-        assert image.shape == clean.shape and 0 <= float(image.min()) <= float(image.max()) <= 1
-        mse = float((image - clean).square().mean())
-        assert r["MSE"] == pytest.approx(mse, rel=1e-4)  # scored against the clean crop
-    assert list(result.images["chelsea"]) == ["Ground truth", "Degraded", *METHODS]
+    for task, panels in result.images.items():
+        for r in (r for r in result.tables[task].rows if r["Image"] != "Average"):
+            image = panels["chelsea"][r["Method"]]
+            assert image.shape == clean.shape and 0 <= float(image.min()) <= 1
+            assert float(image.max()) <= 1
+            mse = float((image - clean).square().mean())
+            assert r["MSE"] == pytest.approx(mse, rel=1e-4)  # scored against the clean crop
+    box = result.images["box"]["chelsea"]["Degraded"]
+    assert float((box == 0).all(dim=0).float().sum()) == 64  # the 8x8 hole
 
     out = tmp_path / "demo"
     assert result.figure == out / "demo.png" and result.csv == out / "results.csv"
+    assert result.figures == [out / "demo.png", out / "demo_denoise.png"]
     assert result.figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(result.csv, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == COLUMNS and len(rows) == 2 * len(METHODS)  # per image + average
+    assert list(rows[0]) == DEMO_COLUMNS
+    assert len(rows) == 2 * (2 * len(HOLE_METHODS) + len(DENOISE_METHODS))  # + averages
     text = result.markdown.read_text()
-    for method in METHODS:
+    for method in HOLE_METHODS:
         assert f"## {method}" in text
+    assert "# inpainting, a centred 8x8 hole" in text
     assert "| Image   |  PSNR |   SSIM |      MSE |      MAE | Delta E | NFE | Seconds |" in text
     assert any("Total:" in line for line in lines)
     assert result.cpu_seconds > 0 and result.wall_seconds > 0
@@ -70,28 +85,29 @@ def test_demo_is_deterministic_and_inpaints_with_a_given_model(tmp_path, make_un
     from dipprior.diffusion import Scheduler
 
     model = make_unet().eval()
-    config = DemoConfig(task="inpaint", **TINY)
+    config = DemoConfig(tasks="inpaint", **TINY)
     a = run_demo(config, out=None, model=model, scheduler=Scheduler(), progress=False, log=None)
     monkeypatch.setattr(_mpl, "pyplot", lambda: None)  # the figure without matplotlib
     b = run_demo(config, out=tmp_path / "d", model=model, scheduler=Scheduler(),
                  progress=False, log=None)
     assert a.figure is None and a.csv is None and a.image_files == []
-    for method in METHODS:
-        torch.testing.assert_close(a.images["chelsea"][method], b.images["chelsea"][method])
-    degraded = a.images["chelsea"]["Degraded"]
+    for method in HOLE_METHODS:
+        torch.testing.assert_close(a.images["inpaint"]["chelsea"][method],
+                                   b.images["inpaint"]["chelsea"][method])
+    degraded = a.images["inpaint"]["chelsea"]["Degraded"]
     missing = (degraded == 0).all(dim=0).float().mean()
     assert 0.4 < float(missing) < 0.6  # half of the pixels are missing
 
     # every restored image on its own, the method name made file-name safe
-    images = tmp_path / "d" / "images"
-    assert b.image_files == [images / f"chelsea_{m}.png"
-                             for m in ("DIP", "DDPM", "Observation-DDPM", "DIP-DDPM")]
+    images = tmp_path / "d" / "images" / "inpaint"
+    assert b.image_files == [images / f"chelsea_{m}.png" for m in (
+        "Biharmonic", "DiffPIR-noise", "DIP", "Classical-DDPM-default", "DIP-DDPM")]
     assert sorted(p.name for p in images.iterdir()) == sorted(p.name for p in b.image_files)
-    for path, method in zip(b.image_files, METHODS, strict=True):
-        torch.testing.assert_close(load_image(path), b.images["chelsea"][method],
+    for path, method in zip(b.image_files, HOLE_METHODS, strict=True):
+        torch.testing.assert_close(load_image(path), b.images["inpaint"]["chelsea"][method],
                                    atol=0.5 / 255 + 1e-6, rtol=0)
-    figure = load_image(b.figure)  # labelled: larger than the bare 5 x 32 px tiles
-    assert figure.shape[-1] > 5 * 32 and figure.shape[-2] > 32
+    figure = load_image(b.figure)  # labelled: larger than the bare 7 x 32 px tiles
+    assert figure.shape[-1] > 7 * 32 and figure.shape[-2] > 32
 
 
 @pytest.mark.parametrize("stand_in", [None, "mock", "patched"])
@@ -146,14 +162,18 @@ def test_figure_without_matplotlib_labels_every_column(tmp_path, monkeypatch, st
 
 
 def test_demo_config_rejects_bad_input():
-    with pytest.raises(ValueError, match="task"):
-        DemoConfig(task="deblur")
+    with pytest.raises(ValueError, match="tasks"):
+        DemoConfig(tasks=("deblur",))
+    with pytest.raises(ValueError, match="tasks"):
+        DemoConfig(tasks=("box", "box"))
+    with pytest.raises(ValueError, match="box"):
+        DemoConfig(tasks=("box",), size=32, box=32)
     with pytest.raises(ValueError, match="images"):
         DemoConfig(images=("lena",))
     with pytest.raises(ValueError, match="dip_iterations"):
         DemoConfig(dip_iterations=0)
     with pytest.raises(ValueError, match="divisible"):
-        DemoConfig(task="sr", size=30, factor=4)
+        DemoConfig(tasks=("sr",), size=30, factor=4)
 
 
 def test_cli_demo(tmp_path, capsys):
@@ -162,11 +182,11 @@ def test_cli_demo(tmp_path, capsys):
             "--task", "sr", "--out", str(tmp_path / "o"), "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "super-resolution x4" in out and "## DIP->DDPM" in out
+    assert "super-resolution x4" in out and "## DIP->DDPM" in out and "## Bicubic" in out
     assert (tmp_path / "o" / "demo.png").is_file() and (tmp_path / "o" / "results.csv").is_file()
-    assert sorted(p.name for p in (tmp_path / "o" / "images").iterdir()) == [
-        "chelsea_DDPM.png", "chelsea_DIP-DDPM.png", "chelsea_DIP.png",
-        "chelsea_Observation-DDPM.png"]
+    assert sorted(p.name for p in (tmp_path / "o" / "images" / "sr").iterdir()) == [
+        "chelsea_Bicubic.png", "chelsea_Classical-DDPM-default.png", "chelsea_DIP-DDPM.png",
+        "chelsea_DIP.png", "chelsea_DiffPIR-noise.png"]
     assert main(["demo", "--images", "lena", "--out", str(tmp_path / "x")]) == 2
     assert "unknown sample images" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

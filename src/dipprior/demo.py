@@ -1,32 +1,37 @@
 """``dipprior demo``: the main job, offline, on the shipped prior and scikit-image's photos.
 
 Center crops of photos bundled with scikit-image (:data:`dipprior.io.SAMPLE_IMAGES`; none of them
-is in the prior's training set CBSD432) are degraded -- Gaussian noise sigma=25 by default,
-``task="inpaint"`` (half the pixels missing) or ``task="sr"`` (x4 bicubic down-sampling) -- and
-restored four ways, each method with the settings tuned for the task on CBSD432 training crops
+is in the prior's training set CBSD432) are degraded -- by default half the pixels missing
+(``"inpaint"``), a centred hole (``"box"``) and, as a second table, Gaussian noise sigma=25
+(``"denoise"``); ``"sr"`` (x4 bicubic down-sampling) on request -- and restored by every method
+a user would weigh, each with the settings tuned for the task on CBSD432 training crops
 (:mod:`dipprior.pipeline.presets`):
 
+* the **classical peer**: scikit-image's biharmonic inpainting for holes, bicubic for sr, CBM3D
+  for denoising (when the optional ``bm3d`` package is installed);
+* **DiffPIR (noise)**: the shipped diffusion prior from pure noise, ``ddpm_steps`` reverse steps
+  with proximal data consistency;
 * **DIP**: the Deep Image Prior fitted to the observation, alone (0 diffusion NFE);
-* **DDPM**: the shipped diffusion prior from pure noise, ``ddpm_steps`` reverse steps with
-  proximal data consistency (DiffPIR);
-* **Observation->DDPM**: the prior started from the observation (DiffPIR's warm start; for
-  denoising one step, the prior as a one-step denoiser);
-* **DIP->DDPM**: the same DIP fit, forward-diffused to ``t0`` ("auto": from an error estimate that
-  never sees the clean image) and ``steps`` reverse steps (:class:`~dipprior.pipeline.
-  DIPInitializedSampler`).  DIP runs once per image; its seconds count towards DIP->DDPM.
+* **Classical->DDPM**: the classical restoration as start of the chain (for denoising that is
+  the observation: the prior's one step);
+* **DIP->DDPM**: the same DIP fit as start (and second observation) of the chain; DIP runs once
+  per image and its seconds count towards DIP->DDPM;
+* the library's **default** (``DIPInitializedSampler(model, scheduler)`` with no settings), shown
+  as the label of the row it equals, e.g. ``Classical->DDPM (default)``.
 
 Every table is scored against the clean crop (data range 1, no rescaling), printed per method in
 the seed's format (Image, PSNR, SSIM, MSE, MAE, Delta E, then NFE and seconds, with the
-average), and written with a comparison figure into ``out``:
-``results.csv``, ``results.md`` and ``demo.png`` (labelled with method and PSNR, with or without
-matplotlib), and every restored image as ``images/<image>_<method>.png`` (the method name made
-file-name safe: ``DIP->DDPM`` becomes ``DIP-DDPM``).
+average), and written into ``out``: ``results.csv`` (with a Task column), ``results.md``, the
+figure ``demo.png`` (the hole tasks, or the first task) and ``demo_<task>.png`` for each other
+task (labelled with method and PSNR, with or without matplotlib), and every restored image as
+``images/<task>/<image>_<method>.png`` (the method name made file-name safe: ``DIP->DDPM``
+becomes ``DIP-DDPM``).
 
 Example:
     >>> from dipprior.demo import DemoConfig, run_demo
-    >>> result = run_demo(DemoConfig(images=("chelsea",), size=16, dip_iterations=5,
-    ...                              ddpm_steps=3, steps=2), out="/tmp/demo",
-    ...                   progress=False, log=None)  # doctest: +SKIP
+    >>> result = run_demo(DemoConfig(tasks=("inpaint",), images=("chelsea",), size=16,
+    ...                              dip_iterations=5, ddpm_steps=3, steps=2),
+    ...                   out="/tmp/demo", progress=False, log=None)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -47,38 +52,41 @@ from dipprior._tensor import default_device
 from dipprior.experiments import COLUMNS, Case, compare, make_task, save_figure
 from dipprior.metrics import ResultsTable, results_table
 from dipprior.metrics import psnr as psnr_of
+from dipprior.operators import Inpaint
 from dipprior.pipeline.presets import method_configs
 
-__all__ = ["DEFAULT_IMAGES", "METHODS", "QUICK", "DemoConfig", "DemoResult", "run_demo",
-           "save_figure"]
+__all__ = ["DEFAULT_IMAGES", "HOLES", "QUICK", "DemoConfig", "DemoResult", "methods_of",
+           "run_demo", "save_figure"]
 
 DEFAULT_IMAGES = ("astronaut", "chelsea", "motorcycle")
-METHODS = ("DIP", "DDPM", "Observation->DDPM", "DIP->DDPM")
-TASKS = ("denoise", "inpaint", "sr")
+DEMO_COLUMNS = ["Task", *COLUMNS]
+TASKS = ("inpaint", "box", "denoise", "sr")
+HOLES = ("inpaint", "box")  # drawn together in demo.png
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     """What the demo runs; the defaults take a few minutes on 2 CPU cores.
 
-    ``images`` are names from :data:`dipprior.io.SAMPLE_IMAGES`, center-cropped to ``size``.
-    ``sigma`` (0..255) is the denoising noise; ``keep`` the fraction of known pixels for
-    inpainting; ``factor`` the super-resolution factor.  DIP: ``dip_iterations`` and
+    ``tasks`` run in order, each with its own table: ``"inpaint"`` (``keep`` is the fraction of
+    known pixels), ``"box"`` (a centred ``box`` x ``box`` hole), ``"denoise"`` (``sigma`` in
+    0..255) and ``"sr"`` (by ``factor``).  ``images`` are names from
+    :data:`dipprior.io.SAMPLE_IMAGES`, center-cropped to ``size``.  DIP: ``dip_iterations`` and
     ``dip_channels`` (per scale).  Diffusion: the task's tuned presets
-    (:func:`~dipprior.pipeline.presets.method_configs`) with ``ddpm_steps`` for DDPM from noise,
-    ``steps`` for DIP->DDPM (None: the preset's) from ``t0`` (int timestep, float strength or
-    "auto"); an ``eta`` > 0
-    replaces the presets' DiffPIR ``zeta`` by DDIM's eta.
+    (:func:`~dipprior.pipeline.presets.method_configs`) with ``ddpm_steps`` for DiffPIR from
+    noise, ``steps`` for DIP->DDPM (None: the preset's) from ``t0`` (int timestep, float
+    strength or "auto"); an ``eta`` > 0 replaces the presets' DiffPIR ``zeta`` by DDIM's eta.
     Image ``i`` is degraded with ``seed + i`` and every method is seeded with it too.
     """
 
-    task: str = "denoise"
-    images: tuple[str, ...] = DEFAULT_IMAGES
+    tasks: tuple[str, ...] = ("inpaint", "box", "denoise")
+    images: tuple[str, ...] = DEFAULT_IMAGES[:2]
     size: int = 96
     sigma: float = 25.0
     keep: float = 0.5
+    box: int = 32
     factor: int = 4
-    dip_iterations: int = 600
+    dip_iterations: int = 500
     dip_channels: int = 64
     ddpm_steps: int = 100
     steps: int | None = None
@@ -89,8 +97,11 @@ class DemoConfig:
     def __post_init__(self) -> None:
         from dipprior.io import SAMPLE_IMAGES
 
-        if self.task not in TASKS:
-            raise ValueError(f"task: expected one of {TASKS}, got {self.task!r}")
+        tasks = (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks)
+        object.__setattr__(self, "tasks", tasks)
+        bad = [t for t in tasks if t not in TASKS]
+        if not tasks or bad or len(set(tasks)) != len(tasks):
+            raise ValueError(f"tasks: expected distinct names from {TASKS}, got {self.tasks!r}")
         object.__setattr__(self, "images", tuple(self.images))
         if not self.images:
             raise ValueError("images: expected at least one sample image name")
@@ -98,30 +109,36 @@ class DemoConfig:
         if unknown:
             raise ValueError(f"images: unknown sample images {unknown}; choose from "
                              f"{SAMPLE_IMAGES}")
-        for name in ("size", "dip_iterations", "dip_channels", "ddpm_steps", "steps", "factor"):
+        for name in ("size", "dip_iterations", "dip_channels", "ddpm_steps", "steps", "factor",
+                     "box"):
             value = getattr(self, name)
             if name == "steps" and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
-        if self.task == "sr" and self.size % self.factor:
+        if "sr" in tasks and self.size % self.factor:
             raise ValueError(f"size: {self.size} is not divisible by the SR factor "
                              f"{self.factor}")
+        if "box" in tasks and self.box >= self.size:
+            raise ValueError(f"box: a {self.box}-pixel hole does not fit a {self.size}-pixel "
+                             f"crop")
 
 
 # the `--quick` budget: about a minute on 2 CPU cores
-QUICK = {"images": DEFAULT_IMAGES[:2], "size": 64, "dip_iterations": 400, "ddpm_steps": 25,
-         "steps": 5}
+QUICK = {"tasks": HOLES, "images": DEFAULT_IMAGES[:1], "size": 64, "box": 20,
+         "dip_iterations": 300, "ddpm_steps": 25, "steps": 5}
 
 
 @dataclass
 class DemoResult:
-    """What :func:`run_demo` produced: the table, the images and the files written."""
+    """What :func:`run_demo` produced: the tables, the images and the files written."""
 
-    table: ResultsTable
+    table: ResultsTable  # every task, with a Task column
     config: DemoConfig
-    images: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
-    figure: Path | None = None
+    tables: dict[str, ResultsTable] = field(default_factory=dict)  # task -> its table
+    images: dict[str, dict[str, dict[str, torch.Tensor]]] = field(default_factory=dict)
+    figure: Path | None = None  # demo.png
+    figures: list[Path] = field(default_factory=list)
     csv: Path | None = None
     markdown: Path | None = None
     image_files: list[Path] = field(default_factory=list)
@@ -146,6 +163,49 @@ def _file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._]+", "-", name).strip("-.") or "image"
 
 
+def methods_of(task: str, model: Any, scheduler: Any, config: DemoConfig, dip: Any,
+               run: Mapping[str, Any]) -> dict[str, Any]:
+    """The demo's methods for ``task``, labelled; the one the library runs by default is
+    labelled ``"<name> (default)"``."""
+    from dipprior.experiments import CLASSICAL_LABELS
+    from dipprior.pipeline import (
+        CBM3DBaseline,
+        ClassicalBaseline,
+        DIPBaseline,
+        DIPInitializedSampler,
+    )
+    from dipprior.pipeline.presets import recommended_config
+
+    tuned = method_configs(task)
+    noise = {"eta": config.eta, "zeta": None} if config.eta > 0 else {}
+    methods: dict[str, Any] = {}
+    if task == "denoise":
+        try:
+            methods["CBM3D"] = CBM3DBaseline()
+        except ImportError:
+            pass
+    else:
+        methods[CLASSICAL_LABELS[task]] = ClassicalBaseline()
+    chains = {"DiffPIR (noise)": tuned["DDPM"].replace(steps=config.ddpm_steps, **noise),
+              "DIP": None,
+              "Classical->DDPM": tuned["Classical->DDPM"].replace(**noise),
+              "DIP->DDPM": tuned["DIP->DDPM"].replace(
+                  t0=config.t0, **noise, **({} if config.steps is None
+                                            else {"steps": config.steps}))}
+    if task == "denoise":  # the classical start is the observation: the prior's one step
+        chains["Classical->DDPM"] = tuned["Observation->DDPM"].replace(**noise)
+    default = recommended_config(make_task(task) if task in ("denoise", "sr")
+                                 else Inpaint(torch.ones(1, 1)))
+    for label, sampler_config in chains.items():
+        if sampler_config is None:
+            methods[label] = DIPBaseline(dip, **run)
+            continue
+        if sampler_config == default.replace(**noise):
+            label += " (default)"
+        methods[label] = DIPInitializedSampler(model, scheduler, sampler_config, dip=dip, **run)
+    return methods
+
+
 def run_demo(
     config: DemoConfig | None = None,
     *,
@@ -156,12 +216,12 @@ def run_demo(
     progress: bool = True,
     log: Callable[[str], None] | None = print,
 ) -> DemoResult:
-    """Restore the demo images with DIP, DDPM and DIP->DDPM; score, tabulate and draw them.
+    """Restore the demo images with every method of each task; score, tabulate and draw them.
 
     Args:
         config: a :class:`DemoConfig` (default: the full demo).
-        out: folder for ``results.csv``, ``results.md``, ``demo.png`` and the restored images
-            ``images/<image>_<method>.png`` (created); None writes nothing.
+        out: folder for ``results.csv``, ``results.md``, the figures and the restored images
+            ``images/<task>/<image>_<method>.png`` (created); None writes nothing.
         model, scheduler: the diffusion prior (default: the shipped one,
             :func:`dipprior.diffusion.load_pretrained`).
         device: None: CUDA if available, else CPU.
@@ -170,12 +230,12 @@ def run_demo(
             silent).
 
     Returns:
-        A :class:`DemoResult`; its ``table`` has columns Image, Method, PSNR, SSIM, MSE, MAE,
-        Delta E, NFE, Seconds, per image and method, then one average row per method.
+        A :class:`DemoResult`; its ``table`` has columns Task, Image, Method, PSNR, SSIM, MSE,
+        MAE, Delta E, NFE, Seconds: for each task its rows per image and method, then its
+        average row per method (``tables`` holds one table per task).
     """
     from dipprior.dip import DIPConfig
     from dipprior.io import sample_image
-    from dipprior.pipeline import DIPBaseline, DIPInitializedSampler
 
     config = config or DemoConfig()
     say = log or (lambda _msg: None)
@@ -187,52 +247,47 @@ def run_demo(
         model, scheduler = load_pretrained(device=device)
     dip = DIPConfig(iterations=config.dip_iterations, channels=config.dip_channels,
                     device=device, progress=progress)
-    tuned = method_configs(config.task)
-    noise = {"eta": config.eta, "zeta": None} if config.eta > 0 else {}
     run = {"device": device, "progress": progress}
-    methods = {"DIP": DIPBaseline(dip, **run),
-               "DDPM": DIPInitializedSampler(
-                   model, scheduler, tuned["DDPM"].replace(steps=config.ddpm_steps, **noise),
-                   **run),
-               "Observation->DDPM": DIPInitializedSampler(
-                   model, scheduler, tuned["Observation->DDPM"].replace(**noise), **run),
-               "DIP->DDPM": DIPInitializedSampler(
-                   model, scheduler, tuned["DIP->DDPM"].replace(
-                       t0=config.t0, **noise, **({} if config.steps is None else
-                                                 {"steps": config.steps})),
-                   dip=dip, **run)}
     images = {name: sample_image(name, size=config.size) for name in config.images}
-    panels: dict[str, dict[str, torch.Tensor]] = {}
-    rows: list[dict[str, Any]] = []
+    tables: dict[str, ResultsTable] = {}
+    task_images: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
+    all_rows: list[dict[str, Any]] = []
+    for task in config.tasks:
+        methods = methods_of(task, model, scheduler, config, dip, run)
+        panels: dict[str, dict[str, torch.Tensor]] = {}
+        rows: list[dict[str, Any]] = []
 
-    def keep(case: Case, method: str, image: torch.Tensor, row: Mapping[str, Any]) -> None:
-        if method == METHODS[0]:
-            say(f"[{case.index + 1}/{len(images)}] {case.name}: {config.task}, "
-                f"{config.size}x{config.size}")
-            panels[case.name] = {"Ground truth": case.clean, "Degraded": _display_observation(
-                case.observation, case.operator, case.clean.shape)}
-        panels[case.name][method] = image.clamp(0, 1)
-        rows.append(dict(row))
-        say(f"    {method:<10} PSNR {row['psnr']:6.2f} dB  NFE {row['NFE']:4d}  "
-            f"{row['Seconds']:6.1f} s" + (f"  (t0={row['t0']})" if method == "DIP->DDPM" else ""))
+        def keep(case: Case, method: str, image: torch.Tensor, row: Mapping[str, Any],
+                 panels: dict = panels, rows: list = rows, first: str = next(iter(methods)),
+                 task: str = task) -> None:
+            if method == first:
+                say(f"[{case.index + 1}/{len(images)}] {case.name}: {_task_label(config, task)}, "
+                    f"{config.size}x{config.size}")
+                panels[case.name] = {"Ground truth": case.clean, "Degraded": _display_observation(
+                    case.observation, case.operator, case.clean.shape)}
+            panels[case.name][method] = image.clamp(0, 1)
+            rows.append(dict(row))
+            say(f"    {method:<28} PSNR {row['psnr']:6.2f} dB  NFE {row['NFE']:4d}  "
+                f"{row['Seconds']:6.1f} s" + (f"  (t0={row['t0']})" if row.get("t0") else ""))
 
-    compare(images, make_task(config.task, sigma=config.sigma, keep=config.keep,
-                              factor=config.factor),
-            methods, seed=config.seed, on_result=keep, progress=False)
-    table = results_table(rows, COLUMNS)
-    result = DemoResult(table=table, config=config, images=panels)
-    text = _report(table, config, device)
+        compare(images, make_task(task, sigma=config.sigma, keep=config.keep,
+                                  factor=config.factor, box=config.box),
+                methods, seed=config.seed, on_result=keep, progress=False)
+        tables[task] = results_table(rows, COLUMNS)
+        task_images[task] = panels
+        all_rows += [{"Task": task, **r} for r in tables[task].rows]  # with its averages
+    result = DemoResult(table=results_table(all_rows, DEMO_COLUMNS, average=False),
+                        config=config,
+                        tables=tables, images=task_images)
+    text = _report(result, config, device)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         result.csv = out / "results.csv"
-        table.to_csv(result.csv)
-        psnr = {(r["Image"], r["Method"]): r["psnr"] for r in rows}
-        if config.task == "denoise":  # the observation is an image of the same size
-            psnr.update({(name, "Degraded"): float(psnr_of(p["Degraded"], p["Ground truth"]))
-                         for name, p in panels.items()})
-        result.figure = save_figure(panels, psnr, out / "demo.png", title=_figure_title(config))
-        result.image_files = _save_images(panels, out / "images")
+        result.table.to_csv(result.csv)
+        _write_figures(result, config, out)
+        result.image_files = [path for task, panels in result.images.items()
+                              for path in _save_images(panels, out / "images" / task)]
     result.wall_seconds = time.perf_counter() - wall0
     result.cpu_seconds = time.process_time() - cpu0
     timing = (f"Total: {result.wall_seconds:.1f} s wall clock, {result.cpu_seconds:.1f} s CPU "
@@ -246,9 +301,38 @@ def run_demo(
     say(text)
     say(timing)
     if out is not None:
-        say(f"Wrote {result.figure}, {result.csv}, {result.markdown} and "
-            f"{len(result.image_files)} restored images in {out / 'images'}.")
+        say(f"Wrote {', '.join(str(f) for f in result.figures)}, {result.csv}, "
+            f"{result.markdown} and {len(result.image_files)} restored images in "
+            f"{out / 'images'}.")
     return result
+
+
+def _write_figures(result: DemoResult, config: DemoConfig, out: Path) -> None:
+    """``demo.png``: the hole tasks together (or the first task); ``demo_<task>.png`` for each
+    other task.  A panel row is an image under one task."""
+    groups: list[tuple[str, tuple[str, ...]]] = []
+    holes = tuple(t for t in config.tasks if t in HOLES)
+    rest = [t for t in config.tasks if t not in holes]
+    if holes:
+        groups.append(("demo.png", holes))
+    groups += [("demo.png" if not groups and i == 0 else f"demo_{t}.png", (t,))
+               for i, t in enumerate(rest)]
+    for filename, tasks in groups:
+        panels, psnr = {}, {}
+        for task in tasks:
+            for name, columns in result.images[task].items():
+                key = f"{name}, {_short_label(config, task)}" if len(tasks) > 1 else name
+                panels[key] = dict(columns)
+                psnr.update({(key, r["Method"]): r["PSNR"]
+                             for r in result.tables[task].rows
+                             if r["Image"] == name})
+                if task == "denoise":  # the observation is an image of the same size
+                    psnr[(key, "Degraded")] = float(psnr_of(columns["Degraded"],
+                                                            columns["Ground truth"]))
+        title = "; ".join(_task_label(config, t) for t in tasks)
+        result.figures.append(save_figure(panels, psnr, out / filename,
+                                          title=f"{title}; tuned presets"))
+    result.figure = result.figures[0]
 
 
 def _save_images(panels: Mapping[str, Mapping[str, torch.Tensor]], folder: Path) -> list[Path]:
@@ -256,44 +340,48 @@ def _save_images(panels: Mapping[str, Mapping[str, torch.Tensor]], folder: Path)
     from dipprior.io import save_image
 
     folder.mkdir(parents=True, exist_ok=True)
-    return [save_image(images[method], folder / f"{_file_stem(name)}_{_file_stem(method)}.png")
-            for name, images in panels.items() for method in METHODS if method in images]
+    return [save_image(image, folder / f"{_file_stem(name)}_{_file_stem(method)}.png")
+            for name, images in panels.items() for method, image in images.items()
+            if method not in ("Ground truth", "Degraded")]
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def _task_label(config: DemoConfig) -> str:
-    if config.task == "denoise":
+def _short_label(config: DemoConfig, task: str) -> str:
+    return {"inpaint": f"{100 * (1 - config.keep):g}% missing", "box": f"{config.box}px box",
+            "denoise": f"sigma {config.sigma:g}", "sr": f"x{config.factor}"}[task]
+
+
+def _task_label(config: DemoConfig, task: str) -> str:
+    if task == "denoise":
         return f"denoising sigma={config.sigma:g}/255"
-    if config.task == "inpaint":
+    if task == "inpaint":
         return f"inpainting, {100 * (1 - config.keep):g}% of pixels missing"
+    if task == "box":
+        return f"inpainting, a centred {config.box}x{config.box} hole"
     return f"super-resolution x{config.factor} (bicubic)"
 
 
-def _figure_title(config: DemoConfig) -> str:
-    steps = "preset" if config.steps is None else config.steps
-    return (f"{_task_label(config)}; DIP {config.dip_iterations} it; DDPM {config.ddpm_steps} "
-            f"NFE; DIP->DDPM <= {steps} steps from t0={config.t0}; tuned presets")
-
-
-def _report(table: ResultsTable, config: DemoConfig, device: Any) -> str:
+def _report(result: DemoResult, config: DemoConfig, device: Any) -> str:
     settings = {k: v for k, v in dataclasses.asdict(config).items()}
-    lines = [f"# dipprior demo: {_task_label(config)}", "",
+    lines = ["# dipprior demo", "",
              "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + f", "
              f"device={device}.", "",
              "Seconds of DIP->DDPM include its DIP fit (shared with DIP alone). NFE counts "
-             "diffusion-model evaluations.", ""]
-    for method in METHODS:
-        rows = [{k: v for k, v in row.items() if k != "Method"}
-                for row in table.rows if row.get("Method") == method and row["Image"] != "Average"]
-        sub = results_table(rows, ["Image", "PSNR", "SSIM", "MSE", "MAE", "Delta E", "NFE",
-                                   "Seconds"])
-        lines += [f"## {method}", "", sub.to_markdown()]
-    averages = [{"Image": row["Method"], **{k: v for k, v in row.items()
-                                             if k not in ("Image", "Method")}}
-                for row in table.rows if row["Image"] == "Average"]
-    summary = results_table(averages, ["Image", "PSNR", "SSIM", "MSE", "MAE", "Delta E", "NFE",
-                                       "Seconds"], average=False)
-    lines += ["## Averages (Image = method)", "", summary.to_markdown()]
+             "diffusion-model evaluations. DiffPIR (noise) is the prior from pure noise; "
+             "(default) marks what DIPInitializedSampler(model, scheduler) runs.", ""]
+    columns = ["Image", "PSNR", "SSIM", "MSE", "MAE", "Delta E", "NFE", "Seconds"]
+    for task, table in result.tables.items():
+        lines += [f"# {_task_label(config, task)}", ""]
+        methods = list(dict.fromkeys(r["Method"] for r in table.rows))
+        for method in methods:
+            rows = [{k: v for k, v in row.items() if k != "Method"} for row in table.rows
+                    if row.get("Method") == method and row["Image"] != "Average"]
+            lines += [f"## {method}", "", results_table(rows, columns).to_markdown(), ""]
+        averages = [{"Image": row["Method"], **{k: v for k, v in row.items()
+                                                 if k not in ("Image", "Method")}}
+                    for row in table.rows if row["Image"] == "Average"]
+        lines += ["## Averages (Image = method)", "",
+                  results_table(averages, columns, average=False).to_markdown(), ""]
     return "\n".join(lines)
