@@ -167,3 +167,64 @@ def test_the_classical_peer_is_clamped_and_refuses_denoising():
     assert r.nfe == 0 and ClassicalBaseline.name(op) == "Bicubic"
     with pytest.raises(ValueError, match="CBM3D"):
         ClassicalBaseline()(y, Denoise(0.1))
+
+
+# ----------------------------------------------------------------------------- the budget
+
+
+def test_budget_config_picks_the_best_point_that_fits():
+    from dipprior.pipeline.presets import EFFORTS, FRONT, budget_config
+
+    holes = Inpaint(torch.ones(8, 8))
+    front = FRONT["noise-free"]
+    assert [e for e, _, _ in front] == list(EFFORTS)
+    seconds = [s for _, s, _ in front]
+    assert seconds == sorted(seconds)
+    for effort, _, config in front:
+        assert budget_config(holes, effort) == config
+    assert budget_config(holes, 1e-3) == front[0][2]  # nothing fits: the cheapest
+    assert budget_config(holes, 1e6) == front[-1][2]
+    assert budget_config(holes, seconds[1]) == front[1][2]
+    # four times the pixels, four times the seconds
+    assert budget_config(holes, seconds[1], pixels=4 * 128 * 128) == front[0][2]
+    assert budget_config(holes, 4 * seconds[1], pixels=4 * 128 * 128) == front[1][2]
+    assert budget_config(Denoise(0.1), "best") == FRONT["denoise"][-1][2]
+    for bad in ("quick", 0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="budget"):
+            budget_config(holes, bad)
+
+
+def test_the_sampler_runs_the_budgets_point_and_refuses_a_budget_with_settings():
+    from dipprior.pipeline.presets import budget_config
+
+    scheduler = Scheduler()
+    op = Inpaint(center_box_mask((24, 24), 8))
+    y = op.degrade(_photo())
+    fast = DIPInitializedSampler(Recording(), scheduler, budget="fast",
+                                 progress=False)(y, op, seed=1)
+    same = DIPInitializedSampler(Recording(), scheduler, budget_config(op, "fast"),
+                                 progress=False)(y, op, seed=1)
+    torch.testing.assert_close(fast.image, same.image, rtol=0, atol=0)
+    assert fast.nfe == budget_config(op, "fast").steps
+    with pytest.raises(ValueError, match="budget"):
+        DIPInitializedSampler(Recording(), scheduler, steps=3, budget="fast")
+    with pytest.raises(ValueError, match="budget"):
+        DIPInitializedSampler(Recording(), scheduler, budget="soon")
+
+
+def test_restore_budget_option(tmp_path, capsys, make_unet):
+    from dipprior.cli import main
+    from dipprior.diffusion import save
+    from dipprior.io import sample_image, save_image
+
+    model = str(save(make_unet(), Scheduler(), tmp_path / "m"))
+    save_image(sample_image("chelsea", 16), tmp_path / "c.png")
+    base = ["restore", str(tmp_path / "c.png"), "--task", "inpaint", "--simulate",
+            "--model", model, "--no-progress"]
+    assert main([*base, "--budget", "fast", "--out", str(tmp_path / "o.png")]) == 0
+    assert "NFE=10" in capsys.readouterr().out
+    assert main([*base, "--budget", "fast", "--steps", "3", "--out", str(tmp_path / "p.png")]) == 2
+    assert "--budget" in capsys.readouterr().err
+    assert main([*base, "--budget", "soon", "--out", str(tmp_path / "q.png")]) == 2
+    assert "--budget" in capsys.readouterr().err
+    assert not (tmp_path / "p.png").exists() and not (tmp_path / "q.png").exists()

@@ -143,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         (op, note), observation = _real_operator(task, image), image
     model, scheduler = load_prior(args)
-    sampler = DIPInitializedSampler(model, scheduler, config, dip=dip, device=args.device,
+    sampler = DIPInitializedSampler(model, scheduler, config, budget=_budget(args), dip=dip,
+                                    device=args.device,
                                     progress=not args.no_progress)
     result = sampler(observation, op, seed=args.seed)
     save_image(result.image, args.out)
@@ -219,10 +220,36 @@ def _kind(task: Any) -> Any:
     return task if hasattr(task, "proximal") else Denoise(0.0)
 
 
+def _budget(args: argparse.Namespace) -> float | str | None:
+    """``--budget``: seconds (a number) or an effort name, checked before any work."""
+    from dipprior.pipeline.presets import EFFORTS
+
+    if args.budget is None:
+        return None
+    try:
+        budget: float | str = float(args.budget)
+    except ValueError:
+        budget = args.budget
+        if budget not in EFFORTS:
+            raise ValueError(f"--budget: expected seconds or one of {', '.join(EFFORTS)}, got "
+                             f"{args.budget!r}") from None
+    if isinstance(budget, float) and not 0 < budget < float("inf"):
+        raise ValueError(f"--budget: expected seconds > 0, got {args.budget!r}")
+    return budget
+
+
 def _config(args: argparse.Namespace, task: Any) -> Any:
-    """The sampler settings: None (no option given) runs the task's recommended preset; options
-    given change the task's preset for the chosen ``--init`` (the recommended one without it)."""
+    """The sampler settings: None (no option given) runs the task's recommended preset, or
+    with ``--budget`` the front's point for it; options given change the task's preset for the
+    chosen ``--init`` (the recommended one without it)."""
     from dipprior.pipeline.presets import method_configs, recommended_config
+
+    if args.budget is not None:
+        if sampler_config(args, init=args.init) is not None or args.no_guidance:
+            raise ValueError("--budget: picks the start and the chain itself; leave out the "
+                             "sampler options (--init, --steps, --t0, ...) or --budget")
+        _budget(args)
+        return None
 
     if args.init in (None, "auto"):
         base = recommended_config(_kind(task))
@@ -242,13 +269,15 @@ def _dip(args: argparse.Namespace, task: Any) -> Any:
     return dip_config(args, default_dip_config(_kind(task)))
 
 
-def _uses_dip(config: Any, task: Any) -> bool:
+def _uses_dip(config: Any, task: Any, args_budget: float | str | None = None) -> bool:
     """Whether the run fits DIP: as the start, or as the second observation on top of another
     start (the presets and init="auto" skip it)."""
-    from dipprior.pipeline.presets import recommended_config
+    from dipprior.pipeline.presets import budget_config, recommended_config
     from dipprior.pipeline.tasks import resolve_init
 
-    config = recommended_config(_kind(task)) if config is None else config
+    if config is None:
+        config = (recommended_config(_kind(task)) if args_budget is None
+                  else budget_config(_kind(task), args_budget))
     init = resolve_init([_kind(task)]) if config.init == "auto" else config.init
     return init == "dip" or (config.dip_observation and init != "noise")
 
@@ -319,7 +348,7 @@ def _run_folder(args: argparse.Namespace) -> int:
     task = _task(args)
     config = _config(args, task)
     dip = _dip(args, task)
-    names = _output_names(paths, dip=_uses_dip(config, task))
+    names = _output_names(paths, dip=_uses_dip(config, task, _budget(args)))
     metrics = out / METRICS
     rows = _read_metrics(metrics) if args.simulate else {}
     seeds = {path: args.seed + i for i, path in enumerate(paths)}
@@ -341,7 +370,8 @@ def _run_folder(args: argparse.Namespace) -> int:
 
     order = [p.name for p in paths]
     if todo:
-        sampler = DIPInitializedSampler(model, scheduler, config, dip=dip, device=args.device,
+        sampler = DIPInitializedSampler(model, scheduler, config, budget=_budget(args), dip=dip,
+                                        device=args.device,
                                         progress=not args.no_progress)
     bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="images", unit="image",
                disable=args.no_progress or not todo)
