@@ -706,7 +706,7 @@ def test_the_presets_are_what_the_docs_say():
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "pipeline.md").read_text()
     assert f"a fixed budget of {DIP_BUDGET} iterations" in text
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:6]]
             for line in text.splitlines() if line.startswith("| `denoise`")
             or line.startswith("| `inpaint`")}
     assert len(rows) == 2
@@ -714,7 +714,8 @@ def test_the_presets_are_what_the_docs_say():
     for label, cells in rows.items():
         task = "denoise" if label.startswith("`denoise`") else "inpaint"
         configs = method_configs(task)
-        for cell, method in zip(cells, ("DDPM", "Observation->DDPM", "DIP->DDPM"), strict=True):
+        for cell, method in zip(cells, ("DDPM", "Observation->DDPM", "DIP->DDPM",
+                                        "Classical->DDPM"), strict=True):
             config = configs[method]
             for f in dataclasses.fields(config):
                 value = getattr(config, f.name)
@@ -744,11 +745,12 @@ def test_no_config_runs_the_recommended_preset_of_each_task(model, scheduler, no
     assert r.nfe == 1 and r.dip_image is None
     sr = SuperResolution(2)
     ys = sr.degrade(clean)
-    assert recommended_config(sr) == method_configs("sr")["DIP->DDPM"]
-    r = plain(ys, sr, seed=2, dip_image=dip_image)
+    assert recommended_config(sr) == method_configs("sr")["Classical->DDPM"]
+    r = plain(ys, sr, seed=2)
     expected = DIPInitializedSampler(model, scheduler, recommended_config(sr),
-                                     progress=False)(ys, sr, seed=2, dip_image=dip_image)
+                                     progress=False)(ys, sr, seed=2)
     torch.testing.assert_close(r.image, expected.image, rtol=0, atol=0)
+    assert r.dip_image is None and r.seconds["dip"] == 0
     # a config or a keyword means the user's settings, not the preset
     assert not DIPInitializedSampler(model, scheduler, steps=3).recommended
 
