@@ -16,6 +16,8 @@ seed's table per method with averages), ``summary.md`` (means, and the default's
 the best of the classical peer and DiffPIR from noise per crop) and ``psnr_vs_seconds.png``.
 ``--reuse CSV`` copies the DIP(k) and DIP(k)->DDPM rows of an earlier ``time_to_quality.py``
 run on the same crops and seeds (marked ``reused``) instead of fitting the 64-channel DIP again.
+A run split over processes with ``--first``/``--n-images`` is joined with
+``--merge DIR DIR ... --out DIR`` (rows in image order, the outputs written again).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from dipprior.operators import Denoise
 from dipprior.pipeline import ClassicalBaseline, DIPInitializedSampler
 from dipprior.pipeline.presets import method_configs
 
+NUMBERS = ("seconds", "psnr", "ssim", "mse", "mae", "delta_e")
 COLUMNS = ["image", "method", "seconds", "nfe", "t0", "psnr", "ssim", "mse", "mae", "delta_e",
            "source"]
 
@@ -47,6 +50,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="folder of held-out images")
     p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--merge", nargs="+", metavar="DIR", help="join these runs' rows.csv")
     p.add_argument("--n-images", type=int, default=8)
     p.add_argument("--first", type=int, default=0, help="start at this image (keeps seed + i)")
     p.add_argument("--size", type=int, default=128)
@@ -73,6 +77,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        rows = []
+        for folder in args.merge:
+            with open(Path(folder) / "rows.csv", newline="") as f:
+                rows += [{**r, **{k: float(r[k]) for k in NUMBERS}, "nfe": int(r["nfe"] or 0)}
+                         for r in csv.DictReader(f)]
+        order = {name: i for i, name in enumerate(sorted({r["image"] for r in rows}))}
+        write(out, sorted(rows, key=lambda r: order[r["image"]]), args)
+        return
     model, scheduler = load_pretrained()
     factory = make_task(args.task, sigma=args.sigma)
     images = load_folder(args.data, args.n_images, args.size)

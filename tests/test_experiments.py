@@ -115,6 +115,33 @@ def test_compare_standard_methods_share_one_dip_fit(model, monkeypatch):
     assert rows[("img1", "DIP->DDPM")]["Seconds"] > 0
 
 
+def test_the_classical_peer_and_start_run_through_the_runner(model):
+    """compare() with standard_methods(task="inpaint"): the biharmonic row is scikit-image's
+    inpainting scored against the clean image, and Classical->DDPM starts from it."""
+    from skimage.restoration import inpaint_biharmonic
+
+    from dipprior.operators import Inpaint
+
+    methods = ex.standard_methods(model, Scheduler(), sampler=SamplerConfig(steps=3, t0=50),
+                                  ddpm_steps=4, dip=DIP, cbm3d=False, task="inpaint")
+    assert "Biharmonic" in methods and "Classical->DDPM" in methods
+    factory = ex.make_task("inpaint")
+    table = ex.compare(_images(1), factory, methods, seed=0, progress=False)
+    rows = {r["Method"]: r for r in table.rows if r["Image"] == "img0"}
+    assert rows["Biharmonic"]["NFE"] == 0 and rows["Classical->DDPM"]["NFE"] == 3
+    assert rows["Classical->DDPM"]["t0"] == 50
+    clean = _images(1)["img0"]
+    op, y = ex.degrade(clean, factory, 0)
+    assert isinstance(op, Inpaint)
+    expected = inpaint_biharmonic(y.permute(1, 2, 0).double().numpy(), op.mask[0].numpy() == 0,
+                                  channel_axis=-1)
+    expected = torch.from_numpy(expected).permute(2, 0, 1).float().clamp(0, 1)
+    assert rows["Biharmonic"]["PSNR"] == pytest.approx(psnr(expected, clean), abs=1e-4)
+    # denoising has CBM3D as its peer, never the classical one
+    assert "Biharmonic" not in {r["Method"] for r in ex.compare(
+        _images(1), Denoise(0.1), methods, seed=0, progress=False).rows}
+
+
 def test_dip_cache_roundtrip(tmp_path, monkeypatch):
     y = Denoise(0.1).degrade(_images(1)["img0"], torch.Generator().manual_seed(0))
     first, s1 = ex.fit_dip_cached(y, Denoise(0.1), DIP, 3, ex.DIPCache(tmp_path), None, False)
