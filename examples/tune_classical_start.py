@@ -44,6 +44,9 @@ def main() -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--t0", default="50,100,150,200,300,400")
     p.add_argument("--steps", default="25")
+    p.add_argument("--zeta", default="1.0", help="DiffPIR's fresh-noise fractions to try")
+    p.add_argument("--samples", type=int, default=1,
+                   help="average this many chains per crop (seeds 1000 i + j)")
     p.add_argument("--no-ddpm", action="store_true", help="skip DiffPIR from noise")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="JSON lines, appended")
@@ -85,19 +88,27 @@ def main() -> None:
                 scores.append(metrics.psnr(r.image, clean))
             emit({"task": task, "label": "DDPM", "psnr": scores, "seconds": secs,
                   "mean": round(sum(scores) / len(scores), 3)})
-        for steps in [int(s) for s in args.steps.split(",")]:
-            for t0 in [int(t) for t in args.t0.split(",")]:
-                sampler = DIPInitializedSampler(model, scheduler,
-                                                base.replace(t0=t0, steps=steps), progress=False)
-                scores, secs = [], []
-                for i, ((_, clean, op, y), start) in enumerate(zip(cases, starts, strict=True)):
-                    began = time.perf_counter()
-                    r = sampler(y, op, seed=i, dip_image=start)
-                    secs.append(time.perf_counter() - began)
-                    scores.append(metrics.psnr(r.image, clean))
-                emit({"task": task, "label": f"classical t0={t0} steps={steps}", "t0": t0,
-                      "steps": steps, "psnr": [round(s, 3) for s in scores], "seconds": secs,
-                      "mean": round(sum(scores) / len(scores), 3)})
+        grid = [(int(s), int(t), float(z)) for s in args.steps.split(",")
+                for t in args.t0.split(",") for z in args.zeta.split(",")]
+        n = args.samples
+        for steps, t0, zeta in grid:
+            sampler = DIPInitializedSampler(model, scheduler, base.replace(
+                t0=t0, steps=steps, zeta=zeta), progress=False)
+            scores, secs = [], []
+            for i, ((_, clean, op, y), start) in enumerate(zip(cases, starts, strict=True)):
+                began = time.perf_counter()
+                if n == 1:
+                    image = sampler(y, op, seed=i, dip_image=start).image
+                else:
+                    image = sampler(y.expand(n, *y.shape), op, seed=1000 * i,
+                                    dip_image=start.expand(n, *start.shape)).image.mean(0)
+                secs.append(time.perf_counter() - began)
+                scores.append(metrics.psnr(image, clean))
+            label = f"classical t0={t0} steps={steps}" + (
+                f" zeta={zeta:g}" if zeta != 1.0 else "") + (f" avg{n}" if n > 1 else "")
+            emit({"task": task, "label": label, "t0": t0, "steps": steps, "zeta": zeta,
+                  "samples": n, "psnr": [round(s, 3) for s in scores], "seconds": secs,
+                  "mean": round(sum(scores) / len(scores), 3)})
 
 
 if __name__ == "__main__":

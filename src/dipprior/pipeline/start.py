@@ -19,7 +19,7 @@ __all__ = ["CLASSICAL_T0", "Start", "auto_t0", "classical_t0", "forward_diffuse"
 #: ``t0`` of a classical start, tuned on held-out CBSD432 crops (T = 1000, 25 steps, zeta 1):
 #: for holes at two hole scales (:func:`hole_scale`: 50% random pixels, a centred 32x32 box),
 #: and for every other operator (tuned on bicubic x4 super-resolution)
-CLASSICAL_T0 = {"holes": ((1.03, 100), (5.84, 200)), "other": 200}
+CLASSICAL_T0 = {"holes": ((1.03, 100), (5.84, 200)), "other": 100}
 
 
 def resolve_t0(t0: int | float, num_train_timesteps: int) -> int:
