@@ -45,6 +45,8 @@ def main() -> None:
     p.add_argument("--t0", default="50,100,150,200,300,400")
     p.add_argument("--steps", default="25")
     p.add_argument("--zeta", default="1.0", help="DiffPIR's fresh-noise fractions to try")
+    p.add_argument("--fields", default="{}",
+                   help="JSON: more SamplerConfig fields of the chain (e.g. dip_observation)")
     p.add_argument("--samples", type=int, default=1,
                    help="average this many chains per crop (seeds 1000 i + j)")
     p.add_argument("--no-ddpm", action="store_true", help="skip DiffPIR from noise")
@@ -57,7 +59,8 @@ def main() -> None:
     crops = validation_crops(args.data, args.n_images, args.size)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    base = SamplerConfig(init="dip", steps=25, zeta=1.0)
+    fields = json.loads(args.fields)
+    base = SamplerConfig(init="dip", steps=25, zeta=1.0).replace(**fields)
 
     def emit(row: dict) -> None:
         with out.open("a") as f:
@@ -104,7 +107,7 @@ def main() -> None:
                                     dip_image=start.expand(n, *start.shape)).image.mean(0)
                 secs.append(time.perf_counter() - began)
                 scores.append(metrics.psnr(image, clean))
-            label = f"classical t0={t0} steps={steps}" + (
+            label = f"classical t0={t0} steps={steps}" + (f" {fields}" if fields else "") + (
                 f" zeta={zeta:g}" if zeta != 1.0 else "") + (f" avg{n}" if n > 1 else "")
             emit({"task": task, "label": label, "t0": t0, "steps": steps, "zeta": zeta,
                   "samples": n, "psnr": [round(s, 3) for s in scores], "seconds": secs,

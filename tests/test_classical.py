@@ -228,3 +228,45 @@ def test_restore_budget_option(tmp_path, capsys, make_unet):
     assert main([*base, "--budget", "soon", "--out", str(tmp_path / "q.png")]) == 2
     assert "--budget" in capsys.readouterr().err
     assert not (tmp_path / "p.png").exists() and not (tmp_path / "q.png").exists()
+
+
+def test_the_budget_rule_is_the_docs_table():
+    """docs/results.md's "Which method for which task and budget" table is FRONT."""
+    import re
+    from pathlib import Path
+
+    from dipprior.pipeline.presets import FRONT
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    section = text.split("### Which method for which task and budget", 1)[1].split("\n#", 1)[0]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in section.splitlines()
+            if line.startswith("| noise-free") or line.startswith("| denoise")]
+    assert len(rows) == sum(len(points) for points in FRONT.values())
+    for task, effort_cell, seconds_cell, runs, *_ in rows:
+        effort = re.fullmatch(r"`(\w+)`", effort_cell).group(1)
+        _, seconds, config = next(p for p in FRONT[task] if p[0] == effort)
+        assert seconds_cell == f"{seconds:g}", (task, effort)
+        assert f'init="{config.init}"' in runs and f"{config.steps} step" in runs, runs
+
+
+def test_samples_average_chains_of_their_own_noise(model):
+    """samples=k: k chains per image from the same start, averaged; chain 0 is the one-sample
+    chain, the others draw noise of their own; a batch equals single calls."""
+    scheduler = Scheduler()
+    op = Inpaint(center_box_mask((16, 16), 6))
+    clean = _photo(16)
+    y = op.degrade(clean)
+    config = {"init": "classical", "steps": 3, "zeta": 1.0, "t0": 80}
+    one = DIPInitializedSampler(model, scheduler, progress=False, **config)(y, op, seed=4)
+    two = DIPInitializedSampler(model, scheduler, progress=False, samples=2, **config)
+    r = two(y, op, seed=4)
+    assert r.nfe == 2 * one.nfe == 6
+    other = 2 * r.image - one.image  # the second chain's image
+    assert float((other - one.image).abs().max()) > 1e-3
+    assert -1e-5 <= float(other.min()) and float(other.max()) <= 1 + 1e-5
+    torch.testing.assert_close(two(y, op, seed=4).image, r.image, rtol=0, atol=0)
+    batch = two(torch.stack([y, y]), op, seed=4)
+    torch.testing.assert_close(batch.image[0], r.image, rtol=0, atol=1e-6)
+    torch.testing.assert_close(batch.image[1], two(y, op, seed=5).image, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="samples"):
+        DIPInitializedSampler(model, scheduler, samples=0)

@@ -84,6 +84,9 @@ class SamplerConfig:
         dip_observation: use the DIP image, beyond the start, as a second observation of the
             whole image in every data step, with its estimated error as noise std
             (:mod:`dipprior.pipeline.consistency`).
+        samples: run this many chains per image from the same start (their noise from streams
+            of their own) and return their mean, an estimate of the posterior mean, which PSNR
+            rewards; they run as one batch of model calls and count ``samples`` times in NFE.
 
     >>> SamplerConfig(steps=10).steps_from(4), SamplerConfig(steps=10).steps_from(40)
     (5, 10)
@@ -100,6 +103,7 @@ class SamplerConfig:
     renoise: str = "auto"
     error_estimate: str = "residual"
     dip_observation: bool = False
+    samples: int = 1
 
     def __post_init__(self) -> None:
         if not (callable(self.init) or (isinstance(self.init, str) and self.init in INITS)):
@@ -130,6 +134,8 @@ class SamplerConfig:
                              f"{self.error_estimate!r}")
         if not isinstance(self.dip_observation, bool):
             raise TypeError(f"dip_observation: expected a bool, got {self.dip_observation!r}")
+        if not is_int(self.samples) or self.samples < 1:
+            raise ValueError(f"samples: expected an int >= 1, got {self.samples!r}")
         if self.spacing not in SPACINGS:
             raise ValueError(f"spacing: expected one of {SPACINGS}, got {self.spacing!r}")
         t0 = self.t0

@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
-from dipprior._seeds import DIFFUSION_NOISE, stream_seed
+from dipprior._seeds import DIFFUSION_NOISE, EXTRA_SAMPLES, stream_seed
 from dipprior.operators import Operator
 from dipprior.pipeline.checks import check_observation, check_operator
 from dipprior.pipeline.config import is_int
 
-__all__ = ["groups", "noise_seed", "per_image", "seeds_for", "split"]
+__all__ = ["groups", "noise_seed", "per_image", "sample_seed", "seeds_for", "split"]
 
 
 def split(observation: Any, operator: Any) -> tuple[list[torch.Tensor], list[Operator], bool]:
@@ -48,6 +48,13 @@ def noise_seed(seed: int) -> int:
     the observation's instead of independent noise.
     """
     return stream_seed(seed, DIFFUSION_NOISE)
+
+
+def sample_seed(seed: int, sample: int) -> int:
+    """The diffusion-noise seed of chain ``sample`` of an image seeded ``seed``: chain 0 is
+    :func:`noise_seed` (so one sample is what it always was), chain ``j > 0`` a stream of its
+    own."""
+    return noise_seed(seed) if sample == 0 else stream_seed(seed, EXTRA_SAMPLES + 2 * sample)
 
 
 def seeds_for(seed: int, generator: torch.Generator | None, n: int) -> list[int]:

@@ -28,7 +28,14 @@ from dipprior.operators import Denoise, Operator
 from dipprior.pipeline.checks import check_initial_image
 from dipprior.pipeline.config import RENAMED, SamplerConfig
 from dipprior.pipeline.consistency import merge_gaussian
-from dipprior.pipeline.inputs import groups, noise_seed, per_image, seeds_for, split
+from dipprior.pipeline.inputs import (
+    groups,
+    noise_seed,
+    per_image,
+    sample_seed,
+    seeds_for,
+    split,
+)
 from dipprior.pipeline.presets import budget_config, recommended_config
 from dipprior.pipeline.result import SampleResult
 from dipprior.pipeline.start import (
@@ -235,31 +242,39 @@ class DIPInitializedSampler:
                  for i in range(n)]
         start_seconds = time.perf_counter() - began_start
 
-        # 2. where each chain starts, and its first noise draw
-        generators = [torch.Generator().manual_seed(noise_seed(s)) for s in seeds]
+        # 2. where each image's chains start (``samples`` chains per image, image i's chain j
+        #    at index i * samples + j), and their first noise draws
         starts = [plan_start(cfg, self.scheduler, ops[i], ys[i], inits[i], refs[i])
                   for i in range(n)]
         if cfg.dip_observation and cfg.init != "dip":  # the DIP image's own error estimate
             starts = [dataclasses.replace(starts[i], error_std=(
                 reference_error_std(dips[i], refs[i]) if cfg.error_estimate == "reference"
                 else estimate_error_std(dips[i], ys[i], ops[i]))) for i in range(n)]
-        xs = [self._start_state(ys[i], ops[i], inits[i], starts[i], generators[i], dev)
-              for i in range(n)]
+        of = [i for i in range(n) for _ in range(cfg.samples)]  # chain -> its image
+        generators = [torch.Generator().manual_seed(sample_seed(seeds[i], c % cfg.samples))
+                      for c, i in enumerate(of)]
+        xs = [self._start_state(ys[i], ops[i], inits[i], starts[i], generators[c], dev)
+              for c, i in enumerate(of)]
 
-        # 3. the reverse chains, images with the same timesteps in one batch
+        # 3. the reverse chains, chains with the same timesteps in one batch
         began_diffusion = time.perf_counter()
-        x0s: list[torch.Tensor | None] = [None] * n
         timesteps = [cfg.timesteps(self.scheduler, s.t0) for s in starts]
-        steps_log: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-        for group in groups(timesteps):
-            out = self._diffuse(group, ys, ops, xs, timesteps[group[0]], generators, dev,
-                                steps_log if return_intermediates else None, dips, starts)
-            for j, i in enumerate(group):
-                x0s[i] = out[j:j + 1]
+        x0s: list[torch.Tensor | None] = [None] * len(of)
+        steps_log: list[list[dict[str, Any]]] = [[] for _ in of]
+        chain = {"ys": [ys[i] for i in of], "ops": [ops[i] for i in of],
+                 "dips": [dips[i] for i in of], "starts": [starts[i] for i in of]}
+        for group in groups([timesteps[i] for i in of]):
+            out = self._diffuse(group, chain["ys"], chain["ops"], xs, timesteps[of[group[0]]],
+                                generators, dev, steps_log if return_intermediates else None,
+                                chain["dips"], chain["starts"])
+            for j, c in enumerate(group):
+                x0s[c] = out[j:j + 1]
         diffusion_seconds = time.perf_counter() - began_diffusion
 
         # 4. the result, shaped like the input
-        images = torch.cat([to_image_scale(x) for x in x0s]).to(observation.device)
+        k = cfg.samples  # the mean of each image's chains
+        images = torch.cat([torch.cat([to_image_scale(x) for x in x0s[i * k:(i + 1) * k]])
+                            .mean(0, keepdim=True) for i in range(n)]).to(observation.device)
         result = SampleResult(
             image=images if batched else images[0],
             dip_image=(torch.stack(dips) if batched else dips[0]) if self.uses_dip else None,
@@ -267,10 +282,10 @@ class DIPInitializedSampler:
                      "diffusion": diffusion_seconds, "total": time.perf_counter() - began})
         per_image_fields = {
             "t0": [s.t0 for s in starts],
-            "nfe": [len(t) + r for t, r in zip(timesteps, ref_nfe, strict=True)],
+            "nfe": [k * len(t) + r for t, r in zip(timesteps, ref_nfe, strict=True)],
             "error_std": [s.error_std for s in starts], "timesteps": timesteps,
             "dip_iterations": iterations,
-            "intermediates": steps_log if return_intermediates else None}
+            "intermediates": steps_log[::k] if return_intermediates else None}  # chain 0
         for key, values in per_image_fields.items():
             setattr(result, key, values if batched or values is None else values[0])
         return result
