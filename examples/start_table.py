@@ -33,6 +33,7 @@ import torch
 
 from dipprior import dip, metrics
 from dipprior._atomic import atomic_write_bytes, atomic_write_text
+from dipprior.classical import classical_start
 from dipprior.diffusion import load_pretrained
 from dipprior.dip import DIPConfig
 from dipprior.experiments import CLASSICAL_LABELS
@@ -55,7 +56,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--first", type=int, default=0, help="start at this image (keeps seed + i)")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--sigma", type=float, default=25.0)
-    p.add_argument("--cheap", default="16:500", help="the cheap DIP start: CHANNELS:ITERATIONS")
+    p.add_argument("--cheap", default="16:500:informed",
+                   help="the cheap DIP start: CHANNELS:ITERATIONS[:informed] (informed: the "
+                   "classical restoration as the first input channels)")
     p.add_argument("--dip64", type=int, default=0,
                    help="iterations of the 64-channel DIP (0: skip those rows)")
     p.add_argument("--reuse", help="curve.csv of an earlier time_to_quality.py run")
@@ -90,7 +93,8 @@ def main() -> None:
     factory = make_task(args.task, sigma=args.sigma)
     images = load_folder(args.data, args.n_images, args.size)
     configs = method_configs(args.task)
-    channels, iterations = (int(v) for v in args.cheap.split(":"))
+    channels, iterations, *informed = args.cheap.split(":")
+    channels, iterations, informed = int(channels), int(iterations), informed == ["informed"]
     reused = read_reused(args.reuse, args.dip64) if args.reuse else {}
     rows: list[dict] = []
     for i, (name, clean) in enumerate(images.items()):
@@ -99,15 +103,15 @@ def main() -> None:
         seed = args.seed + i
         op, y = degrade(clean, factory, seed)
         image_rows = restore_one(name, clean, op, y, seed, model, scheduler, configs, args,
-                                 channels, iterations, reused.get(name, []))
+                                 (channels, iterations, informed), reused.get(name, []))
         rows += image_rows
         print(f"{name}: " + ", ".join(f"{r['method']} {r['psnr']:.2f} ({r['seconds']:.1f} s)"
                                       for r in image_rows), flush=True)
         write(out, rows, args)
 
 
-def restore_one(name, clean, op, y, seed, model, scheduler, configs, args, channels,
-                iterations, reused_rows) -> list[dict]:
+def restore_one(name, clean, op, y, seed, model, scheduler, configs, args, cheap,
+                reused_rows) -> list[dict]:
     rows: list[dict] = []
 
     def add(method: str, image: torch.Tensor, seconds: float, result=None) -> None:
@@ -131,12 +135,18 @@ def restore_one(name, clean, op, y, seed, model, scheduler, configs, args, chann
         r, sec = timed(sampler, y, op, seed=seed)
         add(label, r.image, sec, r)
     chain = DIPInitializedSampler(model, scheduler, configs["DIP->DDPM"], progress=False)
-    fits = [(f"DIP{channels}({iterations})", DIPConfig(channels=channels, iterations=iterations,
-                                                       progress=False))]
+    channels, iterations, informed = cheap
+    informed = informed and not isinstance(op, Denoise)
+    fits = [(f"DIP{channels}({iterations}{', informed' if informed else ''})",
+             DIPConfig(channels=channels, iterations=iterations, progress=False), informed)]
     if args.dip64 and not reused_rows:
-        fits.append((f"DIP({args.dip64})", DIPConfig(iterations=args.dip64, progress=False)))
-    for label, cfg in fits:
-        fitted, fit_s = timed(dip.fit, y, op, config=cfg.replace(seed=seed))
+        fits.append((f"DIP({args.dip64})", DIPConfig(iterations=args.dip64, progress=False),
+                     False))
+    for label, cfg, informed in fits:
+        start, start_s = timed(classical_start, y, op) if informed else (None, 0.0)
+        fitted, fit_s = timed(dip.fit, y, op, config=cfg.replace(seed=seed),
+                              input_image=None if start is None else start.clamp(0, 1))
+        fit_s += start_s
         add(label, fitted.image, fit_s)
         r, sec = timed(chain, y, op, seed=seed, dip_image=fitted.image)
         add(f"{label}->DDPM", r.image, fit_s + sec, r)

@@ -745,7 +745,7 @@ def test_no_config_runs_the_recommended_preset_of_each_task(model, scheduler, no
     assert r.nfe == 1 and r.dip_image is None
     sr = SuperResolution(2)
     ys = sr.degrade(clean)
-    assert recommended_config(sr) == method_configs("sr")["Classical->DDPM"]
+    assert recommended_config(sr) == method_configs("sr")["Classical->DDPM"].replace(samples=4)
     r = plain(ys, sr, seed=2)
     expected = DIPInitializedSampler(model, scheduler, recommended_config(sr),
                                      progress=False)(ys, sr, seed=2)
