@@ -347,7 +347,10 @@ def test_cli_restore_options_change_the_task_preset():
                                   "10")
     assert config == inpaint["DDPM"].replace(lam=10.0)
     config, _ = _restore_settings("--task", "box", "--simulate", "--eta", "0.5")
-    assert config == inpaint["DIP->DDPM"].replace(zeta=None, eta=0.5)  # eta replaces zeta
+    # the recommended preset (the classical start, mean of 4) with eta instead of zeta
+    assert config == inpaint["Classical->DDPM"].replace(zeta=None, eta=0.5, samples=4)
+    config, _ = _restore_settings("--task", "box", "--simulate", "--samples", "2")
+    assert config == inpaint["Classical->DDPM"].replace(samples=2)
     config, _ = _restore_settings("--task", "denoise", "--no-guidance")
     assert config == denoise["Observation->DDPM"].replace(guidance=None)
     _, dip = _restore_settings("--task", "denoise", "--dip-iterations", "500")

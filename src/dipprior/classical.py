@@ -16,12 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dipprior.operators import Denoise, Inpaint, Operator, SuperResolution
+from dipprior.operators import Inpaint, Operator, SuperResolution
 
-__all__ = ["CLASSICAL_NAMES", "biharmonic", "bicubic", "classical_name", "classical_start"]
-
-#: the classical restoration of each operator kind, as named in tables
-CLASSICAL_NAMES = {Inpaint: "Biharmonic", SuperResolution: "Bicubic", Denoise: "Observation"}
+__all__ = ["biharmonic", "bicubic", "classical_start"]
 
 
 def _image(observation: torch.Tensor, name: str = "observation") -> torch.Tensor:
@@ -91,11 +88,3 @@ def classical_start(observation: torch.Tensor, operator: Operator) -> torch.Tens
     if isinstance(operator, SuperResolution):
         return bicubic(observation, operator)
     return operator.pseudo_inverse(_image(observation))
-
-
-def classical_name(operator: Operator) -> str:
-    """The name of :func:`classical_start` for ``operator`` in tables (``"Biharmonic"``, ...)."""
-    for kind, name in CLASSICAL_NAMES.items():
-        if isinstance(operator, kind):
-            return name
-    return "Pseudo-inverse"

@@ -80,6 +80,8 @@ def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:
                    "prior's own restoration)")
     p.add_argument("--dip-observation", action="store_true", default=None,
                    help="use the DIP image as a second observation in every data step")
+    p.add_argument("--samples", type=int,
+                   help="chains per image from the same start, averaged (the posterior mean)")
 
 
 def add_dip(p: argparse.ArgumentParser, iterations: int | None = None) -> None:

@@ -245,9 +245,13 @@ def _config(args: argparse.Namespace, task: Any) -> Any:
     from dipprior.pipeline.presets import method_configs, recommended_config
 
     if args.budget is not None:
-        if sampler_config(args, init=args.init) is not None or args.no_guidance:
+        dip_options = (args.dip_iterations, args.dip_channels, args.early_stopping,
+                       args.save_dip)
+        if sampler_config(args, init=args.init) is not None or args.no_guidance or any(
+                v is not None for v in dip_options):
             raise ValueError("--budget: picks the start and the chain itself; leave out the "
-                             "sampler options (--init, --steps, --t0, ...) or --budget")
+                             "sampler and DIP options (--init, --steps, --t0, "
+                             "--dip-iterations, --save-dip, ...) or --budget")
         _budget(args)
         return None
 

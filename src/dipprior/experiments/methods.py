@@ -48,14 +48,16 @@ def standard_methods(model: Callable[[torch.Tensor, torch.Tensor], Any], schedul
     methods: dict[str, Method] = {
         "DIP": DIPBaseline(dip, **run),
         "DDPM": DIPInitializedSampler(model, scheduler, sampler.replace(
-            init="noise", t0="auto", steps=ddpm_steps, renoise="auto"), **run),
+            init="noise", t0="auto", steps=ddpm_steps, renoise="auto", dip_observation=False),
+            **run),
         "DIP->DDPM": DIPInitializedSampler(model, scheduler, sampler.replace(init="dip"),
                                            dip=dip, **run),
         "Observation->DDPM": DIPInitializedSampler(model, scheduler, sampler.replace(
-            init="observation", renoise="auto"), **run),
-        "Classical->DDPM": DIPInitializedSampler(model, scheduler, sampler.replace(
-            init="classical", renoise="auto", dip_observation=False), **run),
+            init="observation", renoise="auto", dip_observation=False), **run),
     }
+    if task != "denoise":  # (for denoising the classical start is the observation)
+        methods["Classical->DDPM"] = DIPInitializedSampler(model, scheduler, sampler.replace(
+            init="classical", renoise="auto", dip_observation=False), **run)
     if classical and task != "denoise":
         methods[CLASSICAL_LABELS.get(task or "", "Classical")] = ClassicalBaseline()
     if cbm3d:

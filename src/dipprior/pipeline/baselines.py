@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from dipprior._tensor import default_device
-from dipprior.classical import classical_name, classical_start
+from dipprior.classical import classical_start
 from dipprior.denoisers import cbm3d
 from dipprior.operators import Denoise, Operator
 from dipprior.pipeline.checks import check_initial_image, check_observation, check_operator
@@ -115,8 +115,3 @@ class ClassicalBaseline:
         return SampleResult(image=image, nfe=0,
                             seconds={"dip": 0.0, "start": seconds, "diffusion": 0.0,
                                      "total": seconds})
-
-    @staticmethod
-    def name(operator: Operator) -> str:
-        """Its name in tables for ``operator``: ``"Biharmonic"`` or ``"Bicubic"``."""
-        return classical_name(operator)

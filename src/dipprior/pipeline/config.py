@@ -56,7 +56,7 @@ class SamplerConfig:
             for holes, bicubic for low resolution, the observation for denoising), any callable
             ``(observation, operator) -> image`` (a start of the caller's own, used as given),
             or ``"auto"`` (``"observation"`` for Gaussian denoising, where it measured best,
-            else ``"dip"``).
+            else ``"classical"``).
         t0: start timestep: an int in ``[0, T - 1]``, a float strength in (0, 1]
             (``round(strength * (T - 1))``) or ``"auto"`` (from an error estimate of the initial
             image, never from a clean image; for a classical or callable start, whose errors

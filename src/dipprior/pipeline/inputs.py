@@ -85,7 +85,8 @@ def per_image(value: torch.Tensor | None, n: int, name: str) -> list[torch.Tenso
 
 
 def groups(timesteps: list[list[int]]) -> list[list[int]]:
-    """Indices of the images that share a timestep sequence, in first-seen order."""
+    """Indices of the chains (or images) that share a timestep sequence, in first-seen
+    order."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, ts in enumerate(timesteps):
         groups.setdefault(tuple(ts), []).append(i)

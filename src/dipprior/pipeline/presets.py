@@ -43,8 +43,8 @@ _TUNED: dict[str, dict[str, SamplerConfig]] = {
 
 
 def method_configs(task: str) -> dict[str, SamplerConfig]:
-    """``{"DDPM", "Observation->DDPM", "DIP->DDPM"}`` -> their tuned :class:`SamplerConfig`
-    for ``task`` (``"denoise"``, ``"inpaint"``, ``"box"`` or ``"sr"``)."""
+    """``{"DDPM", "Observation->DDPM", "DIP->DDPM", "Classical->DDPM"}`` -> their tuned
+    :class:`SamplerConfig` for ``task`` (``"denoise"``, ``"inpaint"``, ``"box"`` or ``"sr"``)."""
     if task not in _TUNED:
         raise ValueError(f"task: no tuned settings for {task!r}; expected one of "
                          f"{sorted(_TUNED)}")

@@ -45,10 +45,10 @@ from dipprior.pipeline.start import (
     reference_error_std,
     resolve_t0,
 )
-from dipprior.pipeline.tasks import default_dip_config, resolve_init
+from dipprior.pipeline.tasks import default_dip_config, is_denoising, resolve_init
 
 __all__ = ["DIPInitializedSampler", "SampleResult", "default_dip_config", "fit_dip",
-           "noise_seed", "observation_to_model_scale", "resolve_init"]  # the last three re-exported
+           "noise_seed", "observation_to_model_scale", "resolve_init"]
 
 # the scheduler methods the sampler uses (any object that has them works)
 _SCHEDULER_API = ("num_train_timesteps", "alphas_cumprod", "timesteps", "add_noise", "pred_x0",
@@ -113,7 +113,7 @@ class DIPInitializedSampler:
             (starting from ``SamplerConfig()``).  Neither a config nor keywords: each call runs
             the setting measured best for its task (:func:`~dipprior.pipeline.presets.
             recommended_config`: the prior's one step from the observation for Gaussian
-            denoising, the tuned DIP start otherwise).
+            denoising, the classical start with the mean of 4 chains otherwise).
         budget: without a config, pick the start and chain from the measured quality-time
             front (:func:`~dipprior.pipeline.presets.budget_config`): seconds per image (scaled
             from 128x128 by the pixel count) or an effort, ``"fast"``, ``"balanced"`` or
@@ -204,6 +204,7 @@ class DIPInitializedSampler:
         ys, ops, batched = split(observation, operator)
         if self.recommended or self.config.init == "auto":
             if self.budget is not None:
+                is_denoising(ops)  # one kind of task per call
                 pixels = math.prod(ops[0].input_shape(ys[0].shape)[-2:])  # the restored image's
                 config = budget_config(ops[0], self.budget, pixels)
             elif self.recommended:
@@ -226,7 +227,7 @@ class DIPInitializedSampler:
         refs, ref_nfe = [None] * n, [0] * n
         fits_dip = self.uses_dip and all(g is None for g in given)
         if (fits_dip and any(self._stops_by_reference(op) for op in ops)) or (
-                self.uses_dip and cfg.error_estimate == "reference"):
+                cfg.init != "noise" and cfg.error_estimate == "reference"):
             refs, ref_nfe = self._references(ys, ops, seeds, dev)
 
         # 1. the DIP images (fitted or given) where the start or the second observation uses
@@ -246,7 +247,7 @@ class DIPInitializedSampler:
         #    at index i * samples + j), and their first noise draws
         starts = [plan_start(cfg, self.scheduler, ops[i], ys[i], inits[i], refs[i])
                   for i in range(n)]
-        if cfg.dip_observation and cfg.init != "dip":  # the DIP image's own error estimate
+        if self.uses_dip and cfg.init != "dip":  # the second observation's own error estimate
             starts = [dataclasses.replace(starts[i], error_std=(
                 reference_error_std(dips[i], refs[i]) if cfg.error_estimate == "reference"
                 else estimate_error_std(dips[i], ys[i], ops[i]))) for i in range(n)]
@@ -297,7 +298,10 @@ class DIPInitializedSampler:
     @property
     def uses_dip(self) -> bool:
         """Whether a call fits DIP (or takes ``dip_image``): as the start, or as the second
-        observation on top of another start."""
+        observation on top of another start.  A sampler without settings (or with a budget)
+        resolves them per call: none of its presets uses DIP."""
+        if self.recommended:
+            return False
         return self.config.init == "dip" or (self.config.dip_observation
                                              and self.config.init != "noise")
 
