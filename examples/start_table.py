@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sigma", type=float, default=25.0)
     p.add_argument("--cheap", default="16:500:informed",
                    help="the cheap DIP start: CHANNELS:ITERATIONS[:informed] (informed: the "
-                   "classical restoration as the first input channels)")
+                   "classical restoration as the first input channels), or none")
     p.add_argument("--dip64", type=int, default=0,
                    help="iterations of the 64-channel DIP (0: skip those rows)")
     p.add_argument("--reuse", help="curve.csv of an earlier time_to_quality.py run")
@@ -93,8 +93,10 @@ def main() -> None:
     factory = make_task(args.task, sigma=args.sigma)
     images = load_folder(args.data, args.n_images, args.size)
     configs = method_configs(args.task)
-    channels, iterations, *informed = args.cheap.split(":")
-    channels, iterations, informed = int(channels), int(iterations), informed == ["informed"]
+    cheap = None
+    if args.cheap != "none":
+        channels, iterations, *informed = args.cheap.split(":")
+        cheap = (int(channels), int(iterations), informed == ["informed"])
     reused = read_reused(args.reuse, args.dip64) if args.reuse else {}
     rows: list[dict] = []
     for i, (name, clean) in enumerate(images.items()):
@@ -103,7 +105,7 @@ def main() -> None:
         seed = args.seed + i
         op, y = degrade(clean, factory, seed)
         image_rows = restore_one(name, clean, op, y, seed, model, scheduler, configs, args,
-                                 (channels, iterations, informed), reused.get(name, []))
+                                 cheap, reused.get(name, []))
         rows += image_rows
         print(f"{name}: " + ", ".join(f"{r['method']} {r['psnr']:.2f} ({r['seconds']:.1f} s)"
                                       for r in image_rows), flush=True)
@@ -135,10 +137,13 @@ def restore_one(name, clean, op, y, seed, model, scheduler, configs, args, cheap
         r, sec = timed(sampler, y, op, seed=seed)
         add(label, r.image, sec, r)
     chain = DIPInitializedSampler(model, scheduler, configs["DIP->DDPM"], progress=False)
-    channels, iterations, informed = cheap
-    informed = informed and not isinstance(op, Denoise)
-    fits = [(f"DIP{channels}({iterations}{', informed' if informed else ''})",
-             DIPConfig(channels=channels, iterations=iterations, progress=False), informed)]
+    fits = []
+    if cheap is not None:
+        channels, iterations, informed = cheap
+        informed = informed and not isinstance(op, Denoise)
+        fits.append((f"DIP{channels}({iterations}{', informed' if informed else ''})",
+                     DIPConfig(channels=channels, iterations=iterations, progress=False),
+                     informed))
     if args.dip64 and not reused_rows:
         fits.append((f"DIP({args.dip64})", DIPConfig(iterations=args.dip64, progress=False),
                      False))

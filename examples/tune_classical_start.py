@@ -4,8 +4,10 @@ The validation photos are the 16 CBSD432 photos the shipped prior never trained 
 in sorted order (``docs/pretrained.md``).  Image i is degraded with seed i; each chain is seeded
 with i.  For each task, the classical restoration (biharmonic, bicubic) is handed to the
 noise-free chain (zeta 1, no second observation) at every ``--t0`` and ``--steps``; DiffPIR from
-noise (the ``DDPM`` preset) and the classical image itself are scored for reference.  The clean
-crop only scores.
+noise (the ``DDPM`` preset) and the classical image itself are scored for reference.  The
+classical image reaches the chain as ``dip_image`` (``init="dip"``, no second observation unless
+``--fields`` asks), which is what ``init="classical"`` runs; ``--fields '{"samples": 4}'`` averages
+chains as the default does.  Seconds are the chain's alone.  The clean crop only scores.
 
     python examples/tune_classical_start.py --data ../shared/data/train/CBSD432 \\
         --tasks inpaint,box,sr --n-images 6 --out docs/results/start/tuning/classical_grid.jsonl
@@ -47,8 +49,6 @@ def main() -> None:
     p.add_argument("--zeta", default="1.0", help="DiffPIR's fresh-noise fractions to try")
     p.add_argument("--fields", default="{}",
                    help="JSON: more SamplerConfig fields of the chain (e.g. dip_observation)")
-    p.add_argument("--samples", type=int, default=1,
-                   help="average this many chains per crop (seeds 1000 i + j)")
     p.add_argument("--no-ddpm", action="store_true", help="skip DiffPIR from noise")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="JSON lines, appended")
@@ -93,24 +93,19 @@ def main() -> None:
                   "mean": round(sum(scores) / len(scores), 3)})
         grid = [(int(s), int(t), float(z)) for s in args.steps.split(",")
                 for t in args.t0.split(",") for z in args.zeta.split(",")]
-        n = args.samples
         for steps, t0, zeta in grid:
             sampler = DIPInitializedSampler(model, scheduler, base.replace(
                 t0=t0, steps=steps, zeta=zeta), progress=False)
             scores, secs = [], []
             for i, ((_, clean, op, y), start) in enumerate(zip(cases, starts, strict=True)):
                 began = time.perf_counter()
-                if n == 1:
-                    image = sampler(y, op, seed=i, dip_image=start).image
-                else:
-                    image = sampler(y.expand(n, *y.shape), op, seed=1000 * i,
-                                    dip_image=start.expand(n, *start.shape)).image.mean(0)
+                image = sampler(y, op, seed=i, dip_image=start).image  # start: the classical
                 secs.append(time.perf_counter() - began)
                 scores.append(metrics.psnr(image, clean))
             label = f"classical t0={t0} steps={steps}" + (f" {fields}" if fields else "") + (
-                f" zeta={zeta:g}" if zeta != 1.0 else "") + (f" avg{n}" if n > 1 else "")
+                f" zeta={zeta:g}" if zeta != 1.0 else "")
             emit({"task": task, "label": label, "t0": t0, "steps": steps, "zeta": zeta,
-                  "samples": n, "psnr": [round(s, 3) for s in scores], "seconds": secs,
+                  "psnr": [round(s, 3) for s in scores], "seconds": secs,
                   "mean": round(sum(scores) / len(scores), 3)})
 
 

@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 import torch
-from tune_classical_start import validation_crops  # noqa: E402  (examples/ on sys.path)
+from start_table import timed  # noqa: E402  (examples/ on sys.path)
+from tune_classical_start import validation_crops  # noqa: E402
 
 from dipprior import dip, metrics
 from dipprior.classical import classical_start
@@ -35,12 +36,6 @@ from dipprior.dip import DIPConfig
 from dipprior.experiments.data import degrade, make_task
 from dipprior.pipeline import DIPInitializedSampler
 from dipprior.pipeline.presets import method_configs
-
-
-def timed(fn, *args, **kwargs):
-    began = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - began
 
 
 def main() -> None:
