@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 
 from dipprior import dip, metrics
-from dipprior._atomic import atomic_write_bytes, atomic_write_text
+from dipprior._atomic import atomic_write_text
 from dipprior.classical import classical_start
 from dipprior.diffusion import load_pretrained
 from dipprior.dip import DIPConfig
-from dipprior.experiments import CLASSICAL_LABELS
+from dipprior.experiments import CLASSICAL_LABELS, plot_psnr_vs_seconds
 from dipprior.experiments.data import TASKS, degrade, load_folder, make_task
 from dipprior.operators import Denoise
 from dipprior.pipeline import ClassicalBaseline, DIPInitializedSampler
@@ -216,27 +216,14 @@ def summary(rows: list[dict], args: argparse.Namespace) -> str:
 
 
 def plot(out: Path, rows: list[dict], args: argparse.Namespace) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(6, 4))
+    points = {}
     for m in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == m]
-        sec = statistics.mean(max(float(r["seconds"]), 1e-2) for r in rs)
-        ax.plot([sec], [statistics.mean(float(r["psnr"]) for r in rs)], "o", label=m)
-    ax.set_xscale("log")
-    ax.set_xlabel("seconds per crop (mean)")
-    ax.set_ylabel("PSNR (dB, mean)")
-    ax.set_title(f"{args.task}, {Path(args.data).name}", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(out / "psnr_vs_seconds.png", buf.getvalue())
+        points[m] = [(statistics.mean(float(r["seconds"]) for r in rs),
+                      statistics.mean(float(r["psnr"]) for r in rs))]
+    plot_psnr_vs_seconds(points, out / "psnr_vs_seconds.png",
+                         title=f"{args.task}, {Path(args.data).name}",
+                         xlabel="seconds per crop (mean)")
 
 
 if __name__ == "__main__":

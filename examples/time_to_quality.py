@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 
 from dipprior import dip, metrics
-from dipprior._atomic import atomic_write_bytes, atomic_write_text
+from dipprior._atomic import atomic_write_text
 from dipprior.diffusion import load_pretrained
 from dipprior.dip import DIPConfig, ReferenceDistance
 from dipprior.experiments.data import TASKS, degrade, load_folder, make_task
+from dipprior.experiments.plots import plot_psnr_vs_seconds
 from dipprior.operators import Denoise
 from dipprior.pipeline import DIPInitializedSampler
 from dipprior.pipeline.presets import method_configs
@@ -223,27 +224,8 @@ def write(out: Path, rows: list[dict], curves: list[dict], args: argparse.Namesp
         lines.append(f"| {method} | {its} | {sec:.1f} | {ps:.2f} |")
         points.setdefault(method, []).append((sec, ps))
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, pts in points.items():
-        pts = sorted(p for p in pts if p[0] == p[0])
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts],
-                    "o-" if len(pts) > 1 else "s", label=method)
-    ax.set_xscale("log")
-    ax.set_xlabel("seconds (mean per image)")
-    ax.set_ylabel("PSNR (dB, mean)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    buf2 = io.BytesIO()
-    fig.savefig(buf2, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(out / "time_to_quality.png", buf2.getvalue())
+    plot_psnr_vs_seconds(points, out / "time_to_quality.png",
+                         xlabel="seconds (mean per image)")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from dipprior.experiments.methods import (
     run_method,
     standard_methods,
 )
-from dipprior.experiments.plots import plot_quality_vs_nfe, save_figure
+from dipprior.experiments.plots import plot_psnr_vs_seconds, plot_quality_vs_nfe, save_figure
 from dipprior.experiments.runner import (
     Case,
     DIPCache,
@@ -59,6 +59,7 @@ __all__ = [
     "load_folder",
     "make_task",
     "paired_difference",
+    "plot_psnr_vs_seconds",
     "plot_quality_vs_nfe",
     "prepare_images",
     "quality_vs_nfe",

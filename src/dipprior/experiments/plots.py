@@ -14,7 +14,7 @@ import torch
 
 from dipprior._atomic import atomic_write_bytes
 
-__all__ = ["plot_quality_vs_nfe", "save_figure"]
+__all__ = ["plot_psnr_vs_seconds", "plot_quality_vs_nfe", "save_figure"]
 
 
 def plot_quality_vs_nfe(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike,
@@ -52,6 +52,33 @@ def plot_quality_vs_nfe(rows: Sequence[Mapping[str, Any]], path: str | os.PathLi
     if title:
         fig.suptitle(title)
     _write_figure(plt, fig, path, dpi=120)
+
+
+def plot_psnr_vs_seconds(points: Mapping[str, Sequence[tuple[float, float]]],
+                         path: str | os.PathLike, *, title: str = "",
+                         xlabel: str = "seconds per image (mean)") -> Path | None:
+    """Mean PSNR against mean seconds (log x), one marker or line per method: ``points`` maps a
+    method to its ``(seconds, psnr)`` points.  Written atomically as PNG; None (nothing
+    written) without matplotlib."""
+    from dipprior._mpl import pyplot
+
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, pts in points.items():
+        pts = sorted(p for p in pts if math.isfinite(p[0]))
+        if pts:
+            ax.plot([max(p[0], 1e-2) for p in pts], [p[1] for p in pts],
+                    "o-" if len(pts) > 1 else "o", label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("PSNR (dB, mean)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _write_figure(plt, fig, path, dpi=120, bbox_inches="tight")
 
 
 def save_figure(panels: dict[str, dict[str, torch.Tensor]],
