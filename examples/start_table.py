@@ -26,10 +26,10 @@ import argparse
 import csv
 import io
 import statistics
-import time
 from pathlib import Path
 
 import torch
+from time_to_quality import timed  # noqa: E402  (examples/ on sys.path)
 
 from dipprior import dip, metrics
 from dipprior._atomic import atomic_write_text
@@ -66,12 +66,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True)
     return p.parse_args()
-
-
-def timed(fn, *args, **kwargs):
-    began = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - began
 
 
 def main() -> None:

@@ -73,9 +73,10 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def timed(fn):
+def timed(fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), its seconds)``."""
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
 
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from start_table import timed  # noqa: E402  (examples/ on sys.path)
+from time_to_quality import timed  # noqa: E402  (examples/ on sys.path)
 from tune_classical_start import validation_crops  # noqa: E402
 
 from dipprior import dip, metrics
