@@ -74,12 +74,12 @@ EFFORTS = ("fast", "balanced", "best")
 #: and budget"): ``(effort, seconds per 128x128 image on the 2-core CPU, config)``, cheapest
 #: first; each point measured better than every cheaper one on the CBSD432 tuning crops.
 FRONT: dict[str, tuple[tuple[str, float, SamplerConfig], ...]] = {
-    "denoise": (("fast", 1.0, _TUNED["denoise"]["Observation->DDPM"]),
-                ("balanced", 1.0, _TUNED["denoise"]["Observation->DDPM"]),
-                ("best", 1.0, _TUNED["denoise"]["Observation->DDPM"])),
-    "noise-free": (("fast", 2.0, _NOISE_FREE["Classical->DDPM"].replace(steps=10)),
-                   ("balanced", 5.0, _NOISE_FREE["Classical->DDPM"]),
-                   ("best", 20.0, CLASSICAL_MEAN)),
+    "denoise": (("fast", 0.5, _TUNED["denoise"]["Observation->DDPM"]),
+                ("balanced", 0.5, _TUNED["denoise"]["Observation->DDPM"]),
+                ("best", 0.5, _TUNED["denoise"]["Observation->DDPM"])),
+    "noise-free": (("fast", 3.7, _NOISE_FREE["Classical->DDPM"].replace(steps=10)),
+                   ("balanced", 7.6, _NOISE_FREE["Classical->DDPM"]),
+                   ("best", 34.0, CLASSICAL_MEAN)),
 }
 
 
