@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+from pathlib import Path
 from typing import Any
 
 from dipprior.pipeline.config import SamplerConfig, parse_t0
@@ -140,3 +142,34 @@ def load_prior(args: argparse.Namespace) -> tuple[Any, Any]:
     except ValueError as exc:
         raise ValueError(f"--model DIR is required: no usable pretrained prior ({exc})"
                          ) from None
+
+
+def parse_budget(args: argparse.Namespace) -> float | str | None:
+    """``restore --budget``: seconds (a number) or an effort name, checked before any work."""
+    from dipprior.pipeline.presets import EFFORTS
+
+    if args.budget is None:
+        return None
+    try:
+        budget: float | str = float(args.budget)
+    except ValueError:
+        budget = args.budget
+        if budget not in EFFORTS:
+            raise ValueError(f"--budget: expected seconds or one of {', '.join(EFFORTS)}, got "
+                             f"{args.budget!r}") from None
+    if isinstance(budget, float) and not 0 < budget < float("inf"):
+        raise ValueError(f"--budget: expected seconds > 0, got {args.budget!r}")
+    return budget
+
+
+def check_output(path: str, flag: str) -> None:
+    """Fail before any work when an output path cannot be written."""
+    out = Path(path)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise ValueError(f"{flag}: {path!r} must end in .png, .jpg or .jpeg")
+    if not out.parent.is_dir():
+        raise ValueError(f"{flag}: folder {str(out.parent)!r} does not exist")
+    if out.is_dir():
+        raise ValueError(f"{flag}: {path!r} is a folder")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ValueError(f"{flag}: {path!r} is not writable")

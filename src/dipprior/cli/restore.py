@@ -21,8 +21,10 @@ from dipprior.cli.options import (
     add_runtime,
     add_sampler,
     add_task,
+    check_output,
     dip_config,
     load_prior,
+    parse_budget,
     sampler_config,
     simulated_sigma,
 )
@@ -71,19 +73,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _check_output(path: str, flag: str) -> None:
-    """Fail before any work when an output path cannot be written."""
-    out = Path(path)
-    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise ValueError(f"{flag}: {path!r} must end in .png, .jpg or .jpeg")
-    if not out.parent.is_dir():
-        raise ValueError(f"{flag}: folder {str(out.parent)!r} does not exist")
-    if out.is_dir():
-        raise ValueError(f"{flag}: {path!r} is a folder")
-    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise ValueError(f"{flag}: {path!r} is not writable")
-
-
 def _task(args: argparse.Namespace) -> Any:
     """The operator (or operator factory) the options describe."""
     from dipprior.experiments import make_task
@@ -123,11 +112,11 @@ def run(args: argparse.Namespace) -> int:
     from dipprior.metrics import evaluate
     from dipprior.pipeline import DIPInitializedSampler
 
-    _check_output(args.out, "--out")
+    check_output(args.out, "--out")
     if Path(args.out).resolve() == Path(args.image).resolve():
         raise ValueError(f"--out: {args.out!r} is the input image; write elsewhere")
     if args.save_dip:
-        _check_output(args.save_dip, "--save-dip")
+        check_output(args.save_dip, "--save-dip")
         if Path(args.save_dip).resolve() in (Path(args.out).resolve(),
                                              Path(args.image).resolve()):
             raise ValueError(f"--save-dip: {args.save_dip!r} is --out or the input image")
@@ -143,9 +132,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         (op, note), observation = _real_operator(task, image), image
     model, scheduler = load_prior(args)
-    sampler = DIPInitializedSampler(model, scheduler, config, budget=_budget(args), dip=dip,
-                                    device=args.device,
-                                    progress=not args.no_progress)
+    sampler = DIPInitializedSampler(model, scheduler, config, budget=parse_budget(args), dip=dip,
+                                    device=args.device, progress=not args.no_progress)
     result = sampler(observation, op, seed=args.seed)
     save_image(result.image, args.out)
     if args.save_dip and result.dip_image is not None:
@@ -220,24 +208,6 @@ def _kind(task: Any) -> Any:
     return task if hasattr(task, "proximal") else Denoise(0.0)
 
 
-def _budget(args: argparse.Namespace) -> float | str | None:
-    """``--budget``: seconds (a number) or an effort name, checked before any work."""
-    from dipprior.pipeline.presets import EFFORTS
-
-    if args.budget is None:
-        return None
-    try:
-        budget: float | str = float(args.budget)
-    except ValueError:
-        budget = args.budget
-        if budget not in EFFORTS:
-            raise ValueError(f"--budget: expected seconds or one of {', '.join(EFFORTS)}, got "
-                             f"{args.budget!r}") from None
-    if isinstance(budget, float) and not 0 < budget < float("inf"):
-        raise ValueError(f"--budget: expected seconds > 0, got {args.budget!r}")
-    return budget
-
-
 def _config(args: argparse.Namespace, task: Any) -> Any:
     """The sampler settings: None (no option given) runs the task's recommended preset, or
     with ``--budget`` the front's point for it; options given change the task's preset for the
@@ -252,7 +222,7 @@ def _config(args: argparse.Namespace, task: Any) -> Any:
             raise ValueError("--budget: picks the start and the chain itself; leave out the "
                              "sampler and DIP options (--init, --steps, --t0, "
                              "--dip-iterations, --save-dip, ...) or --budget")
-        _budget(args)
+        parse_budget(args)
         return None
 
     if args.init in (None, "auto"):
@@ -352,7 +322,7 @@ def _run_folder(args: argparse.Namespace) -> int:
     task = _task(args)
     config = _config(args, task)
     dip = _dip(args, task)
-    names = _output_names(paths, dip=_uses_dip(config, task, _budget(args)))
+    names = _output_names(paths, dip=_uses_dip(config, task, parse_budget(args)))
     metrics = out / METRICS
     rows = _read_metrics(metrics) if args.simulate else {}
     seeds = {path: args.seed + i for i, path in enumerate(paths)}
@@ -374,9 +344,8 @@ def _run_folder(args: argparse.Namespace) -> int:
 
     order = [p.name for p in paths]
     if todo:
-        sampler = DIPInitializedSampler(model, scheduler, config, budget=_budget(args), dip=dip,
-                                        device=args.device,
-                                        progress=not args.no_progress)
+        sampler = DIPInitializedSampler(model, scheduler, config, budget=parse_budget(args),
+                                        dip=dip, device=args.device, progress=not args.no_progress)
     bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="images", unit="image",
                disable=args.no_progress or not todo)
     for path in todo:
