@@ -82,13 +82,13 @@ class DemoConfig:
 
     tasks: tuple[str, ...] = ("inpaint", "box", "denoise")
     images: tuple[str, ...] = DEFAULT_IMAGES[:2]
-    size: int = 96
+    size: int = 80
     sigma: float = 25.0
     keep: float = 0.5
-    box: int = 32
+    box: int = 24
     factor: int = 4
-    dip_iterations: int = 500
-    dip_channels: int = 64
+    dip_iterations: int = 400
+    dip_channels: int = 16
     ddpm_steps: int = 100
     steps: int | None = None
     t0: int | float | str = "auto"
