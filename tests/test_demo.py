@@ -14,7 +14,7 @@ from dipprior.io import load_image, sample_image
 TINY = {"images": ("chelsea",), "size": 32, "box": 8, "dip_iterations": 4, "dip_channels": 8,
         "ddpm_steps": 3, "steps": 2, "t0": 30}
 HOLE_METHODS = ["Biharmonic", "DiffPIR (noise)", "DIP", "Classical->DDPM", "DIP->DDPM",
-                "Classical->DDPM, mean of 4 (default)"]
+                "Classical x4 (default)"]
 DENOISE_METHODS = ["DiffPIR (noise)", "DIP", "Classical->DDPM (default)", "DIP->DDPM"]
 
 
@@ -102,7 +102,7 @@ def test_demo_is_deterministic_and_inpaints_with_a_given_model(tmp_path, make_un
     images = tmp_path / "d" / "images" / "inpaint"
     assert b.image_files == [images / f"chelsea_{m}.png" for m in (
         "Biharmonic", "DiffPIR-noise", "DIP", "Classical-DDPM", "DIP-DDPM",
-        "Classical-DDPM-mean-of-4-default")]
+        "Classical-x4-default")]
     assert sorted(p.name for p in images.iterdir()) == sorted(p.name for p in b.image_files)
     for path, method in zip(b.image_files, HOLE_METHODS, strict=True):
         torch.testing.assert_close(load_image(path), b.images["inpaint"]["chelsea"][method],
@@ -186,8 +186,8 @@ def test_cli_demo(tmp_path, capsys):
     assert "super-resolution x4" in out and "## DIP->DDPM" in out and "## Bicubic" in out
     assert (tmp_path / "o" / "demo.png").is_file() and (tmp_path / "o" / "results.csv").is_file()
     assert sorted(p.name for p in (tmp_path / "o" / "images" / "sr").iterdir()) == [
-        "chelsea_Bicubic.png", "chelsea_Classical-DDPM-mean-of-4-default.png",
-        "chelsea_Classical-DDPM.png", "chelsea_DIP-DDPM.png", "chelsea_DIP.png",
+        "chelsea_Bicubic.png", "chelsea_Classical-DDPM.png",
+        "chelsea_Classical-x4-default.png", "chelsea_DIP-DDPM.png", "chelsea_DIP.png",
         "chelsea_DiffPIR-noise.png"]
     assert main(["demo", "--images", "lena", "--out", str(tmp_path / "x")]) == 2
     assert "unknown sample images" in capsys.readouterr().err

@@ -17,8 +17,8 @@ a user would weigh, each with the settings tuned for the task on CBSD432 trainin
 * **DIP->DDPM**: the same DIP fit as start (and second observation) of the chain; DIP runs once
   per image and its seconds count towards DIP->DDPM;
 * the library's **default** (``DIPInitializedSampler(model, scheduler)`` with no settings), marked
-  ``(default)``: for holes and sr ``Classical->DDPM, mean of 4`` (four chains from the classical
-  start, averaged), for denoising the one step of ``Classical->DDPM``.
+  ``(default)``: for holes and sr ``Classical x4`` (four chains from the classical start,
+  averaged), for denoising the one step of ``Classical->DDPM``.
 
 Every table is scored against the clean crop (data range 1, no rescaling), printed per method in
 the seed's format (Image, PSNR, SSIM, MSE, MAE, Delta E, then NFE and seconds, with the
@@ -199,7 +199,7 @@ def methods_of(task: str, model: Any, scheduler: Any, config: DemoConfig, dip: A
                                  else Inpaint(torch.ones(1, 1)))
     default = default.replace(**noise)
     if default not in chains.values():
-        chains[f"Classical->DDPM, mean of {default.samples}"] = default
+        chains[f"Classical x{default.samples}"] = default  # the mean of its chains
     for label, sampler_config in chains.items():
         if sampler_config is None:
             methods[label] = DIPBaseline(dip, **run)
