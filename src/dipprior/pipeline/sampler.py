@@ -262,12 +262,9 @@ class DIPInitializedSampler:
         timesteps = [cfg.timesteps(self.scheduler, s.t0) for s in starts]
         x0s: list[torch.Tensor | None] = [None] * len(of)
         steps_log: list[list[dict[str, Any]]] = [[] for _ in of]
-        chain = {"ys": [ys[i] for i in of], "ops": [ops[i] for i in of],
-                 "dips": [dips[i] for i in of], "starts": [starts[i] for i in of]}
         for group in groups([timesteps[i] for i in of]):
-            out = self._diffuse(group, chain["ys"], chain["ops"], xs, timesteps[of[group[0]]],
-                                generators, dev, steps_log if return_intermediates else None,
-                                chain["dips"], chain["starts"])
+            out = self._diffuse(group, of, ys, ops, xs, timesteps[of[group[0]]], generators,
+                                dev, steps_log if return_intermediates else None, dips, starts)
             for j, c in enumerate(group):
                 x0s[c] = out[j:j + 1]
         diffusion_seconds = time.perf_counter() - began_diffusion
@@ -353,24 +350,27 @@ class DIPInitializedSampler:
         x0 = to_model_scale(init.to(dev)).unsqueeze(0)
         return forward_diffuse(self.scheduler, x0, noise, start.t0, start.present_std)
 
-    def _diffuse(self, group: list[int], ys: list[torch.Tensor], ops: list[Operator],
-                 xs: list[torch.Tensor], timesteps: list[int],
+    def _diffuse(self, group: list[int], of: list[int], ys: list[torch.Tensor],
+                 ops: list[Operator], xs: list[torch.Tensor], timesteps: list[int],
                  generators: list[torch.Generator], dev: torch.device,
                  steps_log: list[list[dict[str, Any]]] | None,
                  dips: list[torch.Tensor | None], starts: list[Start]) -> torch.Tensor:
+        """The chains ``group`` (indices into ``xs``, ``generators``, ``steps_log``) in one
+        batch; ``of[c]`` is chain ``c``'s image (its index into the per-image lists)."""
         s, cfg = self.scheduler, self.config
-        y_m = [observation_to_model_scale(ys[i].to(dev), ops[i]).unsqueeze(0) for i in group]
+        images = [of[c] for c in group]
+        y_m = [observation_to_model_scale(ys[i].to(dev), ops[i]).unsqueeze(0) for i in images]
         second = cfg.dip_observation and self.uses_dip
         if second:  # the DIP image as a second observation, its error std on the model scale
-            d_m = [to_model_scale(dips[i].to(dev)).unsqueeze(0) for i in group]
-            d_std = [max(2.0 * float(starts[i].error_std), 1e-4) for i in group]
+            d_m = [to_model_scale(dips[i].to(dev)).unsqueeze(0) for i in images]
+            d_std = [max(2.0 * float(starts[i].error_std), 1e-4) for i in images]
 
         def proximal(x0_hat: torch.Tensor, t: int) -> torch.Tensor:
             # rho_diffpir on the model scale, where the noise std is 2 sigma_n: the proximal
             # ||y - A x||^2 / (2 (2 sigma_n)^2) + rho / 2 ||x - x0||^2, rho = lam / (4 sigma_t^2)
             rho = cfg.lam / (4.0 * float(s.noise_level(t)) ** 2)
             out = []
-            for j, i in enumerate(group):
+            for j, i in enumerate(images):
                 center, weight = x0_hat[j:j + 1], rho
                 if second:
                     center, weight = merge_gaussian(center, rho, d_m[j], d_std[j])
