@@ -624,3 +624,32 @@ def test_batched_equals_sequential():
                    - np.mean(single.history["loss"][-10:])) < 0.02 * np.mean(
                        single.history["loss"][-10:])
         assert float((long[n].image - single.image).abs().mean()) < 5e-3
+
+
+def test_an_informative_input_replaces_the_first_input_channels():
+    """fit(..., input_image=x): the network's first input channels are x (the rest noise), so
+    the fit differs from the noise-input one; a wrong shape or too many channels is refused."""
+    y = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    op = Denoise(0.1)
+    seen = []
+
+    def first_input(state):
+        seen.append(state)
+        return True  # stop after the first iteration
+
+    start = torch.full((3, 16, 16), 0.25)
+    cfg = dict(TINY, iterations=3, reg_noise_std=0.0)
+    informed = dip.fit(y, op, input_image=start, **cfg)
+    plain = dip.fit(y, op, **cfg)
+    assert not torch.equal(informed.image, plain.image)
+    net, z = build_network(DIPConfig(**cfg), 0, (1, 3, 16, 16))
+    z[:, :3] = start
+    with torch.no_grad():
+        expected = net.train()(z)
+    again = dip.fit(y, op, input_image=start, callback=first_input, **cfg)
+    torch.testing.assert_close(seen[0].output, expected, rtol=1e-5, atol=1e-5)
+    assert again.iterations == 1
+    with pytest.raises(ValueError, match="input_image"):
+        dip.fit(y, op, input_image=torch.rand(3, 8, 8), **cfg)
+    with pytest.raises(ValueError, match="input_image"):
+        dip.fit(y, op, input_image=start, **dict(cfg, input_depth=2))

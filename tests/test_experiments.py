@@ -255,6 +255,18 @@ def test_plot_quality_vs_nfe_writes_png(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]  # no temp file left
 
 
+def test_plot_psnr_vs_seconds_writes_png_and_skips_without_matplotlib(tmp_path, monkeypatch):
+    from dipprior import _mpl
+
+    points = {"A": [(0.5, 20.0), (2.0, 25.0)], "B": [(float("nan"), 22.0), (0.0, 21.0)]}
+    path = ex.plot_psnr_vs_seconds(points, tmp_path / "p.png", title="t")
+    assert path == tmp_path / "p.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]  # no temp file left
+    monkeypatch.setattr(_mpl, "pyplot", lambda: None)
+    assert ex.plot_psnr_vs_seconds(points, tmp_path / "q.png") is None
+    assert not (tmp_path / "q.png").exists()
+
+
 def test_t0_ablation_table_and_summary(model):
     scheduler = Scheduler()
     table = ex.t0_ablation(_images(2), Denoise(25 / 255), model, scheduler,
