@@ -1,4 +1,5 @@
-"""The diffusion prior: noise schedule, UNet, training, safe checkpoints and sampling.
+"""The diffusion prior: noise schedule, UNet (ours, or guided-diffusion's ADM), training, safe
+checkpoints and sampling.
 
 >>> from dipprior.diffusion import Scheduler, UNet, sample
 """
@@ -9,6 +10,8 @@ from dipprior.diffusion.adapters import (
     load_diffusers,
     scheduler_from_diffusers,
 )
+from dipprior.diffusion.adm import ADMUNet
+from dipprior.diffusion.adm_checkpoint import ADM_PRESETS, adm_unet, load_adm
 from dipprior.diffusion.checkpoint import (
     available_pretrained,
     is_checkpoint,
@@ -27,6 +30,10 @@ __all__ = [
     "Scheduler",
     "SchedulerOutput",
     "UNet",
+    "ADMUNet",
+    "ADM_PRESETS",
+    "adm_unet",
+    "load_adm",
     "PatchDataset",
     "Augmentation",
     "TimestepDistribution",

@@ -28,6 +28,7 @@ from safetensors.torch import save as st_save
 
 from dipprior._atomic import atomic_folder, atomic_write_bytes, readable_folder
 from dipprior._tensor import default_device
+from dipprior.diffusion.adm import ADMUNet
 from dipprior.diffusion.scheduler import Scheduler
 from dipprior.diffusion.unet import UNet
 
@@ -95,8 +96,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------- model configs
 def model_config(model: torch.nn.Module) -> dict[str, Any]:
-    if not isinstance(model, UNet):
-        raise TypeError(f"model must be a dipprior UNet, got {type(model).__name__}")
+    if not isinstance(model, (UNet, ADMUNet)):
+        raise TypeError(f"model must be a dipprior UNet or ADMUNet, got {type(model).__name__}")
     return dict(model.config)
 
 
@@ -106,15 +107,17 @@ def checkpoint_config(model: torch.nn.Module, scheduler: Scheduler,
         raise TypeError(f"scheduler must be a Scheduler, got {type(scheduler).__name__}")
     from dipprior import __version__
 
-    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_class": "UNet",
-              "model": model_config(model), "scheduler": scheduler.to_config(),
-              "dipprior_version": __version__}
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION,
+              "model_class": type(model).__name__, "model": model_config(model),
+              "scheduler": scheduler.to_config(), "dipprior_version": __version__}
     config.update(extra or {})
     return config
 
 
-def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict`` with a ``ValueError`` naming missing, unexpected and mis-shaped keys."""
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                    *, assign: bool = False) -> None:
+    """``load_state_dict`` with a ``ValueError`` naming missing, unexpected and mis-shaped keys
+    (``assign=True``: the tensors become the parameters, e.g. into a model on the meta device)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -131,13 +134,13 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
             parts.append(f"wrong shapes {shapes[:5]}{' ...' if len(shapes) > 5 else ''}")
         raise ValueError(f"weights in {source} do not match the model config: "
                          + "; ".join(parts))
-    model.load_state_dict(state)
+    model.load_state_dict(state, assign=assign)
 
 
 # ---------------------------------------------------------------- save / load
 def save(model: torch.nn.Module, scheduler: Scheduler, directory: str | os.PathLike,
          *, metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (a :class:`UNet`) and ``scheduler`` to ``directory``.
+    """Write ``model`` (a :class:`UNet` or :class:`ADMUNet`) and ``scheduler`` to ``directory``.
 
     Writes ``model.safetensors`` and ``config.json`` as one unit: the folder is assembled next
     to ``directory`` and swapped in whole, so an interrupted save leaves the previous checkpoint
@@ -185,23 +188,27 @@ def _check_against_weights(config: dict[str, Any], weights: Path, source: Path) 
                                      for name, keys in parts.items() if keys))
 
 
-def _model_from_config(config: dict[str, Any], source: Path) -> UNet:
+_MODEL_CLASSES: dict[str, type[UNet] | type[ADMUNet]] = {"UNet": UNet, "ADMUNet": ADMUNet}
+
+
+def _model_from_config(config: dict[str, Any], source: Path) -> UNet | ADMUNet:
     if config.get("format") != FORMAT:
         raise ValueError(f"{source} is not a dipprior diffusion checkpoint "
                          f"(format={config.get('format')!r}, expected {FORMAT!r})")
     if config.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{source} has format_version {config['format_version']}; this dipprior "
                          f"reads up to {FORMAT_VERSION} -- upgrade dipprior")
-    if config.get("model_class") != "UNet" or not isinstance(config.get("model"), dict):
-        raise ValueError(f"{source} does not describe a UNet model")
+    model_class = _MODEL_CLASSES.get(config.get("model_class"))  # type: ignore[arg-type]
+    if model_class is None or not isinstance(config.get("model"), dict):
+        raise ValueError(f"{source} does not describe a UNet or ADMUNet model")
     try:
-        return UNet(**config["model"])
+        return model_class(**config["model"])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source} has an invalid model config: {exc}") from None
 
 
 def load(directory: str | os.PathLike, device: str | torch.device | None = None
-         ) -> tuple[UNet, Scheduler]:
+         ) -> tuple[UNet | ADMUNet, Scheduler]:
     """Read a checkpoint written by :func:`save` or by ``train`` -> ``(model, scheduler)``.
 
     The model is returned in eval mode on ``device`` (``None``: CUDA if available, else CPU).
@@ -222,13 +229,15 @@ def load(directory: str | os.PathLike, device: str | torch.device | None = None
         raise ValueError(f"{source} has an invalid scheduler config: {exc}") from None
     _check_against_weights(config, directory / WEIGHTS_FILE, source)
     dev = default_device(device)
-    model = _model_from_config(config, source)
+    with torch.device("meta"):  # the weights replace the parameters: no random init
+        model = _model_from_config(config, source)
     tensors, _ = read_tensors(directory / WEIGHTS_FILE)
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ValueError(f"weights in {directory / WEIGHTS_FILE} contain NaN or inf "
                          f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
-    load_state_into(model, tensors, str(directory / WEIGHTS_FILE))
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    load_state_into(model, tensors, str(directory / WEIGHTS_FILE), assign=True)
     return model.to(dev).eval(), scheduler
 
 

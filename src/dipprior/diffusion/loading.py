@@ -1,4 +1,5 @@
-"""``load_pretrained``: a shipped prior by name, a dipprior checkpoint or a diffusers folder.
+"""``load_pretrained``: a shipped prior by name, a dipprior checkpoint, a diffusers folder or a
+guided-diffusion (ADM) ``.pt`` file.
 
 It sits above :mod:`~dipprior.diffusion.checkpoint` and :mod:`~dipprior.diffusion.adapters`,
 which know nothing of each other's callers.
@@ -8,11 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from dipprior._atomic import readable_folder
 from dipprior.diffusion.adapters import is_diffusers_folder, load_diffusers
+from dipprior.diffusion.adm_checkpoint import ADM_PRESETS, load_adm
 from dipprior.diffusion.checkpoint import (
     CONFIG_FILE,
     DEFAULT_PRETRAINED,
@@ -29,7 +32,8 @@ __all__ = ["load_pretrained"]
 
 def load_pretrained(name_or_path: str | os.PathLike | None = None, *,
                     device: str | torch.device | None = None,
-                    root: str | os.PathLike | None = None) -> tuple[torch.nn.Module, Scheduler]:
+                    root: str | os.PathLike | None = None, preset: str | None = None,
+                    **adm_flags: Any) -> tuple[torch.nn.Module, Scheduler]:
     """Load a prior -> ``(model, scheduler)`` in eval mode on ``device``, offline.
 
     ``name_or_path`` is
@@ -62,6 +66,20 @@ def load_pretrained(name_or_path: str | os.PathLike | None = None, *,
             raise ValueError(
                 "load_pretrained() needs a name: available pretrained priors: "
                 f"{names or '(none installed)'}; train one with `dipprior train`")
+    if isinstance(name_or_path, str) and name_or_path in ADM_PRESETS:
+        info = ADM_PRESETS[name_or_path]
+        raise ValueError(f"{name_or_path!r} is an architecture, its weights are not shipped and "
+                         f"nothing is downloaded: get {info['file']} from {info['source']} and "
+                         f"pass its path")
+    adm_file = (isinstance(name_or_path, (str, os.PathLike))
+                and Path(name_or_path).expanduser().is_file()
+                and Path(name_or_path).suffix.lower() in (".pt", ".pth"))
+    if (preset is not None or adm_flags) and not adm_file:
+        raise TypeError(f"load_pretrained: preset= and ADM flags {sorted(adm_flags)} apply to "
+                        "guided-diffusion .pt/.pth files only")
+    if adm_file:
+        return load_adm(Path(name_or_path).expanduser(), preset=preset, device=device,
+                        **adm_flags)
     if isinstance(name_or_path, str) and name_or_path in names:
         base = weights_root() if root is None else Path(root)
         return load(base / name_or_path, device=device)
@@ -71,7 +89,8 @@ def load_pretrained(name_or_path: str | os.PathLike | None = None, *,
     folder = Path(name_or_path).expanduser()
     folder = readable_folder(folder)  # a dipprior checkpoint a crash left aside mid-swap
     if not folder.is_dir():
-        raise ValueError(f"unknown pretrained prior {str(name_or_path)!r} (and no such folder); "
+        raise ValueError(f"unknown pretrained prior {str(name_or_path)!r} (neither a folder nor "
+                         f"a .pt/.pth file); "
                          f"available: {names or '(none installed)'}")
     return _load_folder(folder, device)
 

@@ -23,6 +23,17 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
 
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad H and W of ``x`` at the bottom/right up to ``multiple`` (reflect; replicate when the
+    image is smaller than the padding)."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
 def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
 
@@ -207,7 +218,7 @@ class UNet(nn.Module):
         h_in, w_in = x.shape[-2:]
         emb = self.time_embed(timestep_embedding(self._timesteps(t, x), self.base_channels)
                               .to(x.dtype))
-        x = self._pad(x)
+        x = pad_to_multiple(x, self.multiple)
         h = self.conv_in(x)
         hs = [h]
         for block in self.down:
@@ -222,13 +233,6 @@ class UNet(nn.Module):
         h = self.conv_out(F.silu(self.norm_out(h)))
         return h[..., :h_in, :w_in]
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ph, pw = -h % self.multiple, -w % self.multiple
-        if ph == 0 and pw == 0:
-            return x
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 class _ResAttn(nn.Module):

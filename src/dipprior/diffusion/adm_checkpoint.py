@@ -1,0 +1,257 @@
+"""guided-diffusion (ADM) ``.pt`` checkpoints: read without unpickling code, infer the model.
+
+A ``.pt``/``.pth`` file is read with ``torch.load(weights_only=True)`` (memory-mapped where the
+file allows), so a file holding code is refused and nothing in it runs.  The architecture is
+inferred from the tensor shapes; the attention heads do not show in the weights and come from a
+named preset (:data:`ADM_PRESETS`), recognised automatically when the shapes match one, or from
+keyword arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dipprior.diffusion.adm import ADMUNet, fast_bf16
+from dipprior.diffusion.scheduler import Scheduler
+
+__all__ = ["ADM_PRESETS", "adm_unet", "read_state_dict", "infer_adm_config", "load_adm"]
+
+# The two priors the inverse-problem papers run (guided-diffusion's README flags; DPS's
+# configs/model_config.yaml).  Both: linear betas 1e-4..0.02, T = 1000, epsilon + learned sigma.
+ADM_PRESETS: dict[str, dict[str, Any]] = {
+    "adm-imagenet256-uncond": {
+        "file": "256x256_diffusion_uncond.pt",
+        "source": "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
+                  "256x256_diffusion_uncond.pt (openai/guided-diffusion README)",
+        "parameters": 552_814_086,
+        "model": {"model_channels": 256, "num_res_blocks": 2,
+                  "channel_mult": (1, 1, 2, 2, 4, 4), "attention_ds": (8, 16, 32),
+                  "num_heads": 4, "num_head_channels": 64, "use_scale_shift_norm": True,
+                  "resblock_updown": True, "out_channels": 6},
+    },
+    "adm-ffhq256": {
+        "file": "ffhq_10m.pt",
+        "source": "the DPS authors' release (github.com/DPS2022/diffusion-posterior-sampling "
+                  "README, 'ffhq_10m.pt'; deepinv ships it as diffusion_ffhq_10m.pt)",
+        "parameters": 93_563_910,
+        "model": {"model_channels": 128, "num_res_blocks": 1,
+                  "channel_mult": (1, 1, 2, 2, 4, 4), "attention_ds": (16,),
+                  "num_heads": 4, "num_head_channels": 64, "use_scale_shift_norm": True,
+                  "resblock_updown": True, "out_channels": 6},
+    },
+}
+# flags that leave no trace in the weights' shapes
+_SHAPELESS = ("num_heads", "num_head_channels", "num_heads_upsample",
+              "use_new_attention_order", "dropout")
+_FLAGS = set(inspect.signature(ADMUNet.__init__).parameters) - {"self"}
+_WRAPPERS = ("state_dict", "model", "ema", "model_ema")
+
+
+def adm_unet(preset: str, **overrides: Any) -> ADMUNet:
+    """A randomly initialised :class:`ADMUNet` of a named preset (``overrides`` replace flags).
+
+    >>> with torch.device("meta"):
+    ...     net = adm_unet("adm-ffhq256")
+    >>> sum(p.numel() for p in net.parameters())
+    93563910
+    """
+    if preset not in ADM_PRESETS:
+        raise ValueError(f"preset: unknown ADM preset {preset!r}; known: {sorted(ADM_PRESETS)}")
+    return ADMUNet(**{**ADM_PRESETS[preset]["model"], **overrides})
+
+
+def adm_scheduler() -> Scheduler:
+    """guided-diffusion's schedule: linear betas 1e-4..0.02 over 1000 steps, epsilon."""
+    return Scheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4,
+                     beta_end=0.02, prediction_type="epsilon")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a PyTorch ``.pt``/``.pth`` state_dict, read without running any code.
+
+    Accepts a bare state_dict or one wrapped under ``state_dict``/``model``/``ema``, and strips
+    DataParallel's ``module.`` prefix.  A file that would need code to unpickle, or that holds
+    anything but tensors, raises ``ValueError`` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint file {path} does not exist")
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # legacy (non-zip) files cannot be memory-mapped
+            if "mmap" not in str(exc):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", str(exc))
+        if found:
+            raise ValueError(f"{path}: refused, it holds code ({found.group(1)}), not only "
+                             "tensors; loading it would run that code, and nothing was run"
+                             ) from None
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (not a tensor pickle)"
+                         ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+    if isinstance(obj, dict):
+        inner = [k for k in _WRAPPERS if isinstance(obj.get(k), dict)]
+        if inner and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            obj = obj[inner[0]]
+    if not isinstance(obj, dict) or not obj or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise ValueError(f"{path}: expected a state_dict (names -> tensors), got "
+                         f"{type(obj).__name__}")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _sublayers(state: dict[str, torch.Tensor], prefix: str) -> dict[int, str]:
+    """``{index: kind}`` of the layers in one ``TimestepEmbedSequential`` block."""
+    kinds: dict[int, str] = {}
+    for key in state:
+        m = re.match(re.escape(prefix) + r"\.(\d+)\.(\w+)", key)
+        if m:
+            j, name = int(m.group(1)), m.group(2)
+            kind = {"in_layers": "res", "qkv": "attn", "conv": "upconv", "op": "downconv",
+                    "weight": "conv"}.get(name)
+            if kind and kinds.get(j) != "res":
+                kinds[j] = kind
+    return kinds
+
+
+def _count(state: dict[str, torch.Tensor], prefix: str) -> int:
+    found = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"\.(\d+)\.", k))}
+    return max(found) + 1 if found else 0
+
+
+def infer_adm_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The :class:`ADMUNet` shape flags of a guided-diffusion state_dict (heads excluded).
+
+    Raises ``ValueError`` for a class-conditional model (``label_emb``) or a layout that is not
+    guided-diffusion's ``UNetModel``.
+    """
+    if "label_emb.weight" in state:
+        raise ValueError(
+            f"a class-conditional model (label_emb: {state['label_emb.weight'].shape[0]} "
+            "classes); dipprior's samplers are unconditional: use an unconditional checkpoint "
+            "such as 256x256_diffusion_uncond.pt")
+    need = ("time_embed.0.weight", "input_blocks.0.0.weight", "out.2.weight",
+            "input_blocks.1.0.in_layers.2.weight")
+    missing = [k for k in need if k not in state]
+    if missing:
+        raise ValueError(f"not a guided-diffusion UNet state_dict: missing {missing}")
+    mc = state["time_embed.0.weight"].shape[1]
+    in_ch = state["input_blocks.0.0.weight"].shape[1]
+    out_ch = state["out.2.weight"].shape[0]
+    n_out = _count(state, "output_blocks")
+    blocks = [_sublayers(state, f"output_blocks.{i}") for i in range(n_out)]
+    ups = [i for i, b in enumerate(blocks)
+           if list(b.values()).count("res") > 1 or "upconv" in b.values()]
+    n_in = _count(state, "input_blocks")
+    # average-pool down-sampling has no parameters: its block leaves a gap in the indices
+    pools = sorted(set(range(n_in)) - {int(k.split(".")[1]) for k in state
+                                       if k.startswith("input_blocks.")})
+    if ups:
+        levels = len(ups) + 1
+    elif pools:
+        levels = n_out // pools[0]
+    else:
+        levels = 1
+    nrb = n_out // levels - 1
+    downs = [k * (nrb + 1) for k in range(1, levels)]
+    if (nrb < 1 or n_out != levels * (nrb + 1) or n_in != n_out
+            or (ups and ups != [d - 1 for d in downs]) or (pools and pools != downs)):
+        raise ValueError("not a guided-diffusion UNet layout (input/output blocks do not pair "
+                         f"up: {_count(state, 'input_blocks')} in, {n_out} out)")
+    mults: list[float] = []
+    attention_ds: list[int] = []
+    for level in range(levels):
+        first = 1 + level * (nrb + 1)
+        width = state[f"input_blocks.{first}.0.in_layers.2.weight"].shape[0]
+        mults.append(width // mc if width % mc == 0 else width / mc)
+        if "attn" in _sublayers(state, f"input_blocks.{first}").values():
+            attention_ds.append(2 ** level)
+    down = _sublayers(state, f"input_blocks.{nrb + 1}") if levels > 1 else {}
+    emb = state["input_blocks.1.0.emb_layers.1.weight"].shape[0]
+    return {"model_channels": mc, "num_res_blocks": nrb, "channel_mult": tuple(mults),
+            "attention_ds": tuple(attention_ds), "in_channels": in_ch, "out_channels": out_ch,
+            "use_scale_shift_norm": emb == 2 * int(mults[0] * mc),
+            "resblock_updown": down.get(0) == "res",
+            "conv_resample": levels == 1 or down.get(0) is not None}
+
+
+def _matching_preset(config: dict[str, Any]) -> str | None:
+    for name, preset in ADM_PRESETS.items():
+        model = preset["model"]
+        shape = {k: v for k, v in model.items() if k not in _SHAPELESS}
+        if all(config.get(k) == v for k, v in shape.items()):
+            return name
+    return None
+
+
+def load_adm(path: str | os.PathLike, *, preset: str | None = None,
+             device: str | torch.device | None = None,
+             autocast: str | torch.dtype | None = "auto", **overrides: Any
+             ) -> tuple[ADMUNet, Scheduler]:
+    """A guided-diffusion ``.pt`` checkpoint -> ``(ADMUNet in eval mode, Scheduler)``.
+
+    The architecture comes from the tensor shapes; the attention heads from ``preset`` (a name
+    in :data:`ADM_PRESETS`), else from the preset whose shapes match, else from ``overrides``
+    (``num_head_channels=`` or ``num_heads=``, guided-diffusion's flags).  Missing, unexpected
+    or mis-shaped keys, NaN/inf weights and class-conditional models raise ``ValueError``.
+
+    ``autocast``: ``"auto"`` runs the network under bfloat16 autocast where ``device`` has
+    native bf16 kernels (:func:`~dipprior.diffusion.adm.fast_bf16`: a bf16 GPU, an
+    AVX512-BF16/AMX CPU) and in float32 elsewhere; ``None`` always float32; a dtype always it.
+    The weights stay float32 (set ``model.autocast`` later to change it).
+    """
+    from dipprior._tensor import default_device
+    from dipprior.diffusion.checkpoint import load_state_into
+
+    unknown = sorted(set(overrides) - _FLAGS)
+    if unknown:
+        raise TypeError(f"load_adm: unknown ADMUNet flags {unknown}; known: {sorted(_FLAGS)}")
+    state = read_state_dict(path)
+    try:
+        config = infer_adm_config(state)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    name = preset if preset is not None else _matching_preset(config)
+    if preset is not None and preset not in ADM_PRESETS:
+        raise ValueError(f"preset: unknown ADM preset {preset!r}; known: {sorted(ADM_PRESETS)}")
+    if name is not None:
+        config = {**config, **{k: v for k, v in ADM_PRESETS[name]["model"].items()
+                               if k in _SHAPELESS}}
+    elif not {"num_heads", "num_head_channels"} & set(overrides):
+        raise ValueError(
+            f"{path}: its shapes match no ADM preset ({sorted(ADM_PRESETS)}) and the attention "
+            "heads do not show in the weights: pass num_head_channels= or num_heads= "
+            "(guided-diffusion's flags for this model), or preset=")
+    config.update(overrides)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path}: weights contain NaN or inf ({', '.join(bad[:3])})")
+    try:
+        with torch.device("meta"):  # no memory and no random init for 550M parameters
+            model = ADMUNet(**config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    load_state_into(model, {k: v.float() if v.is_floating_point() else v
+                            for k, v in state.items()}, str(path), assign=True)
+    dev = default_device(device)
+    if autocast == "auto":
+        autocast = torch.bfloat16 if fast_bf16(dev) else None
+    if autocast not in (None, torch.bfloat16, torch.float16):
+        raise ValueError(f"autocast: expected 'auto', None, torch.bfloat16 or torch.float16, "
+                         f"got {autocast!r}")
+    model = model.to(dev).eval()
+    model.autocast = autocast  # type: ignore[assignment]
+    return model, adm_scheduler()
