@@ -163,3 +163,23 @@ def test_restore_refuses_a_folder_as_out(tmp_path, capsys):
     code = main(["restore", str(data / "0.png"), "--task", "denoise", "--out",
                  str(tmp_path / "x.png")])
     assert "folder" in _one_line_error(capsys, code)
+
+
+def test_model_takes_a_guided_diffusion_pt_file(tmp_path, capsys, monkeypatch):
+    from dipprior.diffusion import ADM_PRESETS, ADMUNet
+    from dipprior.io import load_image
+
+    tiny = dict(model_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_ds=(2,),
+                num_head_channels=16, out_channels=6)
+    torch.save(ADMUNet(**tiny).state_dict(), tmp_path / "tiny.pt")
+    data = _photo_folder(tmp_path, n=1)
+    args = ["restore", str(data / "0.png"), "--task", "denoise", "--sigma", "25",
+            "--model", str(tmp_path / "tiny.pt"), "--out", str(tmp_path / "x.png")]
+    # its shapes match no published preset: the heads are asked for, nothing is written
+    assert "num_head_channels" in _one_line_error(capsys, main(args))
+    assert not (tmp_path / "x.png").exists()
+    # recognised as a preset, it restores end to end
+    monkeypatch.setitem(ADM_PRESETS, "adm-tiny", {"file": "tiny.pt", "source": "a test",
+                                                  "parameters": 0, "model": tiny})
+    assert main(args) == 0, capsys.readouterr().err
+    assert load_image(tmp_path / "x.png").shape == (3, 24, 24)

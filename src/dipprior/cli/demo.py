@@ -55,9 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    f"(default: {d.t0})")
     p.add_argument("--eta", type=float, help=f"DDIM eta (default: {d.eta:g})")
     p.add_argument("--seed", type=int, help=f"seed of the first image (default: {d.seed})")
-    p.add_argument("--model", metavar="NAME_OR_DIR",
-                   help="a shipped prior's name, a checkpoint or a diffusers folder (default: the "
-                   "shipped prior)")
+    p.add_argument("--model", metavar="NAME_OR_PATH",
+                   help="a shipped prior's name, a checkpoint or diffusers folder, or a "
+                   "guided-diffusion (ADM) .pt file (default: the shipped prior)")
     add_runtime(p)
     return p
 

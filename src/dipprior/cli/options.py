@@ -58,9 +58,10 @@ def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:
 
     Left out, every field keeps the tuned preset of the task (``pipeline.presets``); a field
     given starts from ``SamplerConfig()`` with the fields given."""
-    p.add_argument("--model", metavar="NAME_OR_DIR",
+    p.add_argument("--model", metavar="NAME_OR_PATH",
                    help="diffusion prior: a shipped prior's name, a checkpoint folder (from "
-                   "`dipprior train`) or a diffusers DDPM folder; default: the shipped prior")
+                   "`dipprior train`), a diffusers DDPM folder or a guided-diffusion (ADM) "
+                   ".pt file such as ffhq_10m.pt; default: the shipped prior")
     p.add_argument("--steps", type=int, default=steps,
                    help="most reverse steps (= NFE)"
                    + ("" if steps is not None else "; default: the task's preset"))
@@ -129,8 +130,8 @@ def dip_config(args: argparse.Namespace, base: Any = None) -> Any:
 
 
 def load_prior(args: argparse.Namespace) -> tuple[Any, Any]:
-    """``--model`` (a shipped prior's name, a dipprior checkpoint folder or a diffusers folder)
-    or the shipped prior, on ``--device``."""
+    """``--model`` (a shipped prior's name, a dipprior checkpoint folder, a diffusers folder or
+    a guided-diffusion ``.pt`` file) or the shipped prior, on ``--device``."""
     from dipprior._tensor import default_device
     from dipprior.diffusion import load_pretrained
 
