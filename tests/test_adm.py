@@ -216,7 +216,7 @@ def test_the_sampler_runs_an_adm_prior(tmp_path, task):
     net = _randomised(ADMUNet(**TINY), seed=3)
     model, scheduler = load_pretrained(_save_pt(net.state_dict(), tmp_path / "m.pt"),
                                        device="cpu", num_head_channels=16)
-    clean = torch.rand(3, 24, 20, generator=torch.Generator().manual_seed(0))
+    clean = torch.rand(2, 3, 24, 20, generator=torch.Generator().manual_seed(0))  # a batch
     g = torch.Generator().manual_seed(0)
     op = Inpaint(random_pixel_mask((24, 20), 0.5, g)) if task == "inpaint" else Denoise(0.1)
     y = op.degrade(clean, g)
@@ -228,7 +228,8 @@ def test_the_sampler_runs_an_adm_prior(tmp_path, task):
 
     r = DIPInitializedSampler(counted, scheduler, init="observation", t0=200, steps=4,
                               progress=False)(y, op, seed=0)
-    assert r.nfe == len(calls) == 4 and calls == r.timesteps
+    # one batched call per step, both images at the same timestep
+    assert r.nfe == [4, 4] and calls == r.timesteps[0] == r.timesteps[1] and len(calls) == 4
     assert r.image.shape == clean.shape and torch.isfinite(r.image).all()
 
 
