@@ -1,4 +1,4 @@
-"""Linear degradation operators: denoising, inpainting and super-resolution.
+"""Linear degradation operators: denoising, inpainting, super-resolution and deblurring.
 
 Every operator ``A`` maps a clean image ``x`` to an observation ``y = A x + n`` with Gaussian noise
 of standard deviation :attr:`Operator.noise_sigma` (on the [0, 1] scale). All methods take
@@ -22,6 +22,7 @@ Example:
 """
 
 from dipprior.operators.base import Denoise, Operator, check_image, conjugate_gradient
+from dipprior.operators.blur import Blur, gaussian_kernel, motion_kernel, parse_blur
 from dipprior.operators.inpaint import (
     Inpaint,
     center_box_mask,
@@ -32,6 +33,7 @@ from dipprior.operators.inpaint import (
 from dipprior.operators.superres import SuperResolution, bicubic_taps
 
 __all__ = [
+    "Blur",
     "Denoise",
     "Inpaint",
     "Operator",
@@ -43,4 +45,7 @@ __all__ = [
     "random_box_mask",
     "center_box_mask",
     "random_pixel_mask",
+    "gaussian_kernel",
+    "motion_kernel",
+    "parse_blur",
 ]

@@ -1,0 +1,238 @@
+"""Deblurring: ``Blur``, a per-channel convolution with circular boundary computed by the FFT,
+and the Gaussian and camera-shake kernels of the deblurring benchmarks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from dipprior.operators.base import Operator, Tensor, _as4d, _check_sigma, _usable
+
+__all__ = ["Blur", "gaussian_kernel", "motion_kernel", "parse_blur"]
+
+# kernels larger than this are refused (a typo would ask for a huge FFT of the kernel alone)
+MAX_KERNEL = 255
+
+
+def _check_size(size: int, name: str = "size") -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(size).__name__}")
+    if not 1 <= size <= MAX_KERNEL or size % 2 == 0:
+        raise ValueError(f"{name}: expected an odd int in 1..{MAX_KERNEL} (a kernel needs a "
+                         f"centre pixel), got {size}")
+    return int(size)
+
+
+def gaussian_kernel(size: int, std: float) -> Tensor:
+    """An isotropic Gaussian blur kernel, ``size`` x ``size`` (odd), summing to 1 (float64).
+
+    >>> gaussian_kernel(13, 2.0).sum().item()
+    1.0
+    """
+    size = _check_size(size)
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not math.isfinite(std) \
+            or std <= 0:
+        raise ValueError(f"std: expected a positive number, got {std!r}")
+    r = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-r**2 / (2 * float(std) ** 2))
+    k = g[:, None] * g[None, :]
+    return k / k.sum()
+
+
+def motion_kernel(size: int, intensity: float = 0.5,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """A random camera-shake kernel, ``size`` x ``size`` (odd), non-negative, summing to 1.
+
+    A trajectory in the spirit of Boracchi & Foi (2012), as DPS and DiffPIR draw their motion
+    blur: a point moves with a velocity that is pulled back towards the start, jittered by
+    Gaussian noise and, now and then, jerked by a large shake; ``intensity`` in [0, 1] scales the
+    jitter and the frequency of the shakes (0: a straight line).  The path is scaled to span the
+    kernel, centred on its centroid and splatted bilinearly.  Deterministic under ``generator``.
+    """
+    size = _check_size(size)
+    if isinstance(intensity, bool) or not isinstance(intensity, (int, float)) \
+            or not 0.0 <= float(intensity) <= 1.0:
+        raise ValueError(f"intensity: expected a number in [0, 1], got {intensity!r}")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> Tensor:
+        return torch.rand(shape, generator=g, dtype=torch.float64)
+
+    def randn(*shape: int) -> Tensor:
+        return torch.randn(shape, generator=g, dtype=torch.float64)
+
+    steps = 200
+    angle = 2 * math.pi * float(rand(1))
+    v = torch.tensor([math.cos(angle), math.sin(angle)], dtype=torch.float64)
+    x = torch.zeros(2, dtype=torch.float64)
+    centripetal, jitter = 0.7 * float(rand(1)), 10.0 * float(intensity) * float(rand(1))
+    shake_rate = 0.2 * float(intensity) * float(rand(1))
+    path = [x.clone()]
+    for _ in range(steps - 1):
+        dv = jitter * randn(2) / steps - centripetal * x / steps
+        if float(rand(1)) < shake_rate:
+            dv = dv + 2 * v.norm() * randn(2)
+        v = v + dv
+        v = v / v.norm().clamp_min(1e-12)
+        x = x + v / steps * size
+        path.append(x.clone())
+    pts = torch.stack(path)
+    pts = pts - pts.mean(0)
+    extent = float(pts.abs().max())
+    half = (size - 1) / 2
+    if extent > 0:
+        pts = pts * min(1.0, half / extent)
+    pts = pts + half
+    k = torch.zeros(size, size, dtype=torch.float64)
+    base = pts.floor().clamp(0, size - 1)
+    frac = pts - base
+    for dy in (0, 1):
+        for dx in (0, 1):
+            w = ((frac[:, 0] if dy else 1 - frac[:, 0]) * (frac[:, 1] if dx else 1 - frac[:, 1]))
+            r = (base[:, 0] + dy).clamp(max=size - 1).long()
+            c = (base[:, 1] + dx).clamp(max=size - 1).long()
+            k.index_put_((r, c), w, accumulate=True)
+    return k / k.sum()
+
+
+def parse_blur(spec: str, generator: torch.Generator | None = None) -> Tensor:
+    """A kernel from a short spec: ``"gaussian:STD"`` (size ``2 * ceil(3 STD) + 1``, e.g. 13
+    for std 2) or ``"motion:SIZE"`` (intensity 0.5), as ``restore --blur`` takes it."""
+    kind, _, value = str(spec).partition(":")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"blur: expected 'gaussian:STD' or 'motion:SIZE', got {spec!r}"
+                         ) from None
+    if kind == "gaussian":
+        if not math.isfinite(number) or not 0 < number <= MAX_KERNEL / 6:
+            raise ValueError(f"blur: the Gaussian std must be in (0, {MAX_KERNEL / 6:.0f}], "
+                             f"got {spec!r}")
+        return gaussian_kernel(2 * math.ceil(3 * number) + 1, number)
+    if kind == "motion":
+        if not number.is_integer() or number % 2 == 0 or not 1 <= number <= MAX_KERNEL:
+            raise ValueError(f"blur: the motion kernel size must be an odd integer in "
+                             f"1..{MAX_KERNEL}, got {spec!r}")
+        return motion_kernel(int(number), 0.5, generator)
+    raise ValueError(f"blur: expected 'gaussian:STD' or 'motion:SIZE', got {spec!r}")
+
+
+def _check_kernel(kernel: object) -> Tensor:
+    if isinstance(kernel, np.ndarray):
+        kernel = torch.from_numpy(np.asarray(kernel, dtype=np.float64))
+    if not isinstance(kernel, torch.Tensor):
+        raise TypeError(f"kernel: expected a 2D tensor or array, got {type(kernel).__name__}")
+    if kernel.dim() != 2:
+        raise ValueError(f"kernel: expected a 2D (height, width) kernel, got shape "
+                         f"{tuple(kernel.shape)}")
+    kh, kw = kernel.shape
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"kernel: expected odd height and width (a centre pixel), got {kh}x{kw};"
+                         " pad it with a row/column of zeros")
+    if max(kh, kw) > MAX_KERNEL:
+        raise ValueError(f"kernel: {kh}x{kw} is larger than {MAX_KERNEL}x{MAX_KERNEL}")
+    kernel = kernel.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(kernel).all()):
+        raise ValueError("kernel: contains NaN or inf values")
+    total = float(kernel.sum())
+    if not bool(kernel.abs().sum() > 0):
+        raise ValueError("kernel: is all zeros")
+    if total <= 0:
+        raise ValueError(f"kernel: its entries sum to {total:.3g}; a blur kernel sums to 1")
+    return kernel / total
+
+
+class Blur(Operator):
+    """Blur by a 2D ``kernel`` per channel, with circular boundary: ``y = k * x + sigma n``.
+
+    ``A x`` equals ``scipy.ndimage.convolve(x_c, kernel, mode="wrap")`` per channel (the kernel
+    is centred on its middle pixel and flipped, a true convolution), computed in the Fourier
+    domain as DiffPIR's and deepinv's FFT blur do.  The kernel (odd height and width, finite,
+    not all zero) is normalised to sum 1; it must not be larger than the image.
+
+    ``pseudo_inverse`` is the Tikhonov-regularised (Wiener) inverse
+    ``X = conj(K) Y / (|K|^2 + regularizer)``: ``regularizer`` (default 1e-3, on ``|K|^2``,
+    which is at most 1) keeps the frequencies the kernel removes from exploding; ``proximal`` is
+    exact in closed form, ``X = (conj(K) Y + lam X0) / (|K|^2 + lam)``.
+
+    >>> op = Blur(gaussian_kernel(13, 2.0), sigma=0.01)
+    >>> op(torch.rand(3, 32, 40)).shape
+    torch.Size([3, 32, 40])
+    """
+
+    def __init__(self, kernel: Tensor | np.ndarray, sigma: float = 0.0, *,
+                 regularizer: float = 1e-3) -> None:
+        self.kernel = _check_kernel(kernel)
+        self.noise_sigma = _check_sigma(sigma)
+        if isinstance(regularizer, bool) or not isinstance(regularizer, (int, float)) \
+                or not math.isfinite(regularizer) or regularizer <= 0:
+            raise ValueError(f"regularizer: expected a number > 0, got {regularizer!r}")
+        self.regularizer = float(regularizer)
+        self._cache: dict[tuple[torch.device, torch.dtype, int, int], Tensor] = {}
+
+    def _spectrum(self, x: Tensor) -> Tensor:
+        """The kernel's rfft2 on ``x``'s grid, centred at pixel (0, 0)."""
+        h, w = x.shape[-2:]
+        key = (x.device, x.dtype, h, w)
+        if key not in self._cache or not _usable(self._cache[key]):
+            kh, kw = self.kernel.shape
+            if kh > h or kw > w:
+                raise ValueError(f"x: image {h}x{w} is smaller than the {kh}x{kw} blur kernel")
+            pad = torch.zeros(h, w, dtype=torch.float64)
+            pad[:kh, :kw] = self.kernel
+            pad = torch.roll(pad, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
+            real = torch.float64 if x.dtype == torch.float64 else torch.float32
+            self._cache[key] = torch.fft.rfft2(pad).to(device=x.device,
+                                                       dtype=torch.complex128
+                                                       if real == torch.float64
+                                                       else torch.complex64)
+        return self._cache[key]
+
+    def _filter(self, x: Tensor, spectrum: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        work = x if x.dtype == torch.float64 else x.float()
+        out = torch.fft.irfft2(torch.fft.rfft2(work) * spectrum, s=(h, w))
+        return out.to(x.dtype)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self._filter(x, self._spectrum(x))
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self._filter(y, self._spectrum(y).conj())
+
+    def _prox(self, x0: Tensor, y: Tensor, lam: Tensor) -> Tensor:
+        k = self._spectrum(x0)
+        power = k.real**2 + k.imag**2
+        h, w = x0.shape[-2:]
+        y = y.expand_as(x0)
+        work = torch.float64 if x0.dtype == torch.float64 else torch.float32
+        lam = lam.to(work)
+        num = k.conj() * torch.fft.rfft2(y.to(work)) + lam * torch.fft.rfft2(x0.to(work))
+        den = power + lam
+        # lam = 0 (a hard constraint) at a frequency the kernel removes: keep x0's
+        keep = den <= torch.finfo(work).tiny
+        out = torch.where(keep, torch.fft.rfft2(x0.to(work)), num / den.clamp_min(
+            torch.finfo(work).tiny))
+        return torch.fft.irfft2(out, s=(h, w)).to(x0.dtype)
+
+    def pseudo_inverse(self, y: Tensor) -> Tensor:
+        """The Wiener/Tikhonov inverse ``conj(K) Y / (|K|^2 + regularizer)``."""
+        y4, squeeze = _as4d(y, "y")
+        k = self._spectrum(y4)
+        power = k.real**2 + k.imag**2
+        x = self._filter(y4, k.conj() / (power + self.regularizer))
+        return x.squeeze(0) if squeeze else x
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        *_, h, w = input_shape
+        kh, kw = self.kernel.shape
+        if kh > h or kw > w:
+            raise ValueError(f"x: image {h}x{w} is smaller than the {kh}x{kw} blur kernel")
+        return tuple(input_shape)
+
+    def __repr__(self) -> str:
+        kh, kw = self.kernel.shape
+        return f"Blur(kernel={kh}x{kw}, noise_sigma={self.noise_sigma:g})"

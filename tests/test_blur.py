@@ -1,0 +1,114 @@
+"""Blur: the FFT operator against scipy, its adjoint and proximal, the kernels, bad kernels."""
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndimage
+import torch
+
+from dipprior.operators import Blur, gaussian_kernel, motion_kernel, parse_blur
+
+
+def _rand(*shape, seed=0, dtype=torch.float64):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("kshape, shape", [((5, 7), (3, 17, 22)), ((13, 13), (2, 3, 32, 29)),
+                                           ((1, 3), (3, 8, 5))])
+def test_forward_equals_scipy_convolve_wrap(kshape, shape):
+    kernel = _rand(*kshape, seed=1)
+    x = _rand(*shape)
+    y = Blur(kernel)(x)
+    k = (kernel / kernel.sum()).numpy()
+    flat = x.reshape(-1, *shape[-2:]).numpy()
+    ref = np.stack([ndimage.convolve(c, k, mode="wrap") for c in flat]).reshape(shape)
+    assert y.shape == x.shape and np.abs(y.numpy() - ref).max() < 1e-5
+    assert torch.allclose(Blur(kernel)(x.float()).double(), y, atol=1e-5)  # float32 too
+
+
+def test_adjoint_is_the_transpose():
+    op = Blur(motion_kernel(9, 0.7, torch.Generator().manual_seed(2)))
+    x, y = _rand(2, 3, 20, 24, seed=3), _rand(2, 3, 20, 24, seed=4)
+    assert abs(float((op(x) * y).sum() - (x * op.adjoint(y)).sum())) < 1e-5
+
+
+@pytest.mark.parametrize("sigma, rho", [(0.05, 3.0), (0.01, torch.tensor([0.5, 40.0]))])
+def test_proximal_solves_its_normal_equations(sigma, rho):
+    op = Blur(gaussian_kernel(7, 1.5), sigma=sigma)
+    x0, y = _rand(2, 3, 16, 18, seed=5), _rand(2, 3, 16, 18, seed=6)
+    closed = op.proximal(x0, y, rho)
+    cg = op.proximal_cg(x0, y, rho, tol=1e-12, max_iter=2000)
+    assert float((closed - cg).abs().max()) <= 1e-5
+    lam = torch.as_tensor(rho, dtype=x0.dtype).reshape(-1, 1, 1, 1) * sigma**2
+    residual = op.adjoint(op(closed)) + lam * closed - (op.adjoint(y) + lam * x0)
+    assert float(residual.abs().max()) <= 1e-5
+
+
+def test_hard_constraint_and_pseudo_inverse():
+    op = Blur(gaussian_kernel(5, 1.0))  # no zero in its spectrum on this grid
+    x = _rand(3, 16, 16, seed=7)
+    y = op(x)
+    hard = op.proximal(torch.zeros_like(x), y, 1.0)  # sigma = 0: A x = y exactly
+    assert float((op(hard) - y).abs().max()) < 1e-6
+    wiener = op.pseudo_inverse(y)
+    assert wiener.shape == x.shape
+    assert float((wiener - x).abs().mean()) < float((y - x).abs().mean())  # it deblurs
+
+
+def test_any_device_dtype_and_batch_rank():
+    op = Blur(gaussian_kernel(3, 1.0))
+    x = _rand(3, 10, 12, dtype=torch.float32)
+    assert op(x).dtype == torch.float32 and op(x[None]).shape == (1, 3, 10, 12)
+    assert torch.allclose(op(x), op(x.double()).float(), atol=1e-6)
+    with torch.inference_mode():
+        op(x)
+    x.requires_grad_(True)
+    op(x).sum().backward()  # a spectrum cached under inference_mode is not reused in autograd
+    assert torch.allclose(x.grad, torch.ones_like(x), atol=1e-5)  # sums to 1: A^T 1 = 1
+
+
+def test_kernels():
+    g = gaussian_kernel(13, 2.0)
+    assert g.shape == (13, 13) and abs(float(g.sum()) - 1) < 1e-12 and torch.equal(g, g.T)
+    assert int(g.argmax()) == 6 * 13 + 6
+    a = motion_kernel(15, 0.5, torch.Generator().manual_seed(0))
+    b = motion_kernel(15, 0.5, torch.Generator().manual_seed(0))
+    c = motion_kernel(15, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == (15, 15) and abs(float(a.sum()) - 1) < 1e-12 and float(a.min()) >= 0
+    assert int((a > 0).sum()) >= 15  # a path, not a point
+    line = motion_kernel(15, 0.0, torch.Generator().manual_seed(0))  # no jitter: a segment
+    assert int((line > 0).sum()) <= 3 * 15
+    assert parse_blur("gaussian:2").shape == (13, 13)
+    assert parse_blur("motion:15", torch.Generator().manual_seed(0)).shape == (15, 15)
+
+
+@pytest.mark.parametrize("kernel, match", [
+    (torch.ones(4, 5), "odd height and width"),
+    (torch.ones(3), "2D"),
+    (torch.zeros(3, 3), "all zeros"),
+    (torch.tensor([[1.0, float("nan"), 1.0]]), "NaN"),
+    (-torch.ones(3, 3), "sum to"),
+    ("gauss", "expected a 2D tensor"),
+    (torch.ones(301, 301), "larger than"),
+])
+def test_bad_kernels_are_refused(kernel, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        Blur(kernel)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="smaller than the 13x13 blur kernel"):
+        Blur(gaussian_kernel(13, 2.0))(torch.rand(3, 8, 32))
+    with pytest.raises(ValueError, match="sigma"):
+        Blur(gaussian_kernel(3, 1.0), sigma=2.55)
+    with pytest.raises(ValueError, match="regularizer"):
+        Blur(gaussian_kernel(3, 1.0), regularizer=0)
+    with pytest.raises(ValueError, match="odd int"):
+        gaussian_kernel(4, 1.0)
+    with pytest.raises(ValueError, match="std"):
+        gaussian_kernel(5, 0)
+    with pytest.raises(ValueError, match="intensity"):
+        motion_kernel(15, 2.0)
+    for spec in ("box:3", "gaussian:x", "motion:14", "motion:2.5", "gaussian:-1"):
+        with pytest.raises(ValueError, match="blur"):
+            parse_blur(spec)
