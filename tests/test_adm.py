@@ -1,5 +1,6 @@
 """guided-diffusion (ADM) UNet: architecture, safe .pt loading, config inference, sampling."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from dipprior.diffusion.adm_checkpoint import _matching_preset, infer_adm_config
 from dipprior.operators import Denoise, Inpaint, random_pixel_mask
 from dipprior.pipeline import DIPInitializedSampler
 
+REFERENCE = json.loads((Path(__file__).parent / "data" / "adm_reference.json").read_text())
 TINY = dict(model_channels=32, num_res_blocks=1, channel_mult=(1, 2, 2), attention_ds=(4,),
             num_head_channels=16)
 
@@ -45,6 +47,35 @@ def _save_pt(state, path: Path) -> Path:
 
 
 # --------------------------------------------------------------------- architecture
+@pytest.mark.parametrize("name", sorted(ADM_PRESETS))
+def test_names_and_shapes_are_guided_diffusions(name):
+    """Against guided-diffusion's create_model (tests/data/make_adm_reference.py)."""
+    with torch.device("meta"):
+        net = adm_unet(name)
+    assert {k: list(v.shape) for k, v in net.state_dict().items()} == REFERENCE["shapes"][name]
+
+
+def test_output_is_guided_diffusions():
+    """A small guided-diffusion UNetModel's epsilon and variance, stored by
+    tests/data/make_adm_reference.py, with the same deterministic weights."""
+    sys.path.insert(0, str(Path(__file__).parent / "data"))
+    try:
+        from make_adm_reference import fill, tiny_input
+    finally:
+        sys.path.pop(0)
+    flags = dict(REFERENCE["tiny"]["flags"])
+    net = fill(ADMUNet(model_channels=flags["model_channels"],
+                       num_res_blocks=flags["num_res_blocks"],
+                       channel_mult=flags["channel_mult"],
+                       attention_ds=flags["attention_resolutions"], num_heads=flags["num_heads"],
+                       num_head_channels=flags["num_head_channels"]))
+    x, t = tiny_input()
+    with torch.no_grad():
+        eps, var = net(x, t, return_variance=True)
+    assert torch.allclose(eps.flatten(), torch.tensor(REFERENCE["tiny"]["eps"]), atol=1e-5)
+    assert torch.allclose(var.flatten(), torch.tensor(REFERENCE["tiny"]["var"]), atol=1e-5)
+
+
 @pytest.mark.parametrize("name, params", [("adm-imagenet256-uncond", 552_814_086),
                                           ("adm-ffhq256", 93_563_910)])
 def test_presets_have_the_published_parameter_counts(name, params):
@@ -79,6 +110,11 @@ def test_bf16_autocast_is_close_to_float32():
         low = net(x, t)
     assert low.dtype == torch.float32 and not torch.equal(low, full)
     assert float((low - full).abs().max()) < 0.05 * float(full.abs().max())
+    net.autocast = None  # leaves a caller's autocast in force
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        outer = net(x, t)
+    assert not torch.equal(outer, full)
+    assert float((outer - full).abs().max()) < 0.05 * float(full.abs().max())
 
 
 def test_bad_heads_are_refused():
@@ -171,6 +207,8 @@ def test_state_dict_wrappers_and_prefixes_are_read(tmp_path):
                                     tmp_path / "p.pth")).keys() == {"a.weight"}
     with pytest.raises(ValueError, match="expected a state_dict"):
         read_state_dict(_save_pt([torch.ones(2)], tmp_path / "l.pt"))
+    with pytest.raises(ValueError, match="several state_dicts"):
+        read_state_dict(_save_pt({"model": state, "ema": state}, tmp_path / "two.pt"))
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
         (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
         read_state_dict(tmp_path / "junk.pt")
@@ -199,6 +237,23 @@ def test_bad_checkpoints_are_refused_with_the_reason(tmp_path):
         load_pretrained(_save_pt({"w": torch.ones(1)}, tmp_path / "o.pt"), num_heads=1)
     with pytest.raises(TypeError, match="unknown ADMUNet flags.*heads"):
         load_pretrained(tmp_path / "s.pt", heads=4)
+    for drop in ("input_blocks.1.0.emb_layers.1.weight", "input_blocks.3.0.in_layers.2.weight"):
+        broken = {k: v for k, v in state.items() if not k.startswith(drop.rsplit(".", 2)[0])}
+        with pytest.raises(ValueError, match="not a guided-diffusion UNet"):
+            load_pretrained(_save_pt(broken, tmp_path / "b.pt"), num_heads=1)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_pretrained(tmp_path / "absent.pt", preset="adm-ffhq256")
+
+
+def test_num_heads_overrides_a_presets_head_width(tmp_path):
+    with torch.device("meta"):
+        state = adm_unet("adm-ffhq256").state_dict()
+    from dipprior.diffusion.adm_checkpoint import infer_adm_config
+    assert _matching_preset(infer_adm_config(state)) == "adm-ffhq256"
+    net = _randomised(ADMUNet(**TINY))
+    path = _save_pt(net.state_dict(), tmp_path / "m.pt")
+    model, _ = load_pretrained(path, num_heads=2)
+    assert model.config["num_head_channels"] == -1 and model.config["num_heads"] == 2
 
 
 def test_preset_names_and_flags_are_checked():
@@ -269,8 +324,7 @@ def test_matches_openai_guided_diffusion(tmp_path, new_order):
 @pytest.mark.slow
 def test_matches_deepinv_diffunet(tmp_path):
     deepinv = pytest.importorskip("deepinv", reason="deepinv is optional (it pulls torchvision)")
-    ref = deepinv.models.DiffUNet(large_model=False, pretrained=None).eval()
-    torch.nn.init.normal_(ref.out[2].weight, std=0.02)  # zero-initialised: re-randomise
+    ref = _randomised(deepinv.models.DiffUNet(large_model=False, pretrained=None))
     state = {k: v for k, v in ref.state_dict().items() if not k.startswith("sqrt_")}
     model, _ = load_pretrained(_save_pt(state, tmp_path / "diffunet.pt"), device="cpu")
     x, t = _x_t()

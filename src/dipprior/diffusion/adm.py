@@ -14,6 +14,7 @@ to the network's multiple and the output cropped back.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -32,8 +33,8 @@ def fast_bf16(device: str | torch.device) -> bool:
     a CPU with oneDNN bf16 kernels (AVX512-BF16/AMX).  Elsewhere PyTorch falls back to slow
     reference kernels (measured here: a 64-channel 3x3 convolution 80x slower than float32)."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # native from Ampere (sm_80) on; older GPUs only emulate it
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
         return bool(torch.backends.mkldnn.is_available()
                     and torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -204,9 +205,10 @@ class ADMUNet(nn.Module):
         use_scale_shift_norm, resblock_updown, conv_resample, use_new_attention_order,
         dropout: guided-diffusion's flags of the same names.
 
-    ``autocast`` (an attribute, default ``None``) runs the network under
-    ``torch.autocast(dtype=autocast)``, e.g. ``torch.bfloat16``; GroupNorm and the softmax stay
-    in float32 as in guided-diffusion.
+    ``autocast`` (an attribute, default ``None``) runs the torso (input, middle and output
+    blocks) under ``torch.autocast(dtype=autocast)``, e.g. ``torch.bfloat16``, as
+    guided-diffusion's ``use_fp16`` does: the timestep embedding, the output layers, GroupNorm
+    and the attention softmax stay float32.
     """
 
     def __init__(self, *, model_channels: int, num_res_blocks: int,
@@ -307,21 +309,27 @@ class ADMUNet(nn.Module):
         t = t.reshape(1).expand(n) if t.numel() == 1 else t
         if t.shape != (n,):
             raise ValueError(f"t: expected a number or shape ({n},), got {tuple(t.shape)}")
-        with torch.autocast(x.device.type, dtype=self.autocast or torch.bfloat16,
-                            enabled=self.autocast is not None):
-            out = self._unet(pad_to_multiple(x, self.multiple), t)
+        out = self._unet(pad_to_multiple(x, self.multiple), t)
         out = out[..., :h_in, :w_in].to(x.dtype)
         eps = out[:, :self.in_channels]
         return (eps, out[:, self.in_channels:]) if return_variance else eps
 
     def _unet(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         emb = self.time_embed(adm_timestep_embedding(t, self.model_channels))
-        hs = []
-        h = x
-        for module in self.input_blocks:
-            h = module(h, emb)
-            hs.append(h)
-        h = self.middle_block(h, emb)
-        for module in self.output_blocks:
-            h = module(torch.cat([h, hs.pop()], dim=1), emb)
+        # as guided-diffusion's use_fp16: the torso in low precision, the embedding and the
+        # output layers in float32; no autocast set leaves the caller's own in force
+        torso = (torch.autocast(x.device.type, dtype=self.autocast) if self.autocast is not None
+                 else contextlib.nullcontext())
+        with torso:
+            hs = []
+            h = x
+            for module in self.input_blocks:
+                h = module(h, emb)
+                hs.append(h)
+            h = self.middle_block(h, emb)
+            for module in self.output_blocks:
+                h = module(torch.cat([h, hs.pop()], dim=1), emb)
+        if self.autocast is not None:
+            with torch.autocast(x.device.type, enabled=False):
+                return self.out(h.float())
         return self.out(h)

@@ -76,7 +76,8 @@ def adm_scheduler() -> Scheduler:
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a PyTorch ``.pt``/``.pth`` state_dict, read without running any code.
 
-    Accepts a bare state_dict or one wrapped under ``state_dict``/``model``/``ema``, and strips
+    Accepts a bare state_dict or one wrapped under ``state_dict``/``model``/``ema``/``model_ema``
+    (refused when several are present: which to sample with is the user's call), and strips
     DataParallel's ``module.`` prefix.  A file that would need code to unpickle, or that holds
     anything but tensors, raises ``ValueError`` naming the file.
     """
@@ -100,9 +101,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                          ) from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
-    if isinstance(obj, dict):
+    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         inner = [k for k in _WRAPPERS if isinstance(obj.get(k), dict)]
-        if inner and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        if len(inner) > 1:
+            raise ValueError(f"{path}: holds several state_dicts ({', '.join(inner)}); save the "
+                             "one to sample with (usually the EMA weights) on its own")
+        if inner:
             obj = obj[inner[0]]
     if not isinstance(obj, dict) or not obj or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
@@ -144,10 +148,18 @@ def infer_adm_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
             "classes); dipprior's samplers are unconditional: use an unconditional checkpoint "
             "such as 256x256_diffusion_uncond.pt")
     need = ("time_embed.0.weight", "input_blocks.0.0.weight", "out.2.weight",
-            "input_blocks.1.0.in_layers.2.weight")
+            "input_blocks.1.0.in_layers.2.weight", "input_blocks.1.0.emb_layers.1.weight",
+            "output_blocks.0.0.in_layers.0.weight")
     missing = [k for k in need if k not in state]
     if missing:
         raise ValueError(f"not a guided-diffusion UNet state_dict: missing {missing}")
+    try:
+        return _infer(state)
+    except (KeyError, IndexError) as exc:
+        raise ValueError(f"not a guided-diffusion UNet layout: no tensor {exc}") from None
+
+
+def _infer(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     mc = state["time_embed.0.weight"].shape[1]
     in_ch = state["input_blocks.0.0.weight"].shape[1]
     out_ch = state["out.2.weight"].shape[0]
@@ -165,6 +177,9 @@ def infer_adm_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
         levels = n_out // pools[0]
     else:
         levels = 1
+    if levels < 1:
+        raise ValueError(f"not a guided-diffusion UNet layout ({n_in} input blocks, {n_out} "
+                         "output blocks)")
     nrb = n_out // levels - 1
     downs = [k * (nrb + 1) for k in range(1, levels)]
     if (nrb < 1 or n_out != levels * (nrb + 1) or n_in != n_out
@@ -233,8 +248,12 @@ def load_adm(path: str | os.PathLike, *, preset: str | None = None,
     elif not {"num_heads", "num_head_channels"} & set(overrides):
         raise ValueError(
             f"{path}: its shapes match no ADM preset ({sorted(ADM_PRESETS)}) and the attention "
-            "heads do not show in the weights: pass num_head_channels= or num_heads= "
-            "(guided-diffusion's flags for this model), or preset=")
+            "heads do not show in the weights: pass load_pretrained(path, num_head_channels=N "
+            "or num_heads=N or preset=...) in Python (guided-diffusion's flags for this model); "
+            "for the command line, save it once as a folder with "
+            "dipprior.diffusion.save(*load_pretrained(path, num_head_channels=N), folder)")
+    if "num_heads" in overrides and "num_head_channels" not in overrides:
+        overrides = {**overrides, "num_head_channels": -1}  # a head count, not a head width
     config.update(overrides)
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
@@ -244,7 +263,8 @@ def load_adm(path: str | os.PathLike, *, preset: str | None = None,
             model = ADMUNet(**config)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
-    load_state_into(model, {k: v.float() if v.is_floating_point() else v
+    # copies: parameters backed by the memory-mapped file would break if it were replaced
+    load_state_into(model, {k: v.to(torch.float32, copy=True) if v.is_floating_point() else v
                             for k, v in state.items()}, str(path), assign=True)
     dev = default_device(device)
     if autocast == "auto":

@@ -28,7 +28,7 @@ from safetensors.torch import save as st_save
 
 from dipprior._atomic import atomic_folder, atomic_write_bytes, readable_folder
 from dipprior._tensor import default_device
-from dipprior.diffusion.adm import ADMUNet
+from dipprior.diffusion.adm import ADMUNet, fast_bf16
 from dipprior.diffusion.scheduler import Scheduler
 from dipprior.diffusion.unet import UNet
 
@@ -238,6 +238,8 @@ def load(directory: str | os.PathLike, device: str | torch.device | None = None
                          f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     load_state_into(model, tensors, str(directory / WEIGHTS_FILE), assign=True)
+    if isinstance(model, ADMUNet):  # as load_pretrained(".pt") does: bf16 where it is native
+        model.autocast = torch.bfloat16 if fast_bf16(dev) else None
     return model.to(dev).eval(), scheduler
 
 

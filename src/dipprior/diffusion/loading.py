@@ -72,8 +72,9 @@ def load_pretrained(name_or_path: str | os.PathLike | None = None, *,
                          f"nothing is downloaded: get {info['file']} from {info['source']} and "
                          f"pass its path")
     adm_file = (isinstance(name_or_path, (str, os.PathLike))
-                and Path(name_or_path).expanduser().is_file()
                 and Path(name_or_path).suffix.lower() in (".pt", ".pth"))
+    if adm_file and not Path(name_or_path).expanduser().is_file():
+        raise ValueError(f"checkpoint file {str(name_or_path)!r} does not exist")
     if (preset is not None or adm_flags) and not adm_file:
         raise TypeError(f"load_pretrained: preset= and ADM flags {sorted(adm_flags)} apply to "
                         "guided-diffusion .pt/.pth files only")

@@ -234,7 +234,6 @@ class UNet(nn.Module):
         return h[..., :h_in, :w_in]
 
 
-
 class _ResAttn(nn.Module):
     """A residual block optionally followed by self-attention."""
 

@@ -10,11 +10,13 @@ import torch
 
 from dipprior.io import IMAGE_SUFFIXES, center_crop, load_image
 from dipprior.operators import (
+    Blur,
     Denoise,
     Inpaint,
     Operator,
     SuperResolution,
     center_box_mask,
+    parse_blur,
     random_pixel_mask,
 )
 
@@ -71,17 +73,21 @@ def load_folder(folder: str | os.PathLike, n_images: int | None = None,
     return images
 
 
-TASKS = ("denoise", "inpaint", "box", "sr")
+TASKS = ("denoise", "inpaint", "box", "sr", "deblur")
 
 
 def make_task(task: str, *, sigma: float = 25.0, keep: float = 0.5, factor: int = 4,
-              kernel: str = "bicubic", box: int = 32) -> Operator | OperatorFactory:
+              kernel: str = "bicubic", box: int = 32, blur: str = "gaussian:2",
+              blur_sigma: float = 2.55) -> Operator | OperatorFactory:
     """The degradation of a named task for :func:`compare` and friends.
 
     ``"denoise"``: :class:`~dipprior.operators.Denoise` with ``sigma`` in 0..255 units;
     ``"inpaint"``: a factory drawing a fresh random pixel mask keeping the fraction ``keep`` per
     image (noise-free observation); ``"box"``: a centred ``box`` x ``box`` hole (noise-free);
-    ``"sr"``: :class:`~dipprior.operators.SuperResolution` by ``factor`` (noise-free).
+    ``"sr"``: :class:`~dipprior.operators.SuperResolution` by ``factor`` (noise-free);
+    ``"deblur"``: :class:`~dipprior.operators.Blur` by ``blur`` (``"gaussian:STD"``, a fixed
+    kernel, or ``"motion:SIZE"``, a fresh camera-shake kernel per image) with noise of
+    ``blur_sigma`` in 0..255 units (2.55 = 0.01 on [0, 1], the deblurring benchmarks' level).
     """
     if task == "denoise":
         return Denoise(sigma / 255.0)
@@ -100,6 +106,14 @@ def make_task(task: str, *, sigma: float = 25.0, keep: float = 0.5, factor: int 
         return box_factory
     if task == "sr":
         return SuperResolution(factor, kernel)
+    if task == "deblur":
+        parse_blur(blur)  # checked now, not per image
+        if blur.startswith("motion"):
+            def blur_factory(image: torch.Tensor, generator: torch.Generator) -> Operator:
+                return Blur(parse_blur(blur, generator), blur_sigma / 255.0)
+
+            return blur_factory
+        return Blur(parse_blur(blur), blur_sigma / 255.0)
     raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
 
 

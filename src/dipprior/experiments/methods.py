@@ -25,7 +25,8 @@ Method = Callable[..., Any]
 METHOD_LABELS = {"dip": "DIP->DDPM", "noise": "DDPM", "observation": "Observation->DDPM",
                  "classical": "Classical->DDPM"}
 #: the classical peer's label in tables, per task
-CLASSICAL_LABELS = {"inpaint": "Biharmonic", "box": "Biharmonic", "sr": "Bicubic"}
+CLASSICAL_LABELS = {"inpaint": "Biharmonic", "box": "Biharmonic", "sr": "Bicubic",
+                    "deblur": "Wiener"}
 WARM_START = SamplerConfig(steps=10)  # the paper table's warm starts: 10 steps from auto t0
 
 
