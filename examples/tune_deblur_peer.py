@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tune_classical_start import validation_crops  # noqa: E402  (examples/ on sys.path)
 
 from dipprior import metrics
 from dipprior.experiments.data import degrade, make_task
 from dipprior.operators import Blur
-
-from tune_classical_start import validation_crops  # noqa: E402  (examples/ on sys.path)
 
 
 def per_channel(fn, y: torch.Tensor) -> torch.Tensor:
