@@ -53,7 +53,7 @@ from dipprior._tensor import default_device
 from dipprior.experiments import COLUMNS, Case, compare, make_task, save_figure
 from dipprior.metrics import ResultsTable, results_table
 from dipprior.metrics import psnr as psnr_of
-from dipprior.operators import Inpaint
+from dipprior.operators import Inpaint, parse_blur
 from dipprior.pipeline.presets import method_configs
 
 __all__ = ["DEFAULT_IMAGES", "HOLES", "QUICK", "DemoConfig", "DemoResult", "methods_of",
@@ -61,7 +61,7 @@ __all__ = ["DEFAULT_IMAGES", "HOLES", "QUICK", "DemoConfig", "DemoResult", "meth
 
 DEFAULT_IMAGES = ("astronaut", "chelsea", "motorcycle")
 DEMO_COLUMNS = ["Task", *COLUMNS]
-TASKS = ("inpaint", "box", "denoise", "sr")
+TASKS = ("inpaint", "box", "denoise", "sr", "deblur")
 HOLES = ("inpaint", "box")  # drawn together in demo.png
 
 
@@ -71,7 +71,8 @@ class DemoConfig:
 
     ``tasks`` run in order, each with its own table: ``"inpaint"`` (``keep`` is the fraction of
     known pixels), ``"box"`` (a centred ``box`` x ``box`` hole), ``"denoise"`` (``sigma`` in
-    0..255) and ``"sr"`` (by ``factor``).  ``images`` are names from
+    0..255), ``"sr"`` (by ``factor``) and ``"deblur"`` (``blur``: ``"gaussian:STD"`` or
+    ``"motion:SIZE"``, with noise ``blur_sigma`` in 0..255).  ``images`` are names from
     :data:`dipprior.io.SAMPLE_IMAGES`, center-cropped to ``size``.  DIP: ``dip_iterations`` and
     ``dip_channels`` (per scale).  Diffusion: the task's tuned presets
     (:func:`~dipprior.pipeline.presets.method_configs`) with ``ddpm_steps`` for DiffPIR from
@@ -87,6 +88,8 @@ class DemoConfig:
     keep: float = 0.5
     box: int = 24
     factor: int = 4
+    blur: str = "gaussian:2"
+    blur_sigma: float = 2.55
     dip_iterations: int = 400
     dip_channels: int = 16
     ddpm_steps: int = 100
@@ -120,6 +123,8 @@ class DemoConfig:
         if "sr" in tasks and self.size % self.factor:
             raise ValueError(f"size: {self.size} is not divisible by the SR factor "
                              f"{self.factor}")
+        if "deblur" in tasks and parse_blur(self.blur).shape[0] > self.size:  # checks the spec
+            raise ValueError(f"blur: a {self.blur} kernel does not fit a {self.size}-pixel crop")
         if "box" in tasks and self.box >= self.size:
             raise ValueError(f"box: a {self.box}-pixel hole does not fit a {self.size}-pixel "
                              f"crop")
@@ -195,7 +200,7 @@ def methods_of(task: str, model: Any, scheduler: Any, config: DemoConfig, dip: A
                                             else {"steps": config.steps}))}
     if task == "denoise":  # the classical start is the observation: the prior's one step
         chains["Classical->DDPM"] = tuned["Observation->DDPM"].replace(**noise)
-    default = recommended_config(make_task(task) if task in ("denoise", "sr")
+    default = recommended_config(make_task(task) if task in ("denoise", "sr", "deblur")
                                  else Inpaint(torch.ones(1, 1)))
     default = default.replace(**noise)
     if default not in chains.values():
@@ -275,7 +280,8 @@ def run_demo(
                 f"{row['Seconds']:6.1f} s" + (f"  (t0={row['t0']})" if row.get("t0") else ""))
 
         compare(images, make_task(task, sigma=config.sigma, keep=config.keep,
-                                  factor=config.factor, box=config.box),
+                                  factor=config.factor, box=config.box, blur=config.blur,
+                                  blur_sigma=config.blur_sigma),
                 methods, seed=config.seed, on_result=keep, progress=False)
         tables[task] = results_table(rows, COLUMNS)
         task_images[task] = panels
@@ -354,17 +360,16 @@ def _save_images(panels: Mapping[str, Mapping[str, torch.Tensor]], folder: Path)
 
 def _short_label(config: DemoConfig, task: str) -> str:
     return {"inpaint": f"{100 * (1 - config.keep):g}% missing", "box": f"{config.box}px box",
-            "denoise": f"sigma {config.sigma:g}", "sr": f"x{config.factor}"}[task]
+            "denoise": f"sigma {config.sigma:g}", "sr": f"x{config.factor}",
+            "deblur": config.blur}[task]
 
 
 def _task_label(config: DemoConfig, task: str) -> str:
-    if task == "denoise":
-        return f"denoising sigma={config.sigma:g}/255"
-    if task == "inpaint":
-        return f"inpainting, {100 * (1 - config.keep):g}% of pixels missing"
-    if task == "box":
-        return f"inpainting, a centred {config.box}x{config.box} hole"
-    return f"super-resolution x{config.factor} (bicubic)"
+    return {"denoise": f"denoising sigma={config.sigma:g}/255",
+            "inpaint": f"inpainting, {100 * (1 - config.keep):g}% of pixels missing",
+            "box": f"inpainting, a centred {config.box}x{config.box} hole",
+            "deblur": f"deblurring, {config.blur} blur, noise {config.blur_sigma:g}/255",
+            "sr": f"super-resolution x{config.factor} (bicubic)"}[task]
 
 
 def _report(result: DemoResult, config: DemoConfig, device: Any) -> str:

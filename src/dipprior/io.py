@@ -29,6 +29,7 @@ __all__ = [
     "SAMPLE_IMAGES",
     "center_crop",
     "load_image",
+    "load_kernel",
     "sample_image",
     "save_image",
     "to_numpy",
@@ -164,6 +165,28 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         return to_tensor(_to_rgb(np.asarray(array), name=str(path)))
     except TypeError as exc:  # e.g. a 32-bit integer TIFF
         raise ValueError(f"path: {str(path)!r} has unsupported pixel data ({exc})") from exc
+
+
+def load_kernel(path: str | os.PathLike) -> torch.Tensor:
+    """A blur kernel from a ``.npy`` file (a 2D array, read without pickle) or an image (its
+    mean over colour channels), as float64 (H, W); :class:`~dipprior.operators.Blur` checks and
+    normalises it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"kernel: no such file {str(path)!r}")
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"kernel: cannot read {str(path)!r} as a .npy array ({exc})"
+                             ) from None
+        if array.dtype.kind not in "fiu":
+            raise ValueError(f"kernel: {str(path)!r} holds {array.dtype} values, not numbers")
+        if array.ndim != 2:
+            raise ValueError(f"kernel: {str(path)!r} holds shape {array.shape}, expected a 2D "
+                             "kernel")
+        return torch.from_numpy(array.astype(np.float64))
+    return load_image(path).double().mean(0)
 
 
 def _imageio_read(data: bytes) -> np.ndarray:

@@ -11,6 +11,7 @@ from dipprior.cli.options import (
     add_runtime,
     add_sampler,
     add_task,
+    blur_kernel,
     dip_config,
     load_prior,
     sampler_config,
@@ -58,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out: {args.out!r} exists and is not a folder")
     rank, _ = init_distributed()
     images = load_folder(args.folder, args.n_images, args.size)
-    operator = make_task(args.task, sigma=simulated_sigma(args), keep=args.keep, factor=args.factor)
+    if args.task == "deblur" and args.kernel:
+        from dipprior.operators import Blur
+
+        operator = Blur(blur_kernel(args), simulated_sigma(args) / 255)
+    else:  # a motion --blur draws a fresh kernel per image (image i from --seed + i)
+        operator = make_task(args.task, sigma=simulated_sigma(args), keep=args.keep,
+                             factor=args.factor, blur=args.blur, blur_sigma=simulated_sigma(args))
     methods = standard_methods(*load_prior(args), sampler=sampler_config(args) or WARM_START,
                                ddpm_steps=args.ddpm_steps, dip=dip_config(args),
                                cbm3d=not args.no_cbm3d, classical=not args.no_classical,

@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "images/<task>/<image>_<method>.png to --out. Defaults take a few minutes on 2 CPU "
         "cores; --quick about one. Options left out take the defaults shown (or the --quick "
         "budget).")
-    p.add_argument("--task", nargs="+", choices=["inpaint", "box", "denoise", "sr"],
+    p.add_argument("--task", nargs="+", choices=["inpaint", "box", "denoise", "sr", "deblur"],
                    help=f"the degradations, one table each (default: {' '.join(d.tasks)})")
     p.add_argument("--out", default="dipprior-demo", metavar="DIR", help="output folder")
     p.add_argument("--quick", action="store_true",
@@ -44,6 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help=f"inpaint: fraction of pixels kept (default: {d.keep:g})")
     p.add_argument("--box", type=int, help=f"box: side of the centred hole (default: {d.box})")
     p.add_argument("--factor", type=int, help=f"sr: down-sampling factor (default: {d.factor})")
+    p.add_argument("--blur", metavar="SPEC",
+                   help=f"deblur: gaussian:STD or motion:SIZE (default: {d.blur})")
+    p.add_argument("--blur-sigma", type=float,
+                   help=f"deblur: noise std in 0..255 (default: {d.blur_sigma:g})")
     p.add_argument("--dip-iterations", type=int,
                    help=f"DIP iterations (default: {d.dip_iterations})")
     p.add_argument("--dip-channels", type=int,
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     given = {"tasks": tuple(args.task) if args.task else None,
              "images": tuple(args.images) if args.images else None,
              "size": args.size, "sigma": args.sigma, "keep": args.keep, "factor": args.factor,
-             "box": args.box,
+             "box": args.box, "blur": args.blur, "blur_sigma": args.blur_sigma,
              "dip_iterations": args.dip_iterations, "dip_channels": args.dip_channels,
              "ddpm_steps": args.ddpm_steps, "steps": args.steps, "eta": args.eta,
              "seed": args.seed, "t0": None if args.t0 is None else parse_t0(args.t0)}

@@ -31,26 +31,57 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
 
 #: the noise std (0..255) of simulated denoising when --sigma is not given
 SIMULATED_SIGMA = 25.0
+#: the noise std (0..255) of simulated deblurring when --sigma is not given (0.01 on [0, 1])
+DEBLUR_SIGMA = 2.55
 
 
 def add_task(p: argparse.ArgumentParser, required: bool = True, real_images: bool = False
              ) -> None:
     """``--task`` and its parameters; ``real_images``: the command also restores real noisy
     images, whose sigma is estimated when ``--sigma`` is not given."""
-    p.add_argument("--task", required=required, choices=["denoise", "inpaint", "box", "sr"],
+    p.add_argument("--task", required=required,
+                   choices=["denoise", "inpaint", "box", "sr", "deblur"],
                    help="the degradation", **({} if required else {"default": "denoise"}))
     p.add_argument("--sigma", type=float,
-                   help=f"denoise: noise std, 0..255 units (default: {SIMULATED_SIGMA:g} for "
-                   "simulated noise" + ("; for a real noisy image, estimated from it" if
-                                        real_images else "") + ")")
+                   help=f"denoise/deblur: noise std, 0..255 units (default: {SIMULATED_SIGMA:g} "
+                   f"for simulated denoising, {DEBLUR_SIGMA:g} for simulated deblurring"
+                   + ("; for a real image, estimated from it" if real_images else "") + ")")
     p.add_argument("--keep", type=float, default=0.5,
                    help="inpaint (simulated): fraction of pixels kept")
     p.add_argument("--factor", type=int, default=4, help="sr: down-sampling factor")
+    p.add_argument("--blur", metavar="SPEC", default="gaussian:2",
+                   help="deblur: the kernel, gaussian:STD (size 2*ceil(3 STD)+1) or motion:SIZE "
+                   "(a random camera shake drawn from --seed)")
+    p.add_argument("--kernel", metavar="NPY_OR_PNG",
+                   help="deblur: the kernel from a file (a 2D .npy array or a grey image; odd "
+                   "sizes; normalised to sum 1), instead of --blur")
 
 
 def simulated_sigma(args: argparse.Namespace) -> float:
     """``--sigma`` for simulated noise (its default when not given)."""
-    return SIMULATED_SIGMA if args.sigma is None else args.sigma
+    if args.sigma is not None:
+        return args.sigma
+    return DEBLUR_SIGMA if getattr(args, "task", None) == "deblur" else SIMULATED_SIGMA
+
+
+def blur_kernel(args: argparse.Namespace) -> Any:
+    """``--kernel`` (a file) or ``--blur`` (a spec; a motion kernel is drawn from ``--seed``),
+    checked before any work."""
+    import torch
+
+    from dipprior.io import load_kernel
+    from dipprior.operators import Blur, parse_blur
+
+    try:
+        if args.kernel:
+            kernel = load_kernel(args.kernel)
+        else:
+            kernel = parse_blur(args.blur, torch.Generator().manual_seed(getattr(args, "seed", 0)))
+        Blur(kernel)  # refuses a bad kernel now, with its reason
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        option = "--kernel" if args.kernel else "--blur"
+        raise ValueError(f"{option}: {exc}") from None
+    return kernel
 
 
 def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:

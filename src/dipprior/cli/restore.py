@@ -21,6 +21,7 @@ from dipprior.cli.options import (
     add_runtime,
     add_sampler,
     add_task,
+    blur_kernel,
     check_output,
     dip_config,
     load_prior,
@@ -33,12 +34,21 @@ from dipprior.cli.options import (
 ESTIMATE_SIGMA = object()
 
 
+class _BlurredEstimate:
+    """``_task``'s answer for real blurred images without ``--sigma``: the kernel is known,
+    the noise level is estimated per image."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "restore", help="restore one image or a folder (DIP -> diffusion prior)",
         formatter_class=HELP,
         description="Restore IMAGE, an observation (noisy image; image with holes plus --mask; "
-        "low-resolution image), with DIP-initialised diffusion. With --simulate, IMAGE is a "
+        "low-resolution image; blurred image plus --kernel or --blur), with DIP-initialised "
+        "diffusion. With --simulate, IMAGE is a "
         "clean image that is degraded first (seeded) and the result is scored. When IMAGE is a "
         "folder, every image in it is restored (sorted by name, image i seeded with --seed + i) "
         "into the folder --out: <name>.png, <name>_dip.png when DIP ran, and with --simulate "
@@ -52,11 +62,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--mask", metavar="PNG", help="inpaint: mask image, white = known pixel "
                    "(with a folder: the same mask for every image)")
     p.add_argument("--simulate", action="store_true",
-                   help="IMAGE is clean: degrade it (--sigma/--keep/--factor) and report PSNR")
+                   help="IMAGE is clean: degrade it (--sigma/--keep/--factor/--blur) and report "
+                   "PSNR")
     p.add_argument("--init", choices=["auto", "dip", "noise", "observation", "classical"],
                    help="start of the reverse chain (default: the task's preset; auto: the "
                    "observation for denoising, the classical restoration otherwise: "
-                   "biharmonic for holes, bicubic for sr)")
+                   "biharmonic for holes, bicubic for sr, Wiener for deblur)")
     p.add_argument("--budget", metavar="SECONDS_OR_EFFORT",
                    help="pick the start and chain from the measured quality-time front: "
                    "seconds per image on a 2-core CPU (scaled from 128x128 by the pixel "
@@ -89,19 +100,27 @@ def _task(args: argparse.Namespace) -> Any:
                          "PNG")
     if args.task == "denoise" and args.sigma is None and not args.simulate:
         return ESTIMATE_SIGMA
+    if args.task == "deblur":
+        from dipprior.operators import Blur
+
+        kernel = blur_kernel(args)
+        if args.sigma is None and not args.simulate:
+            return _BlurredEstimate(kernel)
+        return Blur(kernel, simulated_sigma(args) / 255)
     return make_task(args.task, sigma=simulated_sigma(args), keep=args.keep,
                      factor=args.factor)
 
 
 def _real_operator(task: Any, image: Any) -> tuple[Any, str]:
     """The operator for a real observation, and a note on its estimated noise level."""
-    if task is not ESTIMATE_SIGMA:
+    if task is not ESTIMATE_SIGMA and not isinstance(task, _BlurredEstimate):
         return task, ""
     from dipprior.estimators import estimate_noise_sigma
-    from dipprior.operators import Denoise
+    from dipprior.operators import Blur, Denoise
 
     sigma = float(estimate_noise_sigma(image[None])[0])
-    return Denoise(sigma), f" (sigma estimated: {255 * sigma:.1f})"
+    op = Blur(task.kernel, sigma) if isinstance(task, _BlurredEstimate) else Denoise(sigma)
+    return op, f" (sigma estimated: {255 * sigma:.1f})"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -205,6 +224,10 @@ def _kind(task: Any) -> Any:
 
     if task is ESTIMATE_SIGMA:
         return Denoise(1 / 255)  # any sigma > 0: Gaussian denoising
+    if isinstance(task, _BlurredEstimate):
+        from dipprior.operators import Blur
+
+        return Blur(task.kernel, 0.01)
     return task if hasattr(task, "proximal") else Denoise(0.0)
 
 

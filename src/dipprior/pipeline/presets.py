@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from dipprior.operators import Blur
 from dipprior.pipeline.config import SamplerConfig
 from dipprior.pipeline.tasks import DIP_BUDGET, is_denoising
 
@@ -26,6 +27,10 @@ _NOISE_FREE = {
     # the classical restoration (biharmonic, bicubic) as start, t0 from the tuned rule
     "Classical->DDPM": SamplerConfig(init="classical", steps=25, zeta=1.0),
 }
+# deblurring (noise 0.01 on [0, 1]): DiffPIR's data weight and fresh-noise fraction, tuned on
+# CBSD432 crops for Gaussian std 2 and motion size 15 (docs/results/deblur/tuning/chains.jsonl)
+_DEBLUR_DATA = {"lam": 40.0, "zeta": 1.0}
+_DEBLUR = {name: config.replace(**_DEBLUR_DATA) for name, config in _NOISE_FREE.items()}
 _TUNED: dict[str, dict[str, SamplerConfig]] = {
     "denoise": {
         "DDPM": SamplerConfig(init="noise", steps=100, lam=7.0, zeta=0.3),
@@ -39,12 +44,14 @@ _TUNED: dict[str, dict[str, SamplerConfig]] = {
     "inpaint": _NOISE_FREE,
     "box": _NOISE_FREE,
     "sr": _NOISE_FREE,
+    "deblur": _DEBLUR,
 }
 
 
 def method_configs(task: str) -> dict[str, SamplerConfig]:
     """``{"DDPM", "Observation->DDPM", "DIP->DDPM", "Classical->DDPM"}`` -> their tuned
-    :class:`SamplerConfig` for ``task`` (``"denoise"``, ``"inpaint"``, ``"box"`` or ``"sr"``)."""
+    :class:`SamplerConfig` for ``task`` (``"denoise"``, ``"inpaint"``, ``"box"``, ``"sr"`` or
+    ``"deblur"``)."""
     if task not in _TUNED:
         raise ValueError(f"task: no tuned settings for {task!r}; expected one of "
                          f"{sorted(_TUNED)}")
@@ -64,6 +71,8 @@ def recommended_config(operator: object) -> SamplerConfig:
     included (``docs/results.md``)."""
     if is_denoising([operator]):
         return _TUNED["denoise"]["Observation->DDPM"]
+    if isinstance(operator, Blur):
+        return CLASSICAL_MEAN.replace(**_DEBLUR_DATA)
     return CLASSICAL_MEAN
 
 
@@ -88,6 +97,8 @@ def budget_config(operator: object, budget: float | str, pixels: int = 128 * 128
     """The point of the measured front (:data:`FRONT`) for ``operator``'s task and a budget:
     an effort name (:data:`EFFORTS`) or seconds per image, the front's seconds scaled from
     128x128 to ``pixels``; the best point that fits, or the cheapest when none does.
+    Deblurring takes the noise-free front's points (the same chains and seconds) with its own
+    data weight and fresh-noise fraction.
 
     >>> import torch
     >>> from dipprior.operators import Inpaint
@@ -98,10 +109,12 @@ def budget_config(operator: object, budget: float | str, pixels: int = 128 * 128
     if isinstance(budget, str):
         if budget not in EFFORTS:
             raise ValueError(f"budget: expected seconds or one of {EFFORTS}, got {budget!r}")
-        return next(config for effort, _, config in front if effort == budget)
+        config = next(config for effort, _, config in front if effort == budget)
+        return config.replace(**_DEBLUR_DATA) if isinstance(operator, Blur) else config
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) \
             or not math.isfinite(budget) or budget <= 0:
         raise ValueError(f"budget: expected seconds > 0 or one of {EFFORTS}, got {budget!r}")
     scale = pixels / (128 * 128)
     fitting = [config for _, seconds, config in front if seconds * scale <= budget]
-    return fitting[-1] if fitting else front[0][2]
+    config = fitting[-1] if fitting else front[0][2]
+    return config.replace(**_DEBLUR_DATA) if isinstance(operator, Blur) else config

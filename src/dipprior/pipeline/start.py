@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from dipprior.estimators import estimate_error_std
-from dipprior.operators import Denoise, Inpaint
+from dipprior.operators import Blur, Denoise, Inpaint
 from dipprior.pipeline.config import SamplerConfig, is_int
 
 __all__ = ["CLASSICAL_T0", "Start", "auto_t0", "classical_t0", "forward_diffuse",
@@ -18,8 +18,9 @@ __all__ = ["CLASSICAL_T0", "Start", "auto_t0", "classical_t0", "forward_diffuse"
 
 #: ``t0`` of a classical start, tuned on held-out CBSD432 crops (T = 1000, 25 steps, zeta 1):
 #: for holes at two hole scales (:func:`hole_scale`: 50% random pixels, a centred 32x32 box),
-#: and for every other operator (tuned on bicubic x4 super-resolution)
-CLASSICAL_T0 = {"holes": ((1.03, 100), (5.84, 200)), "other": 100}
+#: for blur (a Wiener start; Gaussian std 2 and motion size 15, noise 0.01) and for every
+#: other operator (tuned on bicubic x4 super-resolution)
+CLASSICAL_T0 = {"holes": ((1.03, 100), (5.84, 200)), "blur": 100, "other": 100}
 
 
 def resolve_t0(t0: int | float, num_train_timesteps: int) -> int:
@@ -79,8 +80,8 @@ def classical_t0(operator: Any, num_train_timesteps: int = 1000) -> int:
     residual estimate that sets a DIP start's ``t0`` sees almost none of them, so the chain
     would barely move the image.  For holes ``t0`` grows with :func:`hole_scale`, linear in its
     logarithm between the two tuned anchors of :data:`CLASSICAL_T0` and constant beyond them;
-    every other operator gets the tuned super-resolution value.  Scaled to schedules with
-    another ``T``.
+    blur gets its tuned value and every other operator the tuned super-resolution value.
+    Scaled to schedules with another ``T``.
 
     >>> from dipprior.operators import Inpaint, center_box_mask
     >>> classical_t0(Inpaint(center_box_mask((128, 128), 32)))
@@ -91,7 +92,7 @@ def classical_t0(operator: Any, num_train_timesteps: int = 1000) -> int:
         d = min(max(hole_scale(operator.mask), d0), d1)
         t0 = t_small + (t_large - t_small) * math.log(d / d0) / math.log(d1 / d0)
     else:
-        t0 = CLASSICAL_T0["other"]
+        t0 = CLASSICAL_T0["blur" if isinstance(operator, Blur) else "other"]
     return min(round(t0 * num_train_timesteps / 1000), num_train_timesteps - 1)
 
 
