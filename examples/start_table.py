@@ -1,6 +1,7 @@
 """Every start of the chain on held-out crops, with its classical peer and its seconds.
 
-Rows per crop: the classical peer (biharmonic for holes, bicubic for sr, CBM3D for denoising),
+Rows per crop: the classical peer (biharmonic for holes, bicubic for sr, Wiener for deblur, CBM3D
+for denoising),
 Classical->DDPM (the classical restoration as start), DiffPIR from noise, the cheapest good DIP
 start (``--cheap CHANNELS:ITERATIONS``, alone and as start), DIP (``--dip64`` iterations of the
 library's 64-channel DIP, alone and as start: DIP(k)->DDPM) and the library's default
@@ -56,6 +57,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--first", type=int, default=0, help="start at this image (keeps seed + i)")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--sigma", type=float, default=25.0)
+    p.add_argument("--blur", default="gaussian:2",
+                   help="deblur: gaussian:STD or motion:SIZE (a kernel per image from its seed)")
     p.add_argument("--cheap", default="16:500:informed",
                    help="the cheap DIP start: CHANNELS:ITERATIONS[:informed] (informed: the "
                    "classical restoration as the first input channels), or none")
@@ -84,7 +87,7 @@ def main() -> None:
         write(out, sorted(rows, key=lambda r: order[r["image"]]), args)
         return
     model, scheduler = load_pretrained()
-    factory = make_task(args.task, sigma=args.sigma)
+    factory = make_task(args.task, sigma=args.sigma, blur=args.blur)
     images = load_folder(args.data, args.n_images, args.size)
     configs = method_configs(args.task)
     cheap = None
@@ -190,7 +193,8 @@ def summary(rows: list[dict], args: argparse.Namespace) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     images = list(dict.fromkeys(r["image"] for r in rows))
     psnr = {(r["image"], r["method"]): float(r["psnr"]) for r in rows}
-    lines = [f"# {args.task}: {len(images)} crops of {Path(args.data).name}, {args.size}px, "
+    task = f"{args.task} ({args.blur})" if args.task == "deblur" else args.task
+    lines = [f"# {task}: {len(images)} crops of {Path(args.data).name}, {args.size}px, "
              f"seed {args.seed}", "", "| method | mean PSNR | mean seconds | crops |",
              "|---|---|---|---|"]
     for m in methods:
@@ -206,6 +210,10 @@ def summary(rows: list[dict], args: argparse.Namespace) -> str:
                   f"{sum(m >= 0.3 for m in margins)}/{len(margins)} crops, better on "
                   f"{sum(m > 0 for m in margins)}/{len(margins)} (per crop: "
                   + ", ".join(f"{m:+.2f}" for m in margins) + ")"]
+        for rival in rivals:
+            each = [psnr[(im, "Default")] - psnr[(im, rival)] for im in images]
+            lines.append(f"Default minus {rival}: mean {statistics.mean(each):+.2f} dB, better on "
+                         f"{sum(m > 0 for m in each)}/{len(each)} crops")
     return "\n".join(lines) + "\n"
 
 
@@ -216,7 +224,8 @@ def plot(out: Path, rows: list[dict], args: argparse.Namespace) -> None:
         points[m] = [(statistics.mean(float(r["seconds"]) for r in rs),
                       statistics.mean(float(r["psnr"]) for r in rs))]
     plot_psnr_vs_seconds(points, out / "psnr_vs_seconds.png",
-                         title=f"{args.task}, {Path(args.data).name}",
+                         title=f"{args.task}{f' {args.blur}' if args.task == 'deblur' else ''}"
+                               f", {Path(args.data).name}",
                          xlabel="seconds per crop (mean)")
 
 

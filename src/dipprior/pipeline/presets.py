@@ -28,8 +28,10 @@ _NOISE_FREE = {
     "Classical->DDPM": SamplerConfig(init="classical", steps=25, zeta=1.0),
 }
 # deblurring (noise 0.01 on [0, 1]): DiffPIR's data weight and fresh-noise fraction, tuned on
-# CBSD432 crops for Gaussian std 2 and motion size 15 (docs/results/deblur/tuning/chains.jsonl)
-_DEBLUR_DATA = {"lam": 40.0, "zeta": 1.0}
+# 3 held-out CBSD432 crops for Gaussian std 2 and motion size 15 (lam 1/3/7/40, zeta 0.3/1; best
+# for DiffPIR from noise and for the classical start alike: lam 3, zeta 1;
+# docs/results/deblur/tuning/chains.jsonl)
+_DEBLUR_DATA = {"lam": 3.0, "zeta": 1.0}
 _DEBLUR = {name: config.replace(**_DEBLUR_DATA) for name, config in _NOISE_FREE.items()}
 _TUNED: dict[str, dict[str, SamplerConfig]] = {
     "denoise": {

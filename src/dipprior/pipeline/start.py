@@ -20,7 +20,7 @@ __all__ = ["CLASSICAL_T0", "Start", "auto_t0", "classical_t0", "forward_diffuse"
 #: for holes at two hole scales (:func:`hole_scale`: 50% random pixels, a centred 32x32 box),
 #: for blur (a Wiener start; Gaussian std 2 and motion size 15, noise 0.01) and for every
 #: other operator (tuned on bicubic x4 super-resolution)
-CLASSICAL_T0 = {"holes": ((1.03, 100), (5.84, 200)), "blur": 100, "other": 100}
+CLASSICAL_T0 = {"holes": ((1.03, 100), (5.84, 200)), "blur": 200, "other": 100}
 
 
 def resolve_t0(t0: int | float, num_train_timesteps: int) -> int:
