@@ -111,6 +111,19 @@ def test_demo_is_deterministic_and_inpaints_with_a_given_model(tmp_path, make_un
     assert figure.shape[-1] > 8 * 32 and figure.shape[-2] > 32
 
 
+def test_demo_deblurs(make_unet):
+    from dipprior.diffusion import Scheduler
+
+    config = DemoConfig(tasks="deblur", blur="motion:9", **TINY)
+    r = run_demo(config, out=None, model=make_unet().eval(), scheduler=Scheduler(),
+                 progress=False, log=None)
+    assert list(r.tables) == ["deblur"]
+    panels = r.images["deblur"]["chelsea"]
+    assert ["Ground truth", "Degraded", "Wiener", "DiffPIR (noise)", "DIP", "Classical->DDPM",
+            "DIP->DDPM", "Classical x4 (default)"] == list(panels)
+    assert panels["Degraded"].shape == panels["Ground truth"].shape == (3, 32, 32)
+
+
 @pytest.mark.parametrize("stand_in", [None, "mock", "patched"])
 def test_figure_without_matplotlib_labels_every_column(tmp_path, monkeypatch, stand_in):
     # None: import matplotlib -> ImportError; "mock": what colour-science leaves in sys.modules
@@ -164,7 +177,7 @@ def test_figure_without_matplotlib_labels_every_column(tmp_path, monkeypatch, st
 
 def test_demo_config_rejects_bad_input():
     with pytest.raises(ValueError, match="tasks"):
-        DemoConfig(tasks=("deblur",))
+        DemoConfig(tasks=("blur",))
     with pytest.raises(ValueError, match="tasks"):
         DemoConfig(tasks=("box", "box"))
     with pytest.raises(ValueError, match="box"):
