@@ -118,3 +118,15 @@ def test_demo_config_takes_deblur():
         DemoConfig(tasks=("deblur",), blur="gaussian:2", size=8)
     with pytest.raises(ValueError, match="blur"):
         DemoConfig(tasks=("deblur",), blur="motion:x")
+
+
+def test_dip_fits_through_the_blur():
+    from dipprior import dip
+    from dipprior.dip import DIPConfig
+
+    clean = sample_image("coffee", 32)
+    op = Blur(gaussian_kernel(5, 1.0), 0.01)
+    y = op.degrade(clean, torch.Generator().manual_seed(0))
+    r = dip.fit(y, op, config=DIPConfig(iterations=60, channels=8, progress=False, seed=0))
+    loss = r.history["loss"]
+    assert r.image.shape == clean.shape and loss[-1] < 0.5 * loss[0]
