@@ -39,7 +39,8 @@ def estimate_noise_sigma(y: torch.Tensor, method: str = "pca") -> torch.Tensor:
       estimate is the mean of the largest tail of sorted eigenvalues whose mean is at most its
       median.  Within 1.5% of the true sigma (5 to 50 on the 0..255 scale) on 128x128 photo
       crops; smaller images use 5x5 or 3x3 patches, and ones too small for those fall back to
-      ``"mad"``.
+      ``"mad"``.  Linearly dependent channels (a grey image stored as RGB) are estimated one
+      channel at a time and averaged.
     * ``"mad"``: Donoho's wavelet estimate, ``median(|HH|) / 0.6745`` of the finest Haar diagonal
       sub-band, averaged over channels (as :func:`skimage.restoration.estimate_sigma`); texture
       leaks into that band, so it reads high (about 7% at sigma = 25, 65% at sigma = 5 on
@@ -67,6 +68,12 @@ def _pca_sigma(image: torch.Tensor, side: int) -> torch.Tensor:
                                          stride=stride)[0].T
     patches = patches - patches.mean(0)
     eigenvalues = torch.linalg.eigvalsh(patches.T @ patches / patches.shape[0]).flip(0)
+    if image.shape[0] > 1 and float(eigenvalues[-1]) <= 1e-9 * float(eigenvalues[0]):
+        # linearly dependent channels (a grey image as RGB, one channel a copy of another): the
+        # noise leaves directions free of any variance, which would read as sigma = 0; the
+        # channels one at a time do not
+        return torch.stack([_pca_sigma(image[c:c + 1], side)
+                            for c in range(image.shape[0])]).mean()
     for i in range(eigenvalues.numel()):
         tail = eigenvalues[i:]
         if tail.mean() <= tail.median():

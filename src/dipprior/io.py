@@ -258,6 +258,8 @@ def save_image(
         raise TypeError(f"tensor: expected a torch.Tensor or numpy array, got {type(tensor)}")
     if tensor.ndim != 3 or tensor.shape[0] != 3:
         raise ValueError(f"tensor: expected shape (3, H, W), got {tuple(tensor.shape)}")
+    if tensor.shape[1] == 0 or tensor.shape[2] == 0:  # a PNG of no pixels nothing can read
+        raise ValueError(f"tensor: empty image of shape {tuple(tensor.shape)}")
     if not (tensor.dtype.is_floating_point if isinstance(tensor, torch.Tensor)
             else np.issubdtype(tensor.dtype, np.floating)):
         raise TypeError(f"tensor: expected a floating point image in [0, 1], got {tensor.dtype}")

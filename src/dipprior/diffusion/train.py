@@ -30,6 +30,7 @@ from dipprior.diffusion.train_state import (
     write_checkpoint,
 )
 from dipprior.diffusion.unet import UNet
+from dipprior.operators import check_image
 
 __all__ = ["train", "TrainResult"]
 
@@ -56,7 +57,10 @@ def _draw_batch(data: Any, batch_size: int, generator: torch.Generator,
     if isinstance(data, PatchDataset) or hasattr(data, "sample_batch"):
         return data.sample_batch(batch_size, generator, shard)
     picks = torch.randint(0, len(shard), (batch_size,), generator=generator).tolist()
-    return torch.stack([torch.as_tensor(data[shard[i]]) for i in picks])
+    batch = torch.stack([torch.as_tensor(data[shard[i]]) for i in picks])
+    # a user's dataset: 0..255 or [-1, 1] images would train a prior on the wrong scale
+    check_image(batch, "data")
+    return batch
 
 
 def _resolve_device(device: torch.device, dd: Ranks) -> torch.device:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from dipprior._seeds import DIFFUSION_NOISE, EXTRA_SAMPLES, stream_seed
-from dipprior.operators import Operator
+from dipprior.operators import Operator, check_image
 from dipprior.pipeline.checks import check_observation, check_operator
 from dipprior.pipeline.config import is_int
 
@@ -74,6 +74,7 @@ def per_image(value: torch.Tensor | None, n: int, name: str) -> list[torch.Tenso
         return [None] * n
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    check_image(value, name)  # [0, 1] images: 0..255 ones would run and come out white
     if value.dim() == 4:
         if value.shape[0] != n:
             raise ValueError(f"{name}: expected {n} images, got shape {tuple(value.shape)}")
