@@ -52,3 +52,54 @@ def test_an_empty_image_is_not_written(tmp_path):
         with pytest.raises(ValueError, match="tensor: empty image"):
             save_image(torch.rand(3, 0, 8), tmp_path / "e.png", bits=bits)
     assert not (tmp_path / "e.png").exists()
+
+
+def test_whitening_makes_grey_noise_white():
+    from dipprior.operators import Denoise
+    from dipprior.pipeline.grey import whiten_grey
+
+    n = 0.1 * torch.randn(1, 256, 256, generator=torch.Generator().manual_seed(0))
+    ys, ops, grey = whiten_grey([n.expand(3, -1, -1), torch.rand(3, 8, 8)],
+                                [Denoise(0.1), Denoise(0.1)], [0, 1])
+    assert grey == [True, False] and abs(ops[0].noise_sigma - 0.1 * 3**0.5) < 1e-9
+    flat = ys[0].reshape(3, -1)
+    cov = flat @ flat.T / flat.shape[1]
+    assert torch.allclose(cov.diagonal(), torch.full((3,), 0.03), rtol=0.03)
+    assert float(cov.fill_diagonal_(0).abs().max()) < 0.001  # channels uncorrelated
+    assert torch.allclose(ys[0].mean(0), n[0], atol=1e-6)  # the grey image is unchanged
+
+
+def test_a_noisy_grey_photo_is_denoised_and_stays_grey():
+    from dipprior.diffusion import load_pretrained
+    from dipprior.metrics import psnr
+    from dipprior.operators import Denoise
+    from dipprior.pipeline import DIPInitializedSampler
+
+    clean = _grey(64)
+    y = (clean + 25 / 255 * torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(0)))
+    r = DIPInitializedSampler(*load_pretrained(), progress=False)(y.expand(3, -1, -1),
+                                                                    Denoise(25 / 255), seed=0)
+    assert torch.equal(r.image[0], r.image[1]) and torch.equal(r.image[1], r.image[2])
+    assert float(psnr(r.image.clamp(0, 1)[:1], clean)) > float(psnr(y.clamp(0, 1), clean)) + 5
+
+
+@pytest.mark.parametrize("suffix, bits", [(".png", 8), (".png", 16), (".jpg", 8)])
+def test_restore_writes_a_grey_photo_as_grey(tmp_path, suffix, bits):
+    import imageio.v3 as iio
+
+    from dipprior.cli import main
+
+    path = tmp_path / f"grey{suffix}"
+    save_image(_grey(48), path, bits=bits)
+    out = tmp_path / "out.png"
+    assert main(["restore", str(path), "--task", "denoise", "--simulate", "--sigma", "20",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert iio.imread(out).shape == (48, 48)
+
+
+def test_metrics_take_grey_images():
+    from dipprior.metrics import evaluate
+
+    a, b = _grey(32), _grey(32).flip(-1)
+    grey, rgb = evaluate(a, b), evaluate(a.expand(3, -1, -1), b.expand(3, -1, -1))
+    assert grey == rgb

@@ -236,7 +236,8 @@ def save_image(
     bits: int = 8,
     quality: int = 95,
 ) -> Path:
-    """Save a (3, H, W) image in [0, 1] as PNG or JPEG (chosen by the extension), atomically.
+    """Save a (3, H, W) image, or a (1, H, W) grey one, in [0, 1] as PNG or JPEG (chosen by the
+    extension), atomically; a grey image is written as a one-channel file.
 
     Values must lie in [0, 1] (a rounding overshoot of up to 1e-3 is clamped; 0..255 data is
     refused, not clipped to white) and are rounded to ``bits`` (8, or 16 for PNG only). JPEG
@@ -256,14 +257,21 @@ def save_image(
         raise ValueError(f"quality: expected an int in 1..100, got {quality!r}")
     if not isinstance(tensor, (torch.Tensor, np.ndarray)):
         raise TypeError(f"tensor: expected a torch.Tensor or numpy array, got {type(tensor)}")
-    if tensor.ndim != 3 or tensor.shape[0] != 3:
-        raise ValueError(f"tensor: expected shape (3, H, W), got {tuple(tensor.shape)}")
+    if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
+        raise ValueError(f"tensor: expected shape (3, H, W) or (1, H, W) (grey), got "
+                         f"{tuple(tensor.shape)}")
     if tensor.shape[1] == 0 or tensor.shape[2] == 0:  # a PNG of no pixels nothing can read
         raise ValueError(f"tensor: empty image of shape {tuple(tensor.shape)}")
     if not (tensor.dtype.is_floating_point if isinstance(tensor, torch.Tensor)
             else np.issubdtype(tensor.dtype, np.floating)):
         raise TypeError(f"tensor: expected a floating point image in [0, 1], got {tensor.dtype}")
+    grey = tensor.shape[0] == 1
+    if grey:
+        tensor = tensor.repeat(3, 1, 1) if isinstance(tensor, torch.Tensor) else np.repeat(
+            tensor, 3, axis=0)
     array = to_numpy(tensor).astype(np.float64)
+    if grey:
+        array = array[..., 0]
     if not np.isfinite(array).all():
         raise ValueError("tensor: contains NaN or inf")
     if array.size and (array.min() < -_RANGE_TOL or array.max() > 1 + _RANGE_TOL):

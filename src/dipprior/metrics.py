@@ -70,7 +70,7 @@ def _as_array(x: Any, name: str) -> np.ndarray:
 
 
 def _to_nhwc(x: np.ndarray, name: str) -> np.ndarray:
-    """(3,H,W) | (H,W,3) | (N,3,H,W) | (N,H,W,3) -> (N, H, W, 3)."""
+    """(3,H,W) | (H,W,3) | (N,3,H,W) | (N,H,W,3), or 1 grey channel -> (N, H, W, 3)."""
     if x.ndim not in (3, 4):
         raise ValueError(
             f"{name}: expected shape (3, H, W), (H, W, 3), (N, 3, H, W) or (N, H, W, 3), "
@@ -81,7 +81,12 @@ def _to_nhwc(x: np.ndarray, name: str) -> np.ndarray:
         return np.moveaxis(image, 1, -1)
     if image.shape[-1] == 3:
         return image
-    raise ValueError(f"{name}: expected 3 colour channels (first or last axis), got {x.shape}")
+    if image.shape[1] == 1:  # grey: scored as the RGB image of identical channels
+        return np.repeat(np.moveaxis(image, 1, -1), 3, axis=-1)
+    if image.shape[-1] == 1:
+        return np.repeat(image, 3, axis=-1)
+    raise ValueError(f"{name}: expected 3 colour channels or 1 grey channel (first or last "
+                     f"axis), got {x.shape}")
 
 
 def _prepare(pred: Any, target: Any, crop_border: int = 0) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -21,25 +21,19 @@ from dipprior.cli.options import (
     add_runtime,
     add_sampler,
     add_task,
-    blur_kernel,
     check_output,
-    dip_config,
     load_prior,
     parse_budget,
-    sampler_config,
-    simulated_sigma,
 )
-
-#: ``_task``'s answer for real noisy images without ``--sigma``: estimate sigma per image
-ESTIMATE_SIGMA = object()
-
-
-class _BlurredEstimate:
-    """``_task``'s answer for real blurred images without ``--sigma``: the kernel is known,
-    the noise level is estimated per image."""
-
-    def __init__(self, kernel: Any) -> None:
-        self.kernel = kernel
+from dipprior.cli.restore_setup import (
+    degrade_like,
+    dip_settings,
+    like_input,
+    real_operator,
+    sampler_settings,
+    task_from,
+    uses_dip,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -84,49 +78,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _task(args: argparse.Namespace) -> Any:
-    """The operator (or operator factory) the options describe."""
-    from dipprior.experiments import make_task
-    from dipprior.operators import Inpaint, mask_from_image
-
-    if args.task == "inpaint" and args.mask:
-        return Inpaint(mask_from_image(args.mask))
-    if args.task == "inpaint" and not args.simulate:
-        raise ValueError("--mask PNG is required to inpaint real images (or use --simulate "
-                         "to drop random pixels of clean ones)")
-    if args.task == "box" and not args.simulate:
-        raise ValueError("--task box cuts a centred 32x32 hole into a clean image and needs "
-                         "--simulate; to fill holes of a real image use --task inpaint --mask "
-                         "PNG")
-    if args.task == "denoise" and args.sigma is None and not args.simulate:
-        return ESTIMATE_SIGMA
-    if args.task == "deblur":
-        from dipprior.operators import Blur
-
-        kernel = blur_kernel(args)
-        if args.sigma is None and not args.simulate:
-            return _BlurredEstimate(kernel)
-        return Blur(kernel, simulated_sigma(args) / 255)
-    return make_task(args.task, sigma=simulated_sigma(args), keep=args.keep,
-                     factor=args.factor)
-
-
-def _real_operator(task: Any, image: Any) -> tuple[Any, str]:
-    """The operator for a real observation, and a note on its estimated noise level."""
-    if task is not ESTIMATE_SIGMA and not isinstance(task, _BlurredEstimate):
-        return task, ""
-    from dipprior.estimators import estimate_noise_sigma
-    from dipprior.operators import Blur, Denoise
-
-    sigma = float(estimate_noise_sigma(image[None])[0])
-    op = Blur(task.kernel, sigma) if isinstance(task, _BlurredEstimate) else Denoise(sigma)
-    return op, f" (sigma estimated: {255 * sigma:.1f})"
-
-
 def run(args: argparse.Namespace) -> int:
     if Path(args.image).is_dir():
         return _run_folder(args)
-    from dipprior.experiments import degrade
     from dipprior.io import load_image, save_image
     from dipprior.metrics import evaluate
     from dipprior.pipeline import DIPInitializedSampler
@@ -139,22 +93,22 @@ def run(args: argparse.Namespace) -> int:
         if Path(args.save_dip).resolve() in (Path(args.out).resolve(),
                                              Path(args.image).resolve()):
             raise ValueError(f"--save-dip: {args.save_dip!r} is --out or the input image")
-    task = _task(args)
-    config = _config(args, task)
-    dip = _dip(args, task)
+    task = task_from(args)
+    config = sampler_settings(args, task)
+    dip = dip_settings(args, task)
     image = load_image(args.image)
     clean = None
     note = ""
     if args.simulate:
         clean = image
-        op, observation = degrade(clean, task, args.seed)
+        op, observation = degrade_like(clean, task, args.seed)
     else:
-        (op, note), observation = _real_operator(task, image), image
+        (op, note), observation = real_operator(task, image), image
     model, scheduler = load_prior(args)
     sampler = DIPInitializedSampler(model, scheduler, config, budget=parse_budget(args), dip=dip,
                                     device=args.device, progress=not args.no_progress)
     result = sampler(observation, op, seed=args.seed)
-    save_image(result.image, args.out)
+    save_image(like_input(result.image, image), args.out)
     if args.save_dip and result.dip_image is not None:
         save_image(result.dip_image.clamp(0, 1), args.save_dip)
     line = (f"wrote {args.out}{note}: t0={result.t0}, NFE={result.nfe}, seconds DIP "
@@ -212,73 +166,6 @@ def _check_output_folder(path: str, folder: Path) -> Path:
     return out
 
 
-#: the preset each --init starts from (``pipeline.presets.method_configs``)
-PRESET_OF_INIT = {"noise": "DDPM", "observation": "Observation->DDPM", "dip": "DIP->DDPM",
-                  "classical": "Classical->DDPM"}
-
-
-def _kind(task: Any) -> Any:
-    """An operator of the task's kind (presets and the default DIP stage depend on nothing
-    else): the operator itself, or a noise-free stand-in for a factory of masks."""
-    from dipprior.operators import Denoise
-
-    if task is ESTIMATE_SIGMA:
-        return Denoise(1 / 255)  # any sigma > 0: Gaussian denoising
-    if isinstance(task, _BlurredEstimate):
-        from dipprior.operators import Blur
-
-        return Blur(task.kernel, 0.01)
-    return task if hasattr(task, "proximal") else Denoise(0.0)
-
-
-def _config(args: argparse.Namespace, task: Any) -> Any:
-    """The sampler settings: None (no option given) runs the task's recommended preset, or
-    with ``--budget`` the front's point for it; options given change the task's preset for the
-    chosen ``--init`` (the recommended one without it)."""
-    from dipprior.pipeline.presets import method_configs, recommended_config
-
-    if args.budget is not None:
-        dip_options = (args.dip_iterations, args.dip_channels, args.early_stopping,
-                       args.save_dip)
-        if sampler_config(args, init=args.init) is not None or args.no_guidance or any(
-                v is not None for v in dip_options):
-            raise ValueError("--budget: picks the start and the chain itself; leave out the "
-                             "sampler and DIP options (--init, --steps, --t0, "
-                             "--dip-iterations, --save-dip, ...) or --budget")
-        parse_budget(args)
-        return None
-
-    if args.init in (None, "auto"):
-        base = recommended_config(_kind(task))
-    else:
-        base = method_configs(args.task)[PRESET_OF_INIT[args.init]]
-    config = sampler_config(args, base, init=args.init)
-    if args.no_guidance:
-        config = (config or base).replace(guidance=None)
-    return config
-
-
-def _dip(args: argparse.Namespace, task: Any) -> Any:
-    """The DIP stage: None (no option given) is the default stage for the task; options given
-    change that default stage."""
-    from dipprior.pipeline.sampler import default_dip_config
-
-    return dip_config(args, default_dip_config(_kind(task)))
-
-
-def _uses_dip(config: Any, task: Any, args_budget: float | str | None = None) -> bool:
-    """Whether the run fits DIP: as the start, or as the second observation on top of another
-    start (the presets and init="auto" skip it)."""
-    from dipprior.pipeline.presets import budget_config, recommended_config
-    from dipprior.pipeline.tasks import resolve_init
-
-    if config is None:
-        config = (recommended_config(_kind(task)) if args_budget is None
-                  else budget_config(_kind(task), args_budget))
-    init = resolve_init([_kind(task)]) if config.init == "auto" else config.init
-    return init == "dip" or (config.dip_observation and init != "noise")
-
-
 def _output_names(paths: list[Path], dip: bool) -> dict[Path, tuple[str, str | None]]:
     """Each image -> (output name, DIP output name or None); two images may not share one."""
     names: dict[Path, tuple[str, str | None]] = {}
@@ -329,7 +216,6 @@ def _write_metrics(path: Path, rows: dict[str, dict[str, Any]], order: list[str]
 def _run_folder(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from dipprior.experiments import degrade
     from dipprior.io import load_image, save_image
     from dipprior.metrics import evaluate
     from dipprior.pipeline import DIPInitializedSampler
@@ -342,10 +228,10 @@ def _run_folder(args: argparse.Namespace) -> int:
     if args.save_dip:
         raise ValueError("--save-dip: only for a single IMAGE; for a folder the DIP images are "
                          "written to --out as <name>_dip.png")
-    task = _task(args)
-    config = _config(args, task)
-    dip = _dip(args, task)
-    names = _output_names(paths, dip=_uses_dip(config, task, parse_budget(args)))
+    task = task_from(args)
+    config = sampler_settings(args, task)
+    dip = dip_settings(args, task)
+    names = _output_names(paths, dip=uses_dip(config, task, parse_budget(args)))
     metrics = out / METRICS
     rows = _read_metrics(metrics) if args.simulate else {}
     seeds = {path: args.seed + i for i, path in enumerate(paths)}
@@ -355,13 +241,13 @@ def _run_folder(args: argparse.Namespace) -> int:
         try:
             image = load_image(path)
             if args.simulate:
-                (op, observation), note = degrade(image, task, seeds[path]), ""
+                (op, observation), note = degrade_like(image, task, seeds[path]), ""
             else:
-                (op, note), observation = _real_operator(task, image), image
+                (op, note), observation = real_operator(task, image), image
             check_observation(observation, op)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"IMAGE: {path.name}: {exc}") from None
-        prepared[path] = (image if args.simulate else None, op, observation, note)
+        prepared[path] = (image if args.simulate else None, op, observation, note, image)
     model, scheduler = load_prior(args) if todo else (None, None)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -373,7 +259,7 @@ def _run_folder(args: argparse.Namespace) -> int:
                disable=args.no_progress or not todo)
     for path in todo:
         output, dip_output = names[path]
-        clean, op, observation, note = prepared.pop(path)
+        clean, op, observation, note, image = prepared.pop(path)
         result = sampler(observation, op, seed=seeds[path])
         if dip_output and result.dip_image is not None:
             save_image(result.dip_image.clamp(0, 1), out / dip_output)
@@ -390,7 +276,7 @@ def _run_folder(args: argparse.Namespace) -> int:
             # the row before the image: an image that exists always has its row
             _write_metrics(metrics, rows, order)
             line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
-        save_image(result.image, out / output)
+        save_image(like_input(result.image, image), out / output)
         tqdm.write(line)
         bar.update()
     bar.close()

@@ -28,6 +28,7 @@ from dipprior.operators import Denoise, Operator
 from dipprior.pipeline.checks import check_initial_image
 from dipprior.pipeline.config import RENAMED, SamplerConfig
 from dipprior.pipeline.consistency import merge_gaussian
+from dipprior.pipeline.grey import whiten_grey
 from dipprior.pipeline.inputs import (
     groups,
     noise_seed,
@@ -217,6 +218,7 @@ class DIPInitializedSampler:
                             generator=generator, dip_image=dip_image)
         n, cfg = len(ys), self.config
         seeds = seeds_for(seed, generator, n)
+        ys, ops, grey = whiten_grey(ys, ops, seeds)  # grey photos: noise the prior knows
         dev = model_device(self.model, self.device)
         truths = per_image(ground_truth, n, "ground_truth")
         given = per_image(dip_image, n, "dip_image")
@@ -273,6 +275,8 @@ class DIPInitializedSampler:
         k = cfg.samples  # the mean of each image's chains
         images = torch.cat([torch.cat([to_image_scale(x) for x in x0s[i * k:(i + 1) * k]])
                             .mean(0, keepdim=True) for i in range(n)]).to(observation.device)
+        g = torch.tensor(grey, device=images.device)  # grey in, grey out
+        images[g] = images[g].mean(1, keepdim=True).expand_as(images[g])
         result = SampleResult(
             image=images if batched else images[0],
             dip_image=(torch.stack(dips) if batched else dips[0]) if self.uses_dip else None,

@@ -1,0 +1,150 @@
+"""``restore``'s options turned into the task, its operator and the sampler's settings."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dipprior.cli.options import (
+    blur_kernel,
+    dip_config,
+    parse_budget,
+    sampler_config,
+    simulated_sigma,
+)
+
+#: ``task_from``'s answer for real noisy images without ``--sigma``: estimate sigma per image
+ESTIMATE_SIGMA = object()
+
+
+class _BlurredEstimate:
+    """``task_from``'s answer for real blurred images without ``--sigma``: the kernel is known,
+    the noise level is estimated per image."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+
+
+def task_from(args: argparse.Namespace) -> Any:
+    """The operator (or operator factory) the options describe."""
+    from dipprior.experiments import make_task
+    from dipprior.operators import Inpaint, mask_from_image
+
+    if args.task == "inpaint" and args.mask:
+        return Inpaint(mask_from_image(args.mask))
+    if args.task == "inpaint" and not args.simulate:
+        raise ValueError("--mask PNG is required to inpaint real images (or use --simulate "
+                         "to drop random pixels of clean ones)")
+    if args.task == "box" and not args.simulate:
+        raise ValueError("--task box cuts a centred 32x32 hole into a clean image and needs "
+                         "--simulate; to fill holes of a real image use --task inpaint --mask "
+                         "PNG")
+    if args.task == "denoise" and args.sigma is None and not args.simulate:
+        return ESTIMATE_SIGMA
+    if args.task == "deblur":
+        from dipprior.operators import Blur
+
+        kernel = blur_kernel(args)
+        if args.sigma is None and not args.simulate:
+            return _BlurredEstimate(kernel)
+        return Blur(kernel, simulated_sigma(args) / 255)
+    return make_task(args.task, sigma=simulated_sigma(args), keep=args.keep,
+                     factor=args.factor)
+
+
+def degrade_like(clean: Any, task: Any, seed: int) -> tuple[Any, Any]:
+    """``experiments.degrade``; a grey image (identical channels) is degraded as one channel, as
+    a grey camera would: the same noise in every channel."""
+    from dipprior.experiments import degrade
+    from dipprior.pipeline.grey import is_grey
+
+    if not is_grey(clean):
+        return degrade(clean, task, seed)
+    op, y = degrade(clean[:1], task, seed)
+    return op, y.expand(clean.shape[0], -1, -1)
+
+
+def like_input(restored: Any, image: Any) -> Any:
+    """The restored image, grey (one channel) when the input image was."""
+    from dipprior.pipeline.grey import is_grey
+
+    return restored.mean(0, keepdim=True) if is_grey(image) else restored
+
+
+def real_operator(task: Any, image: Any) -> tuple[Any, str]:
+    """The operator for a real observation, and a note on its estimated noise level."""
+    if task is not ESTIMATE_SIGMA and not isinstance(task, _BlurredEstimate):
+        return task, ""
+    from dipprior.estimators import estimate_noise_sigma
+    from dipprior.operators import Blur, Denoise
+
+    sigma = float(estimate_noise_sigma(image[None])[0])
+    op = Blur(task.kernel, sigma) if isinstance(task, _BlurredEstimate) else Denoise(sigma)
+    return op, f" (sigma estimated: {255 * sigma:.1f})"
+
+
+#: the preset each --init starts from (``pipeline.presets.method_configs``)
+PRESET_OF_INIT = {"noise": "DDPM", "observation": "Observation->DDPM", "dip": "DIP->DDPM",
+                  "classical": "Classical->DDPM"}
+
+
+def _kind(task: Any) -> Any:
+    """An operator of the task's kind (presets and the default DIP stage depend on nothing
+    else): the operator itself, or a noise-free stand-in for a factory of masks."""
+    from dipprior.operators import Denoise
+
+    if task is ESTIMATE_SIGMA:
+        return Denoise(1 / 255)  # any sigma > 0: Gaussian denoising
+    if isinstance(task, _BlurredEstimate):
+        from dipprior.operators import Blur
+
+        return Blur(task.kernel, 0.01)
+    return task if hasattr(task, "proximal") else Denoise(0.0)
+
+
+def sampler_settings(args: argparse.Namespace, task: Any) -> Any:
+    """The sampler settings: None (no option given) runs the task's recommended preset, or
+    with ``--budget`` the front's point for it; options given change the task's preset for the
+    chosen ``--init`` (the recommended one without it)."""
+    from dipprior.pipeline.presets import method_configs, recommended_config
+
+    if args.budget is not None:
+        dip_options = (args.dip_iterations, args.dip_channels, args.early_stopping,
+                       args.save_dip)
+        if sampler_config(args, init=args.init) is not None or args.no_guidance or any(
+                v is not None for v in dip_options):
+            raise ValueError("--budget: picks the start and the chain itself; leave out the "
+                             "sampler and DIP options (--init, --steps, --t0, "
+                             "--dip-iterations, --save-dip, ...) or --budget")
+        parse_budget(args)
+        return None
+
+    if args.init in (None, "auto"):
+        base = recommended_config(_kind(task))
+    else:
+        base = method_configs(args.task)[PRESET_OF_INIT[args.init]]
+    config = sampler_config(args, base, init=args.init)
+    if args.no_guidance:
+        config = (config or base).replace(guidance=None)
+    return config
+
+
+def dip_settings(args: argparse.Namespace, task: Any) -> Any:
+    """The DIP stage: None (no option given) is the default stage for the task; options given
+    change that default stage."""
+    from dipprior.pipeline.sampler import default_dip_config
+
+    return dip_config(args, default_dip_config(_kind(task)))
+
+
+def uses_dip(config: Any, task: Any, args_budget: float | str | None = None) -> bool:
+    """Whether the run fits DIP: as the start, or as the second observation on top of another
+    start (the presets and init="auto" skip it)."""
+    from dipprior.pipeline.presets import budget_config, recommended_config
+    from dipprior.pipeline.tasks import resolve_init
+
+    if config is None:
+        config = (recommended_config(_kind(task)) if args_budget is None
+                  else budget_config(_kind(task), args_budget))
+    init = resolve_init([_kind(task)]) if config.init == "auto" else config.init
+    return init == "dip" or (config.dip_observation and init != "noise")
