@@ -16,9 +16,9 @@ def test_version_flag(capsys):
     assert dipprior.__version__ in capsys.readouterr().out
 
 
-def test_no_command_prints_help(capsys):
-    assert main([]) == 0
-    assert "usage: dipprior" in capsys.readouterr().out
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2  # a command is required (it exited 0)
+    assert "usage: dipprior" in capsys.readouterr().err
 
 
 @pytest.mark.slow

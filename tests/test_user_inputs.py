@@ -103,3 +103,95 @@ def test_metrics_take_grey_images():
     a, b = _grey(32), _grey(32).flip(-1)
     grey, rgb = evaluate(a, b), evaluate(a.expand(3, -1, -1), b.expand(3, -1, -1))
     assert grey == rgb
+
+
+# ------------------------------------------------------------- errors in the user's terms
+def _cli_error(capsys, argv, code=2):
+    from dipprior.cli import main
+
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_tiny_images_are_refused_or_run():
+    from dipprior.diffusion import Scheduler, UNet, sample
+
+    net = UNet(base_channels=8).eval()
+    with torch.no_grad():
+        assert net(torch.rand(1, 3, 1, 1), 5).shape == (1, 3, 1, 1)  # was a GroupNorm error
+        assert sample(net, Scheduler(), (1, 3, 1, 1), steps=2,
+                      progress=False).shape == (1, 3, 1, 1)
+    with pytest.raises(ValueError, match="shape: expected .* every size >= 1"):
+        sample(net, Scheduler(), (1, 3, 0, 16), progress=False)
+
+
+def test_restore_of_a_one_pixel_image(tmp_path, capsys):
+    save_image(torch.rand(3, 1, 1), tmp_path / "p.png")
+    err = _cli_error(capsys, ["restore", str(tmp_path / "p.png"), "--task", "denoise",
+                              "--out", str(tmp_path / "o.png")])
+    assert "1x1 pixels is too small" in err and "8x8" in err
+
+
+def test_operator_arguments_in_the_users_terms():
+    import numpy as np
+
+    from dipprior.operators import Denoise, Inpaint
+
+    assert Denoise(np.float32(0.1)).noise_sigma == pytest.approx(0.1)
+    assert Denoise(torch.tensor(0.1)).noise_sigma == pytest.approx(0.1)
+    with pytest.raises(TypeError, match="mask_from_image"):
+        Inpaint("mask.png")
+    from dipprior.io import load_image
+
+    with pytest.raises(TypeError, match="path: expected a file path, got NoneType"):
+        load_image(None)
+
+
+def test_bad_types_in_a_checkpoint_config_name_the_file(tmp_path):
+    import json
+
+    from dipprior.diffusion import Scheduler, UNet, load, save
+
+    save(UNet(base_channels=8), Scheduler(), tmp_path / "ck")
+    config_file = tmp_path / "ck" / "config.json"
+    config = json.loads(config_file.read_text())
+    for key, value in (("format_version", "1"), ("scheduler", {**config["scheduler"],
+                                                                "beta_start": None})):
+        config_file.write_text(json.dumps({**config, key: value}))
+        with pytest.raises(ValueError, match=str(config_file)):
+            load(tmp_path / "ck")
+
+
+@pytest.mark.parametrize("sigma", ["300", "-5"])
+def test_sigma_is_echoed_in_the_users_units(tmp_path, capsys, sigma):
+    save_image(torch.rand(3, 16, 16), tmp_path / "p.png")
+    err = _cli_error(capsys, ["restore", str(tmp_path / "p.png"), "--task", "denoise",
+                              "--sigma", sigma, "--simulate", "--out", str(tmp_path / "o.png")])
+    assert "--sigma: expected a noise std in 0..255" in err and f"got {sigma}" in err
+
+
+def test_compare_and_demo_check_their_outputs_before_running(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    save_image(torch.rand(3, 16, 16), folder / "a.png")
+    base = ["compare", str(folder), "--task", "denoise", "--n-images", "1"]
+    assert "--out" in _cli_error(capsys, [*base, "--out", str(tmp_path / "file" / "x")])
+    assert "--dip-cache" in _cli_error(capsys, [*base, "--dip-cache", str(tmp_path / "file")])
+    assert "--size: expected at least 11" in _cli_error(capsys, [*base, "--size", "8"])
+    assert "--out" in _cli_error(capsys, ["demo", "--quick", "--out",
+                                          str(tmp_path / "file" / "d")])
+
+
+def test_an_unavailable_device_is_named():
+    from dipprior import dip
+    from dipprior.dip import DIPConfig
+    from dipprior.operators import Denoise
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    with pytest.raises(ValueError, match="'mps' asked for, but MPS"):
+        dip.fit(torch.rand(3, 16, 16), Denoise(0.1), config=DIPConfig(iterations=1),
+                device="mps")

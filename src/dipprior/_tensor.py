@@ -23,6 +23,10 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"device: {device!r} is not a device ({exc})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {str(device)!r} asked for, but CUDA is not available here")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps")
+                                     and torch.backends.mps.is_available()):
+        raise ValueError(f"device: {str(device)!r} asked for, but MPS (Apple GPU) is not "
+                         "available here")
     return device
 
 

@@ -120,6 +120,8 @@ class DemoConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if self.size < 11:
+            raise ValueError(f"size: expected at least 11 (SSIM's 11x11 window), got {self.size}")
         if "sr" in tasks and self.size % self.factor:
             raise ValueError(f"size: {self.size} is not divisible by the SR factor "
                              f"{self.factor}")

@@ -147,6 +147,8 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     channels. An alpha channel is dropped (colour values kept as stored, not composited) with a
     warning when it is not fully opaque.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path, got {type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no such file {str(path)!r}")

@@ -44,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 0
+    if getattr(args, "func", None) is None:  # a command is required: usage, as argparse does
+        parser.print_help(sys.stderr)
+        return 2
     try:
         _set_threads(getattr(args, "threads", None))
         return int(args.func(args) or 0)

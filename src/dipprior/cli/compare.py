@@ -12,6 +12,7 @@ from dipprior.cli.options import (
     add_sampler,
     add_task,
     blur_kernel,
+    check_output_folder,
     dip_config,
     load_prior,
     sampler_config,
@@ -44,6 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+#: the smallest crop scored: SSIM's Gaussian window is 11x11
+MIN_SIZE = 11
+
+
 def run(args: argparse.Namespace) -> int:
     from dipprior._atomic import atomic_write_text
     from dipprior.experiments import (
@@ -55,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
         standard_methods,
     )
 
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out: {args.out!r} exists and is not a folder")
+    check_output_folder(args.out, "--out")
+    check_output_folder(args.dip_cache, "--dip-cache")
+    if args.size is not None and args.size < MIN_SIZE:
+        raise ValueError(f"--size: expected at least {MIN_SIZE} (SSIM's 11x11 window), got "
+                         f"{args.size}")
     rank, _ = init_distributed()
     images = load_folder(args.folder, args.n_images, args.size)
     if args.task == "deblur" and args.kernel:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from dipprior.cli.options import HELP, add_runtime
+from dipprior.cli.options import HELP, add_runtime, check_output_folder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if "sr" in base["tasks"] and base["factor"] >= 1 and base["size"] % base["factor"]:
         base["size"] -= base["size"] % base["factor"]
     config = DemoConfig(**base)
+    check_output_folder(args.out, "--out")
     model = scheduler = None
     if args.model:
         from dipprior._tensor import default_device

@@ -58,10 +58,28 @@ def add_task(p: argparse.ArgumentParser, required: bool = True, real_images: boo
 
 
 def simulated_sigma(args: argparse.Namespace) -> float:
-    """``--sigma`` for simulated noise (its default when not given)."""
+    """``--sigma`` for simulated noise (its default when not given), checked in the user's own
+    units."""
     if args.sigma is not None:
+        if not 0 <= args.sigma <= 255:
+            raise ValueError(f"--sigma: expected a noise std in 0..255 (8-bit pixel units), got "
+                             f"{args.sigma:g}")
         return args.sigma
     return DEBLUR_SIGMA if getattr(args, "task", None) == "deblur" else SIMULATED_SIGMA
+
+
+def check_output_folder(path: str | None, option: str = "--out") -> None:
+    """A folder the command will write into: a folder or nothing yet, under a writable parent;
+    checked before any work, so a long run does not fail at its end."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{option}: {path!r} exists and is not a folder")
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option}: cannot write into {path!r} ({str(existing)!r} is not a "
+                         "writable folder)")
 
 
 def blur_kernel(args: argparse.Namespace) -> Any:

@@ -26,6 +26,7 @@ from dipprior.cli.options import (
     parse_budget,
 )
 from dipprior.cli.restore_setup import (
+    check_size,
     degrade_like,
     dip_settings,
     like_input,
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     config = sampler_settings(args, task)
     dip = dip_settings(args, task)
     image = load_image(args.image)
+    check_size(image, "IMAGE")
     clean = None
     note = ""
     if args.simulate:
@@ -240,6 +242,7 @@ def _run_folder(args: argparse.Namespace) -> int:
     for path in todo:
         try:
             image = load_image(path)
+            check_size(image, "IMAGE")
             if args.simulate:
                 (op, observation), note = degrade_like(image, task, seeds[path]), ""
             else:

@@ -148,3 +148,15 @@ def uses_dip(config: Any, task: Any, args_budget: float | str | None = None) -> 
                   else budget_config(_kind(task), args_budget))
     init = resolve_init([_kind(task)]) if config.init == "auto" else config.init
     return init == "dip" or (config.dip_observation and init != "noise")
+
+
+#: the smallest image restored (the noise estimate and the networks' down-sampling need some)
+MIN_SIDE = 8
+
+
+def check_size(image: Any, name: str) -> None:
+    """Refuse an image too small to restore, before any work."""
+    h, w = image.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"{name}: {w}x{h} pixels is too small to restore (at least "
+                         f"{MIN_SIDE}x{MIN_SIDE})")

@@ -195,7 +195,10 @@ def _model_from_config(config: dict[str, Any], source: Path) -> UNet | ADMUNet:
     if config.get("format") != FORMAT:
         raise ValueError(f"{source} is not a dipprior diffusion checkpoint "
                          f"(format={config.get('format')!r}, expected {FORMAT!r})")
-    if config.get("format_version", 0) > FORMAT_VERSION:
+    version = config.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"{source} has an invalid format_version {version!r} (expected an int)")
+    if version > FORMAT_VERSION:
         raise ValueError(f"{source} has format_version {config['format_version']}; this dipprior "
                          f"reads up to {FORMAT_VERSION} -- upgrade dipprior")
     model_class = _MODEL_CLASSES.get(config.get("model_class"))  # type: ignore[arg-type]

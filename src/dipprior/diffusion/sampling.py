@@ -122,8 +122,8 @@ def sample(
     torch.Size([1, 3, 16, 16])
     """
     shape = tuple(int(s) for s in shape)
-    if len(shape) != 4:
-        raise ValueError(f"shape must be (N, C, H, W), got {shape}")
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(f"shape: expected (N, C, H, W) with every size >= 1, got {shape}")
     dev = model_device(model, device)
     x = randn(shape, generator, dev)
     x0 = reverse_diffusion(model, scheduler, x, scheduler.timesteps(steps).tolist(), eta=eta,

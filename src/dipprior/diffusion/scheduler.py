@@ -106,6 +106,10 @@ class Scheduler:
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(
                 f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        for name, value in (("beta_start", beta_start), ("beta_end", beta_end),
+                            ("clip_sample_range", clip_sample_range)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {value!r}")
         if not 0 < beta_start <= beta_end < 1:
             raise ValueError(
                 f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, "

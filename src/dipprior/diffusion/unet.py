@@ -23,11 +23,12 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad H and W of ``x`` at the bottom/right up to ``multiple`` (reflect; replicate when the
-    image is smaller than the padding)."""
+def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 0) -> torch.Tensor:
+    """Pad H and W of ``x`` at the bottom/right up to a multiple of ``multiple`` and at least
+    ``minimum`` (reflect; replicate when the image is smaller than the padding)."""
     h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
+    ph, pw = max(-h % multiple, minimum - h), max(-w % multiple, minimum - w)
+    ph, pw = ph + -(h + ph) % multiple, pw + -(w + pw) % multiple
     if ph == 0 and pw == 0:
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"
@@ -218,7 +219,8 @@ class UNet(nn.Module):
         h_in, w_in = x.shape[-2:]
         emb = self.time_embed(timestep_embedding(self._timesteps(t, x), self.base_channels)
                               .to(x.dtype))
-        x = pad_to_multiple(x, self.multiple)
+        # at least 2x2 at the coarsest level: GroupNorm needs more than one value per group
+        x = pad_to_multiple(x, self.multiple, 2 * self.multiple)
         h = self.conv_in(x)
         hs = [h]
         for block in self.down:

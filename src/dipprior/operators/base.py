@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from dipprior._tensor import randn
@@ -243,6 +244,9 @@ class Operator:
 
 
 def _check_sigma(sigma: float) -> float:
+    if (isinstance(sigma, torch.Tensor) and sigma.numel() == 1) or (
+            isinstance(sigma, (np.ndarray, np.generic)) and np.size(sigma) == 1):
+        sigma = sigma.item()  # one number: torch.tensor(0.1), np.float32(0.1)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
         raise TypeError(f"sigma: expected a number, got {type(sigma).__name__}")
     sigma = float(sigma)

@@ -20,6 +20,11 @@ MAX_BOXES = 10_000
 
 
 def _mask_tensor(mask: Tensor | np.ndarray) -> Tensor:
+    if isinstance(mask, (str, os.PathLike)):
+        raise TypeError(f"mask: expected a tensor or array of 0/1, got the path {str(mask)!r}; "
+                        "read a mask image with mask_from_image(path) (white = known)")
+    if not isinstance(mask, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(f"mask: expected a tensor or array of 0/1, got {type(mask).__name__}")
     m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
     if m.dim() == 2:
         m = m.unsqueeze(0)
