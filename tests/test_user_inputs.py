@@ -195,3 +195,75 @@ def test_an_unavailable_device_is_named():
     with pytest.raises(ValueError, match="'mps' asked for, but MPS"):
         dip.fit(torch.rand(3, 16, 16), Denoise(0.1), config=DIPConfig(iterations=1),
                 device="mps")
+
+
+# --------------------------------------------------------------------------- large photos
+def test_tiles_cover_the_image_and_their_weights_blend():
+    from dipprior.pipeline.tiles import tile_starts, tile_weight
+
+    assert tile_starts(100, 100, 8) == [0] and tile_starts(50, 100, 8) == [0]
+    starts = tile_starts(1000, 256, 32)
+    assert starts[0] == 0 and starts[-1] == 1000 - 256
+    assert all(b - a <= 256 - 32 for a, b in zip(starts, starts[1:], strict=False))
+    w = tile_weight(64, 64, 16, True, False, False, True)
+    assert float(w.min()) > 0 and float(w[-1, 0]) == 1.0 and float(w[0, 0]) < 0.1
+
+
+def _prior_and_noisy(size, seed=0):
+    from dipprior.diffusion import load_pretrained
+    from dipprior.operators import Denoise
+    from dipprior.pipeline import DIPInitializedSampler
+
+    clean = sample_image("coffee", size)
+    op = Denoise(25 / 255)
+    y = op.degrade(clean, torch.Generator().manual_seed(seed))
+    return DIPInitializedSampler(*load_pretrained(), progress=False), clean, op, y
+
+
+def test_tiling_a_small_image_equals_the_untiled_result_within_tolerance():
+    from dipprior.metrics import psnr
+    from dipprior.pipeline.tiles import restore_tiled
+
+    sampler, clean, op, y = _prior_and_noisy(96)
+    whole = sampler(y, op, seed=0).image
+    tiled = restore_tiled(sampler, y, op, 0, tile=48, overlap=8, progress=False)
+    assert torch.equal(restore_tiled(sampler, y, op, 0, tile=96, progress=False), whole)
+    # stated tolerance: within 0.1 dB of the untiled PSNR, 0.01 mean absolute difference
+    assert abs(float(psnr(tiled.clamp(0, 1), clean)) - float(psnr(whole.clamp(0, 1), clean))) < 0.1
+    assert float((tiled - whole).abs().mean()) < 0.01
+
+
+def test_tiles_leave_no_step_at_their_borders():
+    from dipprior.operators import Denoise
+    from dipprior.pipeline.tiles import restore_tiled, tile_starts
+
+    sampler, *_ = _prior_and_noisy(16)
+    ramp = torch.linspace(0.2, 0.8, 96)
+    smooth = (ramp[None, :, None] * 0.5 + ramp[None, None, :] * 0.5).expand(3, 96, 96)
+    op = Denoise(10 / 255)
+    y = op.degrade(smooth.contiguous(), torch.Generator().manual_seed(1))
+    out = restore_tiled(sampler, y, op, 0, tile=40, overlap=8, progress=False)
+    steps = (out[..., 1:] - out[..., :-1]).abs().mean(dim=(0, 1))  # per column border
+    borders = [s + 40 - 1 for s in tile_starts(96, 40, 8)[:-1]]
+    inside = torch.ones_like(steps, dtype=torch.bool)
+    inside[borders] = False
+    assert float(steps[borders].max()) < 2 * float(steps[inside].median()) + 1e-3
+
+
+def test_restore_plans_tiles_and_refuses_what_it_cannot_do(tmp_path, capsys):
+    from dipprior.cli import main
+
+    save_image(sample_image("chelsea", 64), tmp_path / "c.png")
+    base = ["restore", str(tmp_path / "c.png"), "--simulate", "--no-progress",
+            "--out", str(tmp_path / "o.png")]
+    assert main([*base, "--task", "denoise", "--tile", "32", "--overlap", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "in 9 tiles of 32" in out and "estimated before starting" in out and "PSNR" in out
+    assert "--tile: expected auto" in _cli_error(capsys, [*base, "--task", "denoise",
+                                                          "--tile", "big"])
+    err = _cli_error(capsys, [*base, "--task", "inpaint", "--time-limit", "0.001"])
+    assert "over --time-limit" in err and "--budget fast" in err
+    err = _cli_error(capsys, [*base, "--task", "deblur", "--tile", "32", "--overlap", "8"])
+    assert "--task deblur: Blur couples pixels across tile borders" in err
+    assert "--overlap: expected 0 to 15" in _cli_error(capsys, [*base, "--task", "denoise",
+                                                               "--tile", "32"])

@@ -30,9 +30,11 @@ from dipprior.cli.restore_setup import (
     degrade_like,
     dip_settings,
     like_input,
+    plan_cost,
     real_operator,
     sampler_settings,
     task_from,
+    tile_size,
     uses_dip,
 )
 
@@ -68,6 +70,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "seconds per image on a 2-core CPU (scaled from 128x128 by the pixel "
                    "count) or an effort: fast, balanced, best (docs/results.md)")
     p.add_argument("--no-guidance", action="store_true", help="plain SDEdit, no data term")
+    p.add_argument("--tile", default="auto", metavar="PIXELS",
+                   help="restore in overlapping tiles of this side, blended without seams "
+                   "(denoise and inpaint); auto: 512 above 1024x1024 pixels; 0: never")
+    p.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles")
+    p.add_argument("--time-limit", type=float, default=3600, metavar="SECONDS",
+                   help="refuse, before any work, an image whose estimated time is longer")
     p.add_argument("--save-dip", metavar="PNG", help="single IMAGE: also write the DIP image "
                    "here (a folder always gets <name>_dip.png in --out)")
     p.add_argument("--out", required=True, metavar="OUT",
@@ -107,8 +115,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         (op, note), observation = real_operator(task, image), image
     model, scheduler = load_prior(args)
+    tile = tile_size(args, image, op)
+    if tile and args.save_dip:
+        raise ValueError("--save-dip: not available when the image is restored in tiles")
+    print(plan_cost(args, image, op, config, dip, model, tile), flush=True)
     sampler = DIPInitializedSampler(model, scheduler, config, budget=parse_budget(args), dip=dip,
-                                    device=args.device, progress=not args.no_progress)
+                                    device=args.device, progress=not args.no_progress and not tile)
+    if tile:
+        return _run_tiled(args, sampler, observation, op, image, clean, note, tile)
     result = sampler(observation, op, seed=args.seed)
     save_image(like_input(result.image, image), args.out)
     if args.save_dip and result.dip_image is not None:
@@ -120,6 +134,26 @@ def run(args: argparse.Namespace) -> int:
         line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
         if result.dip_image is not None:
             line += f" (DIP alone {evaluate(result.dip_image, clean)['psnr']:.2f} dB)"
+    print(line)
+    return 0
+
+
+def _run_tiled(args: argparse.Namespace, sampler: Any, observation: Any, op: Any, image: Any,
+               clean: Any, note: str, tile: int) -> int:
+    import time
+
+    from dipprior.io import save_image
+    from dipprior.metrics import evaluate
+    from dipprior.pipeline.tiles import restore_tiled
+
+    began = time.perf_counter()
+    restored = restore_tiled(sampler, observation, op, args.seed, tile=tile,
+                             overlap=args.overlap, progress=not args.no_progress)
+    save_image(like_input(restored.clamp(0, 1), image), args.out)
+    line = f"wrote {args.out}{note}: tiles of {tile}, seconds {time.perf_counter() - began:.1f}"
+    if clean is not None:
+        m = evaluate(restored, clean)
+        line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
     print(line)
     return 0
 

@@ -160,3 +160,96 @@ def check_size(image: Any, name: str) -> None:
     if min(h, w) < MIN_SIDE:
         raise ValueError(f"{name}: {w}x{h} pixels is too small to restore (at least "
                          f"{MIN_SIDE}x{MIN_SIDE})")
+
+
+#: images with more pixels than this are restored in tiles (``--tile auto``)
+TILE_ABOVE = 1024 * 1024
+#: bytes per pixel of a tile while the prior runs on it (measured: shipped prior, one step)
+TILE_BYTES_PER_PIXEL = 4096
+#: bytes per pixel of the whole image held during a tiled run (observation, sums, output: float32)
+IMAGE_BYTES_PER_PIXEL = 5 * 3 * 4
+
+
+def tile_size(args: argparse.Namespace, image: Any, op: Any) -> int | None:
+    """``--tile``: None (one pass) or the tile side, checked with ``--overlap`` and the task;
+    ``auto`` tiles images above :data:`TILE_ABOVE` pixels in 512-pixel tiles."""
+    from dipprior.operators import Denoise, Inpaint
+
+    h, w = image.shape[-2:]
+    if args.tile == "auto":
+        tile = 512 if h * w > TILE_ABOVE else 0
+    else:
+        try:
+            tile = int(args.tile)
+        except ValueError:
+            tile = -1
+        if tile != 0 and tile < 16:
+            raise ValueError(f"--tile: expected auto, 0 (never) or a side >= 16, got "
+                             f"{args.tile!r}")
+    if not tile or max(h, w) <= tile:
+        return None
+    if not 0 <= args.overlap < tile // 2:
+        raise ValueError(f"--overlap: expected 0 to {tile // 2 - 1} for tiles of {tile}, got "
+                         f"{args.overlap}")
+    if not isinstance(op, (Denoise, Inpaint)):
+        raise ValueError(f"--task {args.task}: {type(op).__name__} couples pixels across tile "
+                         f"borders; a {w}x{h} image needs tiles of {tile} (--tile): crop or "
+                         "downscale it first")
+    return tile
+
+
+def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: Any,
+              model: Any, tile: int | None) -> str:
+    """Estimated seconds and memory of the restoration, printed before any work; refuses (one
+    line, naming the options that help) what does not fit in memory or in ``--time-limit``."""
+    import math
+    import os
+    import time
+
+    import torch
+
+    from dipprior.pipeline.presets import budget_config, recommended_config
+    from dipprior.pipeline.tasks import default_dip_config, resolve_init
+
+    h, w = image.shape[-2:]
+    budget = parse_budget(args)
+    cfg = config or (budget_config(op, budget, h * w) if budget is not None
+                     else recommended_config(op))
+    nfe = cfg.samples * cfg.steps
+    init = resolve_init([op]) if cfg.init == "auto" else cfg.init
+    iterations = (dip or default_dip_config(op)).iterations if init == "dip" or \
+        cfg.dip_observation else 0
+    side = tile or max(h, w)
+    area = (sum(min(side, h) for _ in range(_count(h, side, args.overlap))) *
+            sum(min(side, w) for _ in range(_count(w, side, args.overlap))))
+    x = torch.zeros(1, 3, 64, 64, device=next(model.parameters()).device)
+    with torch.inference_mode():
+        model(x, torch.tensor([500], device=x.device))
+        began = time.perf_counter()
+        model(x, torch.tensor([500], device=x.device))
+        per_pixel = (time.perf_counter() - began) / 64**2
+    seconds = per_pixel * area * (nfe + iterations)  # a DIP iteration costs about one NFE
+    tile_pixels = min(side, h) * min(side, w)
+    memory = IMAGE_BYTES_PER_PIXEL * h * w + TILE_BYTES_PER_PIXEL * tile_pixels * cfg.samples
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    what = f"{w}x{h} ({w * h / 1e6:.1f} MP)"
+    if memory > 0.8 * available:
+        raise ValueError(f"IMAGE: {what} needs about {memory / 2**30:.1f} GiB, more than this "
+                         f"machine's {available / 2**30:.1f} GiB allows; use a smaller --tile "
+                         f"(now {tile or 'none'})")
+    if seconds > args.time_limit:
+        raise ValueError(f"IMAGE: {what} would take about {seconds / 60:.0f} min "
+                         f"({nfe} NFE{f' + {iterations} DIP iterations' if iterations else ''} "
+                         f"per {'tile' if tile else 'image'}), over --time-limit "
+                         f"{args.time_limit:g} s; use --budget fast, fewer --steps, or a "
+                         "larger --time-limit")
+    tiles = (f" in {math.prod(_count(n, side, args.overlap) for n in (h, w))} tiles of {side}"
+             if tile else "")
+    return (f"{what}{tiles}: about {seconds:.0f} s and {memory / 2**30:.1f} GiB "
+            f"(estimated before starting)")
+
+
+def _count(size: int, tile: int, overlap: int) -> int:
+    from dipprior.pipeline.tiles import tile_starts
+
+    return len(tile_starts(size, tile, overlap))
