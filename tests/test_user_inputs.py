@@ -258,7 +258,7 @@ def test_restore_plans_tiles_and_refuses_what_it_cannot_do(tmp_path, capsys):
             "--out", str(tmp_path / "o.png")]
     assert main([*base, "--task", "denoise", "--tile", "32", "--overlap", "8"]) == 0
     out = capsys.readouterr().out
-    assert "in 9 tiles of 32" in out and "estimated before starting" in out and "PSNR" in out
+    assert "in 9 tiles of 32" in out and "expect about" in out and "PSNR" in out
     assert "--tile: expected auto" in _cli_error(capsys, [*base, "--task", "denoise",
                                                           "--tile", "big"])
     err = _cli_error(capsys, [*base, "--task", "inpaint", "--time-limit", "0.001"])
@@ -267,3 +267,17 @@ def test_restore_plans_tiles_and_refuses_what_it_cannot_do(tmp_path, capsys):
     assert "--task deblur: Blur couples pixels across tile borders" in err
     assert "--overlap: expected 0 to 15" in _cli_error(capsys, [*base, "--task", "denoise",
                                                                "--tile", "32"])
+
+
+def test_a_folder_tiles_its_large_photos(tmp_path):
+    from dipprior.cli import main
+    from dipprior.io import load_image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    save_image(sample_image("chelsea", 64), folder / "big.png")
+    save_image(sample_image("coffee", 24), folder / "small.png")
+    assert main(["restore", str(folder), "--task", "denoise", "--simulate", "--tile", "32",
+                 "--overlap", "8", "--no-progress", "--out", str(tmp_path / "out")]) == 0
+    assert load_image(tmp_path / "out" / "big.png").shape == (3, 64, 64)
+    assert "big.png" in (tmp_path / "out" / "metrics.csv").read_text()

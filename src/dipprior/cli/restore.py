@@ -12,6 +12,7 @@ import argparse
 import csv
 import io
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_tiled(args: argparse.Namespace, sampler: Any, observation: Any, op: Any, image: Any,
                clean: Any, note: str, tile: int) -> int:
-    import time
 
     from dipprior.io import save_image
     from dipprior.metrics import evaluate
@@ -256,6 +256,8 @@ def _run_folder(args: argparse.Namespace) -> int:
     from dipprior.metrics import evaluate
     from dipprior.pipeline import DIPInitializedSampler
     from dipprior.pipeline.checks import check_observation
+    from dipprior.pipeline.result import SampleResult
+    from dipprior.pipeline.tiles import restore_tiled
 
     # everything is checked before the first image is restored
     folder = Path(args.image)
@@ -282,9 +284,10 @@ def _run_folder(args: argparse.Namespace) -> int:
             else:
                 (op, note), observation = real_operator(task, image), image
             check_observation(observation, op)
+            tile = tile_size(args, image, op)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"IMAGE: {path.name}: {exc}") from None
-        prepared[path] = (image if args.simulate else None, op, observation, note, image)
+        prepared[path] = (image if args.simulate else None, op, observation, note, image, tile)
     model, scheduler = load_prior(args) if todo else (None, None)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -296,8 +299,14 @@ def _run_folder(args: argparse.Namespace) -> int:
                disable=args.no_progress or not todo)
     for path in todo:
         output, dip_output = names[path]
-        clean, op, observation, note, image = prepared.pop(path)
-        result = sampler(observation, op, seed=seeds[path])
+        clean, op, observation, note, image, tile = prepared.pop(path)
+        if tile:  # a large photo: overlapping tiles, blended
+            began = time.perf_counter()
+            restored = restore_tiled(sampler, observation, op, seeds[path], tile=tile,
+                                     overlap=args.overlap, progress=False)
+            result = SampleResult(restored, seconds={"total": time.perf_counter() - began})
+        else:
+            result = sampler(observation, op, seed=seeds[path])
         if dip_output and result.dip_image is not None:
             save_image(result.dip_image.clamp(0, 1), out / dip_output)
         line = (f"wrote {out / output}{note}: t0={result.t0}, NFE={result.nfe}, seconds "

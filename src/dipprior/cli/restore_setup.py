@@ -245,8 +245,7 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
                          "larger --time-limit")
     tiles = (f" in {math.prod(_count(n, side, args.overlap) for n in (h, w))} tiles of {side}"
              if tile else "")
-    return (f"{what}{tiles}: about {seconds:.0f} s and {memory / 2**30:.1f} GiB "
-            f"(estimated before starting)")
+    return f"{what}{tiles}: expect about {seconds:.0f} s and {memory / 2**30:.1f} GiB"
 
 
 def _count(size: int, tile: int, overlap: int) -> int:
