@@ -164,10 +164,13 @@ def check_size(image: Any, name: str) -> None:
 
 #: images with more pixels than this are restored in tiles (``--tile auto``)
 TILE_ABOVE = 1024 * 1024
-#: bytes per pixel of a tile while the prior runs on it (measured: shipped prior, one step)
-TILE_BYTES_PER_PIXEL = 4096
-#: bytes per pixel of the whole image held during a tiled run (observation, sums, output: float32)
+#: bytes per pixel of a tile while the prior runs on it, and of the whole image held during a
+#: tiled run (observation, sums, output, PNG buffers), plus the process itself: fitted to a
+#: 12 MP photo in 512-pixel tiles (3.08 GiB peak RSS, benchmarks/bench_large_photo.py)
+TILE_BYTES_PER_PIXEL = 8192
 IMAGE_BYTES_PER_PIXEL = 5 * 3 * 4
+BASE_BYTES = 2**29
+OVERHEAD = 1.7
 
 
 def tile_size(args: argparse.Namespace, image: Any, op: Any) -> int | None:
@@ -222,15 +225,20 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
     side = tile or max(h, w)
     area = (sum(min(side, h) for _ in range(_count(h, side, args.overlap))) *
             sum(min(side, w) for _ in range(_count(w, side, args.overlap))))
-    x = torch.zeros(1, 3, 64, 64, device=next(model.parameters()).device)
+    # one timed model call on a 256x256 input (a 64x64 one read 1.6x too fast per pixel)
+    calib = min(256, side)
+    x = torch.zeros(1, 3, calib, calib, device=next(model.parameters()).device)
     with torch.inference_mode():
         model(x, torch.tensor([500], device=x.device))
         began = time.perf_counter()
         model(x, torch.tensor([500], device=x.device))
-        per_pixel = (time.perf_counter() - began) / 64**2
-    seconds = per_pixel * area * (nfe + iterations)  # a DIP iteration costs about one NFE
+        per_pixel = (time.perf_counter() - began) / calib**2
+    # a DIP iteration costs about one NFE; OVERHEAD: the sampler's own work per tile, blending
+    # and writing (measured on the 12 MP photo: 506 s where the model calls alone read 300 s)
+    seconds = OVERHEAD * per_pixel * area * (nfe + iterations)
     tile_pixels = min(side, h) * min(side, w)
-    memory = IMAGE_BYTES_PER_PIXEL * h * w + TILE_BYTES_PER_PIXEL * tile_pixels * cfg.samples
+    memory = (BASE_BYTES + IMAGE_BYTES_PER_PIXEL * h * w
+              + TILE_BYTES_PER_PIXEL * tile_pixels * cfg.samples)
     available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     what = f"{w}x{h} ({w * h / 1e6:.1f} MP)"
     if memory > 0.8 * available:
