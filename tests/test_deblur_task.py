@@ -115,7 +115,7 @@ def test_demo_config_takes_deblur():
 
     assert DemoConfig(tasks=("deblur",), blur="motion:15").blur == "motion:15"
     with pytest.raises(ValueError, match="blur"):
-        DemoConfig(tasks=("deblur",), blur="gaussian:2", size=8)
+        DemoConfig(tasks=("deblur",), blur="gaussian:2", size=12)
     with pytest.raises(ValueError, match="blur"):
         DemoConfig(tasks=("deblur",), blur="motion:x")
 

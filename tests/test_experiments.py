@@ -167,7 +167,7 @@ def test_compare_bad_input():
     with pytest.raises(TypeError, match="operator"):
         ex.compare(_images(1), "denoise", {"x": identity}, progress=False)
     with pytest.raises(ValueError, match="task"):
-        ex.make_task("deblur")
+        ex.make_task("dehaze")
 
 
 # ----------------------------------------------------------------------------- sharding
@@ -338,11 +338,11 @@ def test_cli_restore_early_stopping_choice(tmp_path, prior_dir):
 
 def _restore_settings(*options):
     from dipprior.cli import build_parser
-    from dipprior.cli.restore import _config, _dip, _task
+    from dipprior.cli.restore_setup import dip_settings, sampler_settings, task_from
 
     args = build_parser().parse_args(["restore", "in.png", "--out", "o.png", *options])
-    task = _task(args)
-    return _config(args, task), _dip(args, task)
+    task = task_from(args)
+    return sampler_settings(args, task), dip_settings(args, task)
 
 
 def test_cli_restore_options_change_the_task_preset():
