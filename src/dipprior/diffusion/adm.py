@@ -15,7 +15,6 @@ to the network's multiple and the output cropped back.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dipprior.diffusion.unet import pad_to_multiple
+from dipprior.diffusion.unet import pad_to_multiple, timestep_embedding
 
-__all__ = ["ADMUNet", "adm_timestep_embedding", "fast_bf16"]
+__all__ = ["ADMUNet", "fast_bf16"]
 
 
 def fast_bf16(device: str | torch.device) -> bool:
@@ -39,17 +38,6 @@ def fast_bf16(device: str | torch.device) -> bool:
         return bool(torch.backends.mkldnn.is_available()
                     and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
-
-
-def adm_timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0
-                           ) -> torch.Tensor:
-    """guided-diffusion's embedding ``[cos(t f_k), sin(t f_k)]`` of (N,) timesteps -> (N, dim)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32,
-                                                            device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
-    return F.pad(emb, (0, 1)) if dim % 2 else emb
 
 
 class GroupNorm32(nn.GroupNorm):
@@ -315,7 +303,7 @@ class ADMUNet(nn.Module):
         return (eps, out[:, self.in_channels:]) if return_variance else eps
 
     def _unet(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = self.time_embed(adm_timestep_embedding(t, self.model_channels))
+        emb = self.time_embed(timestep_embedding(t, self.model_channels, cos_first=True))
         # as guided-diffusion's use_fp16: the torso in low precision, the embedding and the
         # output layers in float32; no autocast set leaves the caller's own in force
         torso = (torch.autocast(x.device.type, dtype=self.autocast) if self.autocast is not None

@@ -13,13 +13,16 @@ from torch import nn
 __all__ = ["UNet", "timestep_embedding"]
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding ``[sin(t f_k), cos(t f_k)]`` of (N,) timesteps -> (N, dim)."""
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0, *,
+                       cos_first: bool = False) -> torch.Tensor:
+    """Sinusoidal embedding ``[sin(t f_k), cos(t f_k)]`` of (N,) timesteps -> (N, dim);
+    ``cos_first``: ``[cos, sin]``, guided-diffusion's order."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device,
                                                             dtype=torch.float32) / half)
     args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    parts = [torch.cos(args), torch.sin(args)] if cos_first else [torch.sin(args), torch.cos(args)]
+    emb = torch.cat(parts, dim=1)
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
 
