@@ -281,3 +281,31 @@ def test_a_folder_tiles_its_large_photos(tmp_path):
                  "--overlap", "8", "--no-progress", "--out", str(tmp_path / "out")]) == 0
     assert load_image(tmp_path / "out" / "big.png").shape == (3, 64, 64)
     assert "big.png" in (tmp_path / "out" / "metrics.csv").read_text()
+
+
+def test_tiles_of_an_identity_restore_give_the_image_back_and_holes_are_checked_first():
+    from dipprior.operators import Denoise, Inpaint
+    from dipprior.pipeline.tiles import restore_tiled
+
+    y = torch.rand(3, 70, 90, generator=torch.Generator().manual_seed(0))
+    calls = []
+
+    def identity(tile, op, seed):
+        calls.append(seed)
+        return tile
+
+    for overlap in (0, 5, 15, 15):
+        calls.clear()
+        out = restore_tiled(identity, y, Denoise(0.1), 3, tile=32, overlap=overlap,
+                            progress=False)
+        assert torch.allclose(out, y, atol=1e-6)
+    assert len(set(calls)) == len(calls) > 4  # every tile its own seed
+    again = list(calls)
+    restore_tiled(identity, y, Denoise(0.1), 3, tile=32, overlap=15, progress=False)
+    assert calls[-len(again):] == again  # the same seeds each run
+    mask = torch.ones(70, 90)
+    mask[:40, :40] = 0  # a hole larger than a 32-pixel tile
+    calls.clear()
+    with pytest.raises(ValueError, match="no known pixel"):
+        restore_tiled(identity, y, Inpaint(mask), 0, tile=32, overlap=4, progress=False)
+    assert calls == []  # refused before any tile ran

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     tile = tile_size(args, image, op)
     if tile and args.save_dip:
         raise ValueError("--save-dip: not available when the image is restored in tiles")
-    print(plan_cost(args, image, op, config, dip, model, tile), flush=True)
+    print(plan_cost(args, observation, op, config, dip, model, tile), flush=True)
     sampler = DIPInitializedSampler(model, scheduler, config, budget=parse_budget(args), dip=dip,
                                     device=args.device, progress=not args.no_progress and not tile)
     if tile:
@@ -289,6 +289,14 @@ def _run_folder(args: argparse.Namespace) -> int:
             raise ValueError(f"IMAGE: {path.name}: {exc}") from None
         prepared[path] = (image if args.simulate else None, op, observation, note, image, tile)
     model, scheduler = load_prior(args) if todo else (None, None)
+    for path in todo:  # expected seconds and memory of each image, before any work
+        _, op, observation, _, image, tile = prepared[path]
+        try:
+            plan = plan_cost(args, observation, op, config, dip, model, tile)
+        except ValueError as exc:
+            raise ValueError(f"IMAGE: {path.name}: {exc}") from None
+        if tile:
+            print(f"{path.name}: {plan}")
     out.mkdir(parents=True, exist_ok=True)
 
     order = [p.name for p in paths]
@@ -304,7 +312,8 @@ def _run_folder(args: argparse.Namespace) -> int:
             began = time.perf_counter()
             restored = restore_tiled(sampler, observation, op, seeds[path], tile=tile,
                                      overlap=args.overlap, progress=False)
-            result = SampleResult(restored, seconds={"total": time.perf_counter() - began})
+            result = SampleResult(restored, nfe="",  # per tile: not one number
+                                  seconds={"total": time.perf_counter() - began})
         else:
             result = sampler(observation, op, seed=seeds[path])
         if dip_output and result.dip_image is not None:

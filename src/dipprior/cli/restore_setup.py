@@ -198,6 +198,9 @@ def tile_size(args: argparse.Namespace, image: Any, op: Any) -> int | None:
         raise ValueError(f"--task {args.task}: {type(op).__name__} couples pixels across tile "
                          f"borders; a {w}x{h} image needs tiles of {tile} (--tile): crop or "
                          "downscale it first")
+    from dipprior.pipeline.tiles import check_tiles
+
+    check_tiles(op, h, w, tile, args.overlap)
     return tile
 
 
@@ -214,7 +217,7 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
     from dipprior.pipeline.presets import budget_config, recommended_config
     from dipprior.pipeline.tasks import default_dip_config, resolve_init
 
-    h, w = image.shape[-2:]
+    h, w = op.input_shape(tuple(image.shape))[-2:]  # the restored image (sr: the large one)
     budget = parse_budget(args)
     cfg = config or (budget_config(op, budget, h * w) if budget is not None
                      else recommended_config(op))
@@ -227,19 +230,28 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
             sum(min(side, w) for _ in range(_count(w, side, args.overlap))))
     # one timed model call on a 256x256 input (a 64x64 one read 1.6x too fast per pixel)
     calib = min(256, side)
-    x = torch.zeros(1, 3, calib, calib, device=next(model.parameters()).device)
-    with torch.inference_mode():
-        model(x, torch.tensor([500], device=x.device))
-        began = time.perf_counter()
-        model(x, torch.tensor([500], device=x.device))
-        per_pixel = (time.perf_counter() - began) / calib**2
+    key = (id(model), calib)
+    if key not in _PER_PIXEL:  # once per model and size (a folder plans every image)
+        x = torch.zeros(1, 3, calib, calib, device=next(model.parameters()).device)
+        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+        with torch.inference_mode():
+            model(x, torch.tensor([500], device=x.device))
+            sync()
+            began = time.perf_counter()
+            model(x, torch.tensor([500], device=x.device))
+            sync()
+            _PER_PIXEL[key] = (time.perf_counter() - began) / calib**2
+    per_pixel = _PER_PIXEL[key]
     # a DIP iteration costs about one NFE; OVERHEAD: the sampler's own work per tile, blending
     # and writing (measured on the 12 MP photo: 506 s where the model calls alone read 300 s)
     seconds = OVERHEAD * per_pixel * area * (nfe + iterations)
     tile_pixels = min(side, h) * min(side, w)
     memory = (BASE_BYTES + IMAGE_BYTES_PER_PIXEL * h * w
               + TILE_BYTES_PER_PIXEL * tile_pixels * cfg.samples)
-    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no memory check
+        available = float("inf")
     what = f"{w}x{h} ({w * h / 1e6:.1f} MP)"
     if memory > 0.8 * available:
         raise ValueError(f"IMAGE: {what} needs about {memory / 2**30:.1f} GiB, more than this "
@@ -254,6 +266,10 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
     tiles = (f" in {math.prod(_count(n, side, args.overlap) for n in (h, w))} tiles of {side}"
              if tile else "")
     return f"{what}{tiles}: expect about {seconds:.0f} s and {memory / 2**30:.1f} GiB"
+
+
+#: seconds per pixel of one model call, per (model, calibration size)
+_PER_PIXEL: dict[tuple[int, int], float] = {}
 
 
 def _count(size: int, tile: int, overlap: int) -> int:

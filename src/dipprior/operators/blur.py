@@ -108,9 +108,9 @@ def parse_blur(spec: str, generator: torch.Generator | None = None) -> Tensor:
         raise ValueError(f"blur: expected 'gaussian:STD' or 'motion:SIZE', got {spec!r}"
                          ) from None
     if kind == "gaussian":
-        if not math.isfinite(number) or not 0 < number <= MAX_KERNEL / 6:
-            raise ValueError(f"blur: the Gaussian std must be in (0, {MAX_KERNEL / 6:.0f}], "
-                             f"got {spec!r}")
+        limit = (MAX_KERNEL - 1) / 6  # the kernel spans +-3 std
+        if not math.isfinite(number) or not 0 < number <= limit:
+            raise ValueError(f"blur: the Gaussian std must be in (0, {limit:.1f}], got {spec!r}")
         return gaussian_kernel(2 * math.ceil(3 * number) + 1, number)
     if kind == "motion":
         if not number.is_integer() or number % 2 == 0 or not 1 <= number <= MAX_KERNEL:
@@ -158,7 +158,8 @@ class Blur(Operator):
     1) keeps the frequencies the kernel removes from exploding; default ``100 sigma^2``, at
     least 1e-4 (0.01 at sigma 0.01, where 0.005-0.01 scored best on CBSD432 crops for both
     benchmark kernels).  ``proximal`` is exact in closed form,
-    ``X = (conj(K) Y + lam X0) / (|K|^2 + lam)``.
+    ``X = (conj(K) Y + lam X0) / (|K|^2 + lam)``; with ``lam = 0`` (a hard constraint)
+    frequencies with ``|K|^2 < 1e-6`` keep ``x0``'s.
 
     >>> op = Blur(gaussian_kernel(13, 2.0), sigma=0.01)
     >>> op(torch.rand(3, 32, 40)).shape
@@ -216,8 +217,9 @@ class Blur(Operator):
         lam = lam.to(work)
         num = k.conj() * torch.fft.rfft2(y.to(work)) + lam * torch.fft.rfft2(x0.to(work))
         den = power + lam
-        # lam = 0 (a hard constraint) at a frequency the kernel removes: keep x0's
-        keep = den <= torch.finfo(work).tiny
+        # lam = 0 (a hard constraint) at a frequency the kernel removes, or all but removes
+        # (|K|^2 < 1e-6: dividing by it would blow rounding up a million times): keep x0's
+        keep = (den <= torch.finfo(work).tiny) | ((lam <= 0) & (power < 1e-6))
         out = torch.where(keep, torch.fft.rfft2(x0.to(work)), num / den.clamp_min(
             torch.finfo(work).tiny))
         return torch.fft.irfft2(out, s=(h, w)).to(x0.dtype)

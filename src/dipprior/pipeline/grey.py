@@ -33,8 +33,9 @@ def whiten_grey(ys: list[torch.Tensor], ops: list[Operator], seeds: list[int]
     """Noisy grey observations of Gaussian denoising -> the same images with white noise of
     ``sqrt(3)`` times the std (see the module docstring), their operators, and which they were;
     every other observation is passed through."""
-    grey = [isinstance(op, Denoise) and op.noise_sigma > 0 and is_grey(y)
-            for y, op in zip(ys, ops, strict=True)]
+    # (white noise of sqrt(3) s must stay a valid noise level, s <= 1 / sqrt(3))
+    grey = [isinstance(op, Denoise) and 0 < math.sqrt(y.shape[0]) * op.noise_sigma <= 1
+            and is_grey(y) for y, op in zip(ys, ops, strict=True)]
     if not any(grey):
         return ys, ops, grey
     out_y, out_op = list(ys), list(ops)
@@ -44,5 +45,5 @@ def whiten_grey(ys: list[torch.Tensor], ops: list[Operator], seeds: list[int]
         z = randn(ys[i].shape, torch.Generator().manual_seed(stream_seed(seeds[i], GREY_NOISE)),
                   ys[i].device, ys[i].dtype)
         out_y[i] = ys[i] + sigma * (z - z.mean(0, keepdim=True))
-        out_op[i] = Denoise(min(sigma, 1.0))
+        out_op[i] = Denoise(sigma)
     return out_y, out_op, grey

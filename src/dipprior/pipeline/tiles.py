@@ -17,9 +17,17 @@ from tqdm.auto import tqdm
 from dipprior._seeds import stream_seed
 from dipprior.operators import Denoise, Inpaint, Operator
 
-__all__ = ["TILE_SEEDS", "restore_tiled", "tile_starts", "tile_weight"]
+__all__ = ["TILE_SEEDS", "check_tiles", "restore_tiled", "tile_starts", "tile_weight"]
 
 TILE_SEEDS = 0x1B873593  # tile k of an image: stream TILE_SEEDS + 2 k (odd)
+
+
+def check_tiles(operator: Operator, h: int, w: int, tile: int, overlap: int) -> None:
+    """Raise, before any work, if ``operator`` cannot be restored in these tiles."""
+    th, tw = min(tile, h), min(tile, w)
+    for y0 in tile_starts(h, tile, overlap):
+        for x0 in tile_starts(w, tile, overlap):
+            _crop_operator(operator, y0, x0, th, tw)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -54,7 +62,11 @@ def _crop_operator(op: Operator, y0: int, x0: int, h: int, w: int) -> Operator:
     if isinstance(op, Denoise):
         return op
     if isinstance(op, Inpaint):
-        return Inpaint(op.mask[..., y0:y0 + h, x0:x0 + w], op.noise_sigma)
+        mask = op.mask[..., y0:y0 + h, x0:x0 + w]
+        if not bool(mask.any()):
+            raise ValueError(f"operator: the tile at ({y0}, {x0}) has no known pixel (a hole "
+                             f"larger than the {h}x{w} tiles); use larger tiles")
+        return Inpaint(mask, op.noise_sigma)
     raise ValueError(f"operator: {type(op).__name__} couples pixels across tile borders; only "
                      "denoising and inpainting are tiled (restore a smaller image, or crop it)")
 
@@ -79,13 +91,13 @@ def restore_tiled(restore: Callable[..., object], observation: torch.Tensor, ope
     rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     if len(rows) == len(cols) == 1:
         return _image(restore(observation, operator, seed=seed))
-    _crop_operator(operator, 0, 0, 1, 1)  # refuses an operator that cannot be tiled, first
+    check_tiles(operator, h, w, tile, overlap)
+    th, tw = min(tile, h), min(tile, w)
     out = torch.zeros(observation.shape, dtype=torch.float32)
     total = torch.zeros(h, w)
     bar = tqdm(total=len(rows) * len(cols), desc="tiles", unit="tile", disable=not progress)
     for i, y0 in enumerate(rows):
         for j, x0 in enumerate(cols):
-            th, tw = min(tile, h), min(tile, w)
             k = i * len(cols) + j
             y_tile = observation[:, y0:y0 + th, x0:x0 + tw]
             image = _image(restore(y_tile, _crop_operator(operator, y0, x0, th, tw),
