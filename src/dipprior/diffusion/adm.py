@@ -24,7 +24,7 @@ from torch import nn
 
 from dipprior.diffusion.unet import pad_to_multiple, timestep_embedding
 
-__all__ = ["ADMUNet", "fast_bf16"]
+__all__ = ["ADMUNet", "default_autocast", "fast_bf16"]
 
 
 def fast_bf16(device: str | torch.device) -> bool:
@@ -38,6 +38,11 @@ def fast_bf16(device: str | torch.device) -> bool:
         return bool(torch.backends.mkldnn.is_available()
                     and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
+
+
+def default_autocast(device: str | torch.device) -> torch.dtype | None:
+    """bfloat16 where it is native on ``device`` (:func:`fast_bf16`), else None (float32)."""
+    return torch.bfloat16 if fast_bf16(device) else None
 
 
 class GroupNorm32(nn.GroupNorm):

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from dipprior.diffusion.adm import ADMUNet, fast_bf16
+from dipprior.diffusion.adm import ADMUNet, default_autocast
 from dipprior.diffusion.scheduler import Scheduler
 
 __all__ = ["ADM_PRESETS", "adm_unet", "read_state_dict", "infer_adm_config", "load_adm"]
@@ -62,9 +62,13 @@ def adm_unet(preset: str, **overrides: Any) -> ADMUNet:
     >>> sum(p.numel() for p in net.parameters())
     93563910
     """
-    if preset not in ADM_PRESETS:
-        raise ValueError(f"preset: unknown ADM preset {preset!r}; known: {sorted(ADM_PRESETS)}")
-    return ADMUNet(**{**ADM_PRESETS[preset]["model"], **overrides})
+    return ADMUNet(**{**_preset(preset)["model"], **overrides})
+
+
+def _preset(name: str) -> dict[str, Any]:
+    if name not in ADM_PRESETS:
+        raise ValueError(f"preset: unknown ADM preset {name!r}; known: {sorted(ADM_PRESETS)}")
+    return ADM_PRESETS[name]
 
 
 def adm_scheduler() -> Scheduler:
@@ -185,7 +189,7 @@ def _infer(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     if (nrb < 1 or n_out != levels * (nrb + 1) or n_in != n_out
             or (ups and ups != [d - 1 for d in downs]) or (pools and pools != downs)):
         raise ValueError("not a guided-diffusion UNet layout (input/output blocks do not pair "
-                         f"up: {_count(state, 'input_blocks')} in, {n_out} out)")
+                         f"up: {n_in} in, {n_out} out)")
     mults: list[float] = []
     attention_ds: list[int] = []
     for level in range(levels):
@@ -229,7 +233,7 @@ def load_adm(path: str | os.PathLike, *, preset: str | None = None,
     The weights stay float32 (set ``model.autocast`` later to change it).
     """
     from dipprior._tensor import default_device
-    from dipprior.diffusion.checkpoint import load_state_into
+    from dipprior.diffusion.checkpoint import assign_weights
 
     unknown = sorted(set(overrides) - _FLAGS)
     if unknown:
@@ -240,10 +244,8 @@ def load_adm(path: str | os.PathLike, *, preset: str | None = None,
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     name = preset if preset is not None else _matching_preset(config)
-    if preset is not None and preset not in ADM_PRESETS:
-        raise ValueError(f"preset: unknown ADM preset {preset!r}; known: {sorted(ADM_PRESETS)}")
     if name is not None:
-        config = {**config, **{k: v for k, v in ADM_PRESETS[name]["model"].items()
+        config = {**config, **{k: v for k, v in _preset(name)["model"].items()
                                if k in _SHAPELESS}}
     elif not {"num_heads", "num_head_channels"} & set(overrides):
         raise ValueError(
@@ -255,20 +257,15 @@ def load_adm(path: str | os.PathLike, *, preset: str | None = None,
     if "num_heads" in overrides and "num_head_channels" not in overrides:
         overrides = {**overrides, "num_head_channels": -1}  # a head count, not a head width
     config.update(overrides)
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"{path}: weights contain NaN or inf ({', '.join(bad[:3])})")
     try:
         with torch.device("meta"):  # no memory and no random init for 550M parameters
             model = ADMUNet(**config)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
-    # copies: parameters backed by the memory-mapped file would break if it were replaced
-    load_state_into(model, {k: v.to(torch.float32, copy=True) if v.is_floating_point() else v
-                            for k, v in state.items()}, str(path), assign=True)
+    assign_weights(model, state, str(path))
     dev = default_device(device)
     if autocast == "auto":
-        autocast = torch.bfloat16 if fast_bf16(dev) else None
+        autocast = default_autocast(dev)
     if autocast not in (None, torch.bfloat16, torch.float16):
         raise ValueError(f"autocast: expected 'auto', None, torch.bfloat16 or torch.float16, "
                          f"got {autocast!r}")

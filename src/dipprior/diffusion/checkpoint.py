@@ -28,7 +28,7 @@ from safetensors.torch import save as st_save
 
 from dipprior._atomic import atomic_folder, atomic_write_bytes, readable_folder
 from dipprior._tensor import default_device
-from dipprior.diffusion.adm import ADMUNet, fast_bf16
+from dipprior.diffusion.adm import ADMUNet, default_autocast
 from dipprior.diffusion.scheduler import Scheduler
 from dipprior.diffusion.unet import UNet
 
@@ -137,6 +137,19 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
     model.load_state_dict(state, assign=assign)
 
 
+def assign_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str,
+                   *, copy: bool = True) -> None:
+    """Finite weights, as float32 (copies unless ``copy=False``: never keep views of a
+    memory-mapped file), become the parameters of ``model`` (built on the meta device); a
+    ``ValueError`` names the bad keys."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"weights in {source} contain NaN or inf "
+                         f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
+    load_state_into(model, {k: v.to(torch.float32, copy=copy) if v.is_floating_point() else v
+                            for k, v in tensors.items()}, source, assign=True)
+
+
 # ---------------------------------------------------------------- save / load
 def save(model: torch.nn.Module, scheduler: Scheduler, directory: str | os.PathLike,
          *, metadata: dict[str, Any] | None = None) -> Path:
@@ -235,14 +248,9 @@ def load(directory: str | os.PathLike, device: str | torch.device | None = None
     with torch.device("meta"):  # the weights replace the parameters: no random init
         model = _model_from_config(config, source)
     tensors, _ = read_tensors(directory / WEIGHTS_FILE)
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"weights in {directory / WEIGHTS_FILE} contain NaN or inf "
-                         f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
-    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-    load_state_into(model, tensors, str(directory / WEIGHTS_FILE), assign=True)
+    assign_weights(model, tensors, str(directory / WEIGHTS_FILE), copy=False)  # fresh tensors
     if isinstance(model, ADMUNet):  # as load_pretrained(".pt") does: bf16 where it is native
-        model.autocast = torch.bfloat16 if fast_bf16(dev) else None
+        model.autocast = default_autocast(dev)
     return model.to(dev).eval(), scheduler
 
 
