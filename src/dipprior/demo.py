@@ -54,6 +54,7 @@ from dipprior.experiments import COLUMNS, Case, compare, make_task, save_figure
 from dipprior.metrics import ResultsTable, results_table
 from dipprior.metrics import psnr as psnr_of
 from dipprior.operators import Inpaint, parse_blur
+from dipprior.operators.blur import DEBLUR_BLUR, DEBLUR_SIGMA
 from dipprior.pipeline.presets import method_configs
 
 __all__ = ["DEFAULT_IMAGES", "HOLES", "QUICK", "DemoConfig", "DemoResult", "methods_of",
@@ -88,8 +89,8 @@ class DemoConfig:
     keep: float = 0.5
     box: int = 24
     factor: int = 4
-    blur: str = "gaussian:2"
-    blur_sigma: float = 2.55
+    blur: str = DEBLUR_BLUR
+    blur_sigma: float = DEBLUR_SIGMA
     dip_iterations: int = 400
     dip_channels: int = 16
     ddpm_steps: int = 100

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dipprior.operators.blur import DEBLUR_BLUR, DEBLUR_SIGMA
 from dipprior.pipeline.config import SamplerConfig, parse_t0
 
 
@@ -31,8 +32,6 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
 
 #: the noise std (0..255) of simulated denoising when --sigma is not given
 SIMULATED_SIGMA = 25.0
-#: the noise std (0..255) of simulated deblurring when --sigma is not given (0.01 on [0, 1])
-DEBLUR_SIGMA = 2.55
 
 
 def add_task(p: argparse.ArgumentParser, required: bool = True, real_images: bool = False
@@ -49,7 +48,7 @@ def add_task(p: argparse.ArgumentParser, required: bool = True, real_images: boo
     p.add_argument("--keep", type=float, default=0.5,
                    help="inpaint (simulated): fraction of pixels kept")
     p.add_argument("--factor", type=int, default=4, help="sr: down-sampling factor")
-    p.add_argument("--blur", metavar="SPEC", default="gaussian:2",
+    p.add_argument("--blur", metavar="SPEC", default=DEBLUR_BLUR,
                    help="deblur: the kernel, gaussian:STD (size 2*ceil(3 STD)+1) or motion:SIZE "
                    "(a random camera shake drawn from --seed)")
     p.add_argument("--kernel", metavar="NPY_OR_PNG",

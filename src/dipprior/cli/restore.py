@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from dipprior.cli.options import (
     add_sampler,
     add_task,
     check_output,
+    check_output_folder,
     load_prior,
     parse_budget,
 )
@@ -192,13 +192,7 @@ def _check_output_folder(path: str, folder: Path) -> Path:
     if out.exists() and out.resolve() == folder.resolve():
         raise ValueError(f"--out: {path!r} is the input folder; choose another folder for the "
                          f"restored images")
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"--out: cannot create folder {path!r}: {str(existing)!r} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out: {str(existing)!r} is not writable")
+    check_output_folder(path, "--out")  # an existing writable folder, or one it can create
     return out
 
 

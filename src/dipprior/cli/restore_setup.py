@@ -208,44 +208,25 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
               model: Any, tile: int | None) -> str:
     """Estimated seconds and memory of the restoration, printed before any work; refuses (one
     line, naming the options that help) what does not fit in memory or in ``--time-limit``."""
-    import math
     import os
-    import time
-
-    import torch
 
     from dipprior.pipeline.presets import budget_config, recommended_config
-    from dipprior.pipeline.tasks import default_dip_config, resolve_init
+    from dipprior.pipeline.tasks import default_dip_config
+    from dipprior.pipeline.tiles import tile_starts
 
     h, w = op.input_shape(tuple(image.shape))[-2:]  # the restored image (sr: the large one)
     budget = parse_budget(args)
     cfg = config or (budget_config(op, budget, h * w) if budget is not None
                      else recommended_config(op))
     nfe = cfg.samples * cfg.steps
-    init = resolve_init([op]) if cfg.init == "auto" else cfg.init
-    iterations = (dip or default_dip_config(op)).iterations if init == "dip" or \
-        cfg.dip_observation else 0
+    iterations = (dip or default_dip_config(op)).iterations if uses_dip(cfg, op) else 0
     side = tile or max(h, w)
-    area = (sum(min(side, h) for _ in range(_count(h, side, args.overlap))) *
-            sum(min(side, w) for _ in range(_count(w, side, args.overlap))))
-    # one timed model call on a 256x256 input (a 64x64 one read 1.6x too fast per pixel)
-    calib = min(256, side)
-    key = (id(model), calib)
-    if key not in _PER_PIXEL:  # once per model and size (a folder plans every image)
-        x = torch.zeros(1, 3, calib, calib, device=next(model.parameters()).device)
-        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-        with torch.inference_mode():
-            model(x, torch.tensor([500], device=x.device))
-            sync()
-            began = time.perf_counter()
-            model(x, torch.tensor([500], device=x.device))
-            sync()
-            _PER_PIXEL[key] = (time.perf_counter() - began) / calib**2
-    per_pixel = _PER_PIXEL[key]
+    tile_pixels = min(side, h) * min(side, w)
+    n_tiles = len(tile_starts(h, side, args.overlap)) * len(tile_starts(w, side, args.overlap))
     # a DIP iteration costs about one NFE; OVERHEAD: the sampler's own work per tile, blending
     # and writing (measured on the 12 MP photo: 506 s where the model calls alone read 300 s)
-    seconds = OVERHEAD * per_pixel * area * (nfe + iterations)
-    tile_pixels = min(side, h) * min(side, w)
+    seconds = (OVERHEAD * _seconds_per_pixel(model, min(256, side)) * n_tiles * tile_pixels
+               * (nfe + iterations))
     memory = (BASE_BYTES + IMAGE_BYTES_PER_PIXEL * h * w
               + TILE_BYTES_PER_PIXEL * tile_pixels * cfg.samples)
     try:
@@ -263,8 +244,7 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
                          f"per {'tile' if tile else 'image'}), over --time-limit "
                          f"{args.time_limit:g} s; use --budget fast, fewer --steps, or a "
                          "larger --time-limit")
-    tiles = (f" in {math.prod(_count(n, side, args.overlap) for n in (h, w))} tiles of {side}"
-             if tile else "")
+    tiles = f" in {n_tiles} tiles of {side}" if tile else ""
     return f"{what}{tiles}: expect about {seconds:.0f} s and {memory / 2**30:.1f} GiB"
 
 
@@ -272,7 +252,22 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
 _PER_PIXEL: dict[tuple[int, int], float] = {}
 
 
-def _count(size: int, tile: int, overlap: int) -> int:
-    from dipprior.pipeline.tiles import tile_starts
+def _seconds_per_pixel(model: Any, side: int) -> float:
+    """One timed model call on a ``side`` x ``side`` input, once per model (a folder plans
+    every image; a 64x64 call read 1.6x too fast per pixel for 512-pixel tiles, 256 is used)."""
+    import time
 
-    return len(tile_starts(size, tile, overlap))
+    import torch
+
+    key = (id(model), side)
+    if key not in _PER_PIXEL:
+        x = torch.zeros(1, 3, side, side, device=next(model.parameters()).device)
+        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+        with torch.inference_mode():
+            model(x, torch.tensor([500], device=x.device))
+            sync()
+            began = time.perf_counter()
+            model(x, torch.tensor([500], device=x.device))
+            sync()
+        _PER_PIXEL[key] = (time.perf_counter() - began) / side**2
+    return _PER_PIXEL[key]

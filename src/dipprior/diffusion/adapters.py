@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dipprior._tensor import default_device
 from dipprior.diffusion.checkpoint import load_state_into, read_json, read_tensors
 from dipprior.diffusion.scheduler import Scheduler
+from dipprior.diffusion.unet import pad_to_multiple
 
 __all__ = ["DenoiserPrior", "DiffusersUNet", "load_diffusers", "scheduler_from_diffusers",
            "is_diffusers_folder"]
@@ -137,10 +137,7 @@ class DiffusersUNet(nn.Module):
             t = t.reshape(1).expand(n)
         elif t.dim() != 1 or t.shape[0] != n:
             raise ValueError(f"t must be a scalar or have shape ({n},), got {tuple(t.shape)}")
-        ph, pw = -h % self.multiple, -w % self.multiple
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
-        out = self.unet(x, t.to(x.device), return_dict=False)[0]
+        out = self.unet(pad_to_multiple(x, self.multiple), t.to(x.device), return_dict=False)[0]
         return out[..., :h, :w]
 
 

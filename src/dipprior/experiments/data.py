@@ -10,6 +10,8 @@ import torch
 
 from dipprior.io import IMAGE_SUFFIXES, center_crop, load_image
 from dipprior.operators import (
+    DEBLUR_BLUR,
+    DEBLUR_SIGMA,
     Blur,
     Denoise,
     Inpaint,
@@ -77,8 +79,8 @@ TASKS = ("denoise", "inpaint", "box", "sr", "deblur")
 
 
 def make_task(task: str, *, sigma: float = 25.0, keep: float = 0.5, factor: int = 4,
-              kernel: str = "bicubic", box: int = 32, blur: str = "gaussian:2",
-              blur_sigma: float = 2.55) -> Operator | OperatorFactory:
+              kernel: str = "bicubic", box: int = 32, blur: str = DEBLUR_BLUR,
+              blur_sigma: float = DEBLUR_SIGMA) -> Operator | OperatorFactory:
     """The degradation of a named task for :func:`compare` and friends.
 
     ``"denoise"``: :class:`~dipprior.operators.Denoise` with ``sigma`` in 0..255 units;

@@ -22,7 +22,14 @@ Example:
 """
 
 from dipprior.operators.base import Denoise, Operator, check_image, conjugate_gradient
-from dipprior.operators.blur import Blur, gaussian_kernel, motion_kernel, parse_blur
+from dipprior.operators.blur import (
+    DEBLUR_BLUR,
+    DEBLUR_SIGMA,
+    Blur,
+    gaussian_kernel,
+    motion_kernel,
+    parse_blur,
+)
 from dipprior.operators.inpaint import (
     Inpaint,
     center_box_mask,
@@ -33,6 +40,8 @@ from dipprior.operators.inpaint import (
 from dipprior.operators.superres import SuperResolution, bicubic_taps
 
 __all__ = [
+    "DEBLUR_BLUR",
+    "DEBLUR_SIGMA",
     "Blur",
     "Denoise",
     "Inpaint",

@@ -73,9 +73,13 @@ def recommended_config(operator: object) -> SamplerConfig:
     included (``docs/results.md``)."""
     if is_denoising([operator]):
         return _TUNED["denoise"]["Observation->DDPM"]
-    if isinstance(operator, Blur):
-        return CLASSICAL_MEAN.replace(**_DEBLUR_DATA)
-    return CLASSICAL_MEAN
+    return _for_task(operator, CLASSICAL_MEAN)
+
+
+def _for_task(operator: object, config: SamplerConfig) -> SamplerConfig:
+    """A noise-free setting as ``operator``'s task runs it: deblurring with its own data weight
+    and fresh-noise fraction."""
+    return config.replace(**_DEBLUR_DATA) if isinstance(operator, Blur) else config
 
 
 #: the named efforts of :func:`budget_config`, cheapest first
@@ -111,12 +115,10 @@ def budget_config(operator: object, budget: float | str, pixels: int = 128 * 128
     if isinstance(budget, str):
         if budget not in EFFORTS:
             raise ValueError(f"budget: expected seconds or one of {EFFORTS}, got {budget!r}")
-        config = next(config for effort, _, config in front if effort == budget)
-        return config.replace(**_DEBLUR_DATA) if isinstance(operator, Blur) else config
+        return _for_task(operator, next(c for effort, _, c in front if effort == budget))
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) \
             or not math.isfinite(budget) or budget <= 0:
         raise ValueError(f"budget: expected seconds > 0 or one of {EFFORTS}, got {budget!r}")
     scale = pixels / (128 * 128)
     fitting = [config for _, seconds, config in front if seconds * scale <= budget]
-    config = fitting[-1] if fitting else front[0][2]
-    return config.replace(**_DEBLUR_DATA) if isinstance(operator, Blur) else config
+    return _for_task(operator, fitting[-1] if fitting else front[0][2])

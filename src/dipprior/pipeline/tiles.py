@@ -22,12 +22,13 @@ __all__ = ["TILE_SEEDS", "check_tiles", "restore_tiled", "tile_starts", "tile_we
 TILE_SEEDS = 0x1B873593  # tile k of an image: stream TILE_SEEDS + 2 k (odd)
 
 
-def check_tiles(operator: Operator, h: int, w: int, tile: int, overlap: int) -> None:
-    """Raise, before any work, if ``operator`` cannot be restored in these tiles."""
+def check_tiles(operator: Operator, h: int, w: int, tile: int, overlap: int
+                ) -> dict[tuple[int, int], Operator]:
+    """``{(y0, x0): the tile's operator}``; raises, before any work, if ``operator`` cannot be
+    restored in these tiles."""
     th, tw = min(tile, h), min(tile, w)
-    for y0 in tile_starts(h, tile, overlap):
-        for x0 in tile_starts(w, tile, overlap):
-            _crop_operator(operator, y0, x0, th, tw)
+    return {(y0, x0): _crop_operator(operator, y0, x0, th, tw)
+            for y0 in tile_starts(h, tile, overlap) for x0 in tile_starts(w, tile, overlap)}
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -91,7 +92,7 @@ def restore_tiled(restore: Callable[..., object], observation: torch.Tensor, ope
     rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     if len(rows) == len(cols) == 1:
         return _image(restore(observation, operator, seed=seed))
-    check_tiles(operator, h, w, tile, overlap)
+    tile_ops = check_tiles(operator, h, w, tile, overlap)
     th, tw = min(tile, h), min(tile, w)
     out = torch.zeros(observation.shape, dtype=torch.float32)
     total = torch.zeros(h, w)
@@ -100,7 +101,7 @@ def restore_tiled(restore: Callable[..., object], observation: torch.Tensor, ope
         for j, x0 in enumerate(cols):
             k = i * len(cols) + j
             y_tile = observation[:, y0:y0 + th, x0:x0 + tw]
-            image = _image(restore(y_tile, _crop_operator(operator, y0, x0, th, tw),
+            image = _image(restore(y_tile, tile_ops[y0, x0],
                                    seed=stream_seed(seed, TILE_SEEDS + 2 * k)))
             weight = tile_weight(th, tw, overlap, i > 0, i < len(rows) - 1, j > 0,
                                  j < len(cols) - 1)
