@@ -332,3 +332,14 @@ def test_matches_deepinv_diffunet(tmp_path):
         out = ref.forward_diffusion(x, t)
         eps = model(x, t)
     assert torch.allclose(eps, out[:, :3], atol=1e-5)
+
+
+def test_bf16_is_automatic_only_where_it_is_native(monkeypatch):
+    from dipprior.diffusion.adm import default_autocast, fast_bf16
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for capability, native in (((7, 5), False), ((8, 0), True), ((9, 0), True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d, c=capability: c)
+        assert fast_bf16("cuda") is native
+        assert default_autocast("cuda") == (torch.bfloat16 if native else None)
+    assert fast_bf16("meta") is False and default_autocast("meta") is None

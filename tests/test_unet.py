@@ -134,3 +134,17 @@ def test_diffusers_unet_wrapped_in_one_line_samples():
     x = sample(lambda x, t: unet(x, t).sample, Scheduler(), (1, 3, 8, 8), steps=3,
                generator=torch.Generator().manual_seed(0), progress=False)
     assert x.shape == (1, 3, 8, 8) and 0 <= x.min() and x.max() <= 1
+
+
+def test_pad_to_multiple_reaches_the_multiple_and_the_minimum():
+    from dipprior.diffusion.unet import pad_to_multiple
+
+    x = torch.rand(1, 3, 9, 16)
+    assert pad_to_multiple(x, 8).shape[-2:] == (16, 16)
+    assert pad_to_multiple(x, 8, 24).shape[-2:] == (24, 24)
+    assert pad_to_multiple(torch.rand(1, 3, 17, 3), 8, 16).shape[-2:] == (24, 16)
+    assert pad_to_multiple(x[..., :8, :], 8).shape[-2:] == (8, 16)
+    y = torch.rand(1, 3, 32, 32)
+    assert pad_to_multiple(y, 8, 16) is y  # nothing to pad: the input itself
+    padded = pad_to_multiple(x, 8)
+    assert torch.equal(padded[..., :9, :16], x)  # bottom/right padding, the image unchanged
