@@ -57,6 +57,7 @@ def reverse_diffusion(
     generator: Generators = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
+    adapt: Callable[[torch.Tensor, int, int], None] | None = None,
 ) -> torch.Tensor:
     """Run the reverse chain from ``x`` (at ``timesteps[0]``) down to ``x0``; returns ``x0``.
 
@@ -66,7 +67,8 @@ def reverse_diffusion(
     (``eta=1``: DDPM ancestral), or DiffPIR's step with the fresh-noise fraction ``zeta``.
     The last step lands on ``x0`` itself.  ``callback`` gets
     ``{"i", "t", "x", "x0_hat", "x0"}`` after every step.  Everything is on the model's
-    [-1, 1] scale, in float32.
+    [-1, 1] scale, in float32.  ``adapt(x, t, i)``, if given, runs before step ``i``'s model
+    evaluation (test-time adaptation of ``model``, :class:`~dipprior.pipeline.adapt.Adaptation`).
     """
     from tqdm.auto import tqdm
 
@@ -80,6 +82,8 @@ def reverse_diffusion(
         prevs = timesteps[1:] + [-1]
         for i, (t, prev) in enumerate(tqdm(list(zip(timesteps, prevs, strict=True)),
                                            disable=not progress, desc="diffusion")):
+            if adapt is not None:
+                adapt(x, t, i)
             out = model_output(model, x, t)
             x0_hat = scheduler.pred_x0(out, t, x)
             if clip:

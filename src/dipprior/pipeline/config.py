@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dipprior.pipeline.adapt import AdaptConfig
+
 __all__ = ["SamplerConfig", "INITS", "GUIDANCES", "RENOISE", "SPACINGS", "parse_t0",
            "rho_diffpir"]
 
@@ -87,6 +89,10 @@ class SamplerConfig:
         samples: run this many chains per image from the same start (their noise from streams
             of their own) and return their mean, an estimate of the posterior mean, which PSNR
             rewards; they run as one batch of model calls and count ``samples`` times in NFE.
+        adapt: an :class:`~dipprior.pipeline.adapt.AdaptConfig` to fine-tune LoRA factors of
+            (a copy of) the prior on each observation while its chain runs (DDIP / SCD: a Deep
+            Image Prior inside the prior; recorrupted-to-recorrupted loss for Gaussian
+            denoising), or None (the prior as trained).
 
     >>> SamplerConfig(steps=10).steps_from(4), SamplerConfig(steps=10).steps_from(40)
     (5, 10)
@@ -104,6 +110,7 @@ class SamplerConfig:
     error_estimate: str = "residual"
     dip_observation: bool = False
     samples: int = 1
+    adapt: AdaptConfig | None = None
 
     def __post_init__(self) -> None:
         if not (callable(self.init) or (isinstance(self.init, str) and self.init in INITS)):
@@ -136,6 +143,9 @@ class SamplerConfig:
             raise TypeError(f"dip_observation: expected a bool, got {self.dip_observation!r}")
         if not is_int(self.samples) or self.samples < 1:
             raise ValueError(f"samples: expected an int >= 1, got {self.samples!r}")
+        if self.adapt is not None and not isinstance(self.adapt, AdaptConfig):
+            raise TypeError(f"adapt: expected None or an AdaptConfig, got "
+                            f"{type(self.adapt).__name__}")
         if self.spacing not in SPACINGS:
             raise ValueError(f"spacing: expected one of {SPACINGS}, got {self.spacing!r}")
         t0 = self.t0

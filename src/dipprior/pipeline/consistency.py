@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["merge_gaussian"]
+from dipprior.operators import Operator
+
+__all__ = ["merge_gaussian", "observation_to_model_scale"]
 
 
 def merge_gaussian(x0_hat: torch.Tensor, rho: float, d: torch.Tensor, d_std: float
@@ -33,3 +35,13 @@ def merge_gaussian(x0_hat: torch.Tensor, rho: float, d: torch.Tensor, d_std: flo
     precision = 1.0 / float(d_std) ** 2
     weight = float(rho) + precision
     return (float(rho) * x0_hat + precision * d) / weight, weight
+
+
+def observation_to_model_scale(y: torch.Tensor, operator: Operator) -> torch.Tensor:
+    """An observation ``y = A x + n`` of a [0, 1] image -> the observation of ``2 x - 1``.
+
+    ``A (2x - 1) + 2n = 2 y - A 1`` for a linear ``A``: for inpainting ``A 1`` is the mask, so the
+    unobserved entries stay 0.  Its noise std is ``2 * operator.noise_sigma``.
+    """
+    ones = torch.ones(operator.input_shape(y.shape), dtype=y.dtype, device=y.device)
+    return 2.0 * y - operator.forward(ones)

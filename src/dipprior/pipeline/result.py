@@ -16,7 +16,8 @@ class SampleResult:
 
     For one image (an observation of shape (3, H, W)) every field is a single value; for a batch
     (N, 3, H, W), N >= 1, ``image`` and ``dip_image`` are (N, 3, H, W) and the per-image fields
-    (``t0``, ``nfe``, ``error_std``, ``timesteps``, ``dip_iterations``, ``intermediates``) are
+    (``t0``, ``nfe``, ``error_std``, ``timesteps``, ``dip_iterations``, ``adapt_iterations``,
+    ``intermediates``) are
     lists.
 
     Attributes:
@@ -26,7 +27,8 @@ class SampleResult:
         t0: the timestep the reverse chain started at (None for methods without diffusion).
         nfe: diffusion-model evaluations actually made (DIP iterations are not counted here).
         seconds: wall-clock seconds per stage: ``dip`` (the DIP fit), ``start`` (a classical or
-            callable start), ``diffusion`` and ``total``.
+            callable start), ``diffusion`` (the test-time adaptation included), ``adapt`` (the
+            adaptation alone, 0 without) and ``total``.
         error_std: the estimated error std of the initial image on the [0, 1] scale (set when
             ``t0="auto"`` chose ``t0`` or ``renoise="missing"`` used it).
         timesteps: the timesteps at which the model was evaluated.
@@ -34,6 +36,9 @@ class SampleResult:
             ``x0_hat`` (the model's estimate) and ``x0`` (after data consistency), both in [0, 1]
             and on the CPU; else None.
         dip_iterations: iterations the DIP fit ran (None when DIP was not used).
+        adapt_iterations: optimiser steps the test-time adaptation of the prior ran (each one
+            model evaluation per chain or recorruption, and its backward pass; None when the
+            prior was not adapted).
     """
 
     image: torch.Tensor
@@ -45,3 +50,4 @@ class SampleResult:
     timesteps: Any = field(default_factory=list)
     intermediates: list[dict[str, Any]] | None = None
     dip_iterations: Any = None
+    adapt_iterations: Any = None

@@ -20,14 +20,16 @@ from typing import Any
 
 import torch
 
+from dipprior._seeds import ADAPT, stream_seed
 from dipprior._tensor import Model, model_device, randn, to_image_scale, to_model_scale
 from dipprior.classical import classical_start
 from dipprior.diffusion.sampling import reverse_diffusion
 from dipprior.estimators import estimate_error_std
 from dipprior.operators import Denoise, Operator
+from dipprior.pipeline.adapt import Adaptation
 from dipprior.pipeline.checks import check_initial_image
 from dipprior.pipeline.config import RENAMED, SamplerConfig
-from dipprior.pipeline.consistency import merge_gaussian
+from dipprior.pipeline.consistency import merge_gaussian, observation_to_model_scale
 from dipprior.pipeline.grey import whiten_grey
 from dipprior.pipeline.inputs import (
     groups,
@@ -46,7 +48,7 @@ from dipprior.pipeline.start import (
     reference_error_std,
     resolve_t0,
 )
-from dipprior.pipeline.tasks import default_dip_config, is_denoising, resolve_init
+from dipprior.pipeline.tasks import default_dip_config, fit_dip, is_denoising, resolve_init
 
 __all__ = ["DIPInitializedSampler", "SampleResult", "default_dip_config", "fit_dip",
            "noise_seed", "observation_to_model_scale", "resolve_init"]
@@ -55,49 +57,6 @@ __all__ = ["DIPInitializedSampler", "SampleResult", "default_dip_config", "fit_d
 _SCHEDULER_API = ("num_train_timesteps", "alphas_cumprod", "timesteps", "add_noise", "pred_x0",
                   "pred_epsilon", "epsilon_from_x0", "step_from_x0", "noise_level",
                   "timestep_for_noise_level")
-
-
-def observation_to_model_scale(y: torch.Tensor, operator: Operator) -> torch.Tensor:
-    """An observation ``y = A x + n`` of a [0, 1] image -> the observation of ``2 x - 1``.
-
-    ``A (2x - 1) + 2n = 2 y - A 1`` for a linear ``A``: for inpainting ``A 1`` is the mask, so the
-    unobserved entries stay 0.  Its noise std is ``2 * operator.noise_sigma``.
-    """
-    ones = torch.ones(operator.input_shape(y.shape), dtype=y.dtype, device=y.device)
-    return 2.0 * y - operator.forward(ones)
-
-
-def fit_dip(observation: torch.Tensor, operator: Operator, config: Any, *, seed: int,
-            device: torch.device | None = None, progress: bool = True,
-            ground_truth: torch.Tensor | None = None,
-            reference: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
-    """Run :func:`dipprior.dip.fit` on one image with this call's seed, device and progress.
-
-    These are passed only where ``config`` (a :class:`~dipprior.dip.DIPConfig`, None: the
-    default) has such fields, so a config that fixes them elsewhere is respected.
-    ``ground_truth`` only feeds the fit's PSNR history; ``reference`` is passed on for
-    ``early_stopping="reference"``.  Returns ``(image, DIPResult)`` with the
-    image in the operator's input shape (the high-resolution shape for super-resolution).
-    """
-    from dipprior import dip
-
-    config = config if config is not None else dip.DIPConfig()
-    names = {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) \
-        else set()
-    overrides: dict[str, Any] = {}
-    if "seed" in names:
-        overrides["seed"] = seed
-    if "progress" in names:
-        overrides["progress"] = progress and getattr(config, "progress", True)
-    if "device" in names and device is not None and getattr(config, "device", None) is None:
-        overrides["device"] = device
-    if ground_truth is not None:
-        overrides["ground_truth"] = ground_truth
-    if reference is not None:
-        overrides["reference"] = reference
-    result = dip.fit(observation, operator, config=config, **overrides)
-    image_shape = tuple(operator.input_shape(observation.shape[-3:]))
-    return result.image.detach().reshape(image_shape).float(), result
 
 
 class DIPInitializedSampler:
@@ -264,9 +223,18 @@ class DIPInitializedSampler:
         timesteps = [cfg.timesteps(self.scheduler, s.t0) for s in starts]
         x0s: list[torch.Tensor | None] = [None] * len(of)
         steps_log: list[list[dict[str, Any]]] = [[] for _ in of]
-        for group in groups([timesteps[i] for i in of]):
-            out = self._diffuse(group, of, ys, ops, xs, timesteps[of[group[0]]], generators,
-                                dev, steps_log if return_intermediates else None, dips, starts)
+        chain_groups = groups([timesteps[i] for i in of])
+        if cfg.adapt is not None:  # each image adapts a prior of its own: one image per batch
+            chain_groups = [[c for c in g if of[c] == i] for g in chain_groups
+                            for i in dict.fromkeys(of[c] for c in g)]
+        adaptations: dict[int, Adaptation] = {}
+        for group in chain_groups:
+            i = of[group[0]]
+            if cfg.adapt is not None:
+                adaptations[i] = self._adaptation(ys[i], ops[i], seeds[i], dev)
+            out = self._diffuse(group, of, ys, ops, xs, timesteps[i], generators, dev,
+                                steps_log if return_intermediates else None, dips, starts,
+                                adaptations.get(i))
             for j, c in enumerate(group):
                 x0s[c] = out[j:j + 1]
         diffusion_seconds = time.perf_counter() - began_diffusion
@@ -281,12 +249,16 @@ class DIPInitializedSampler:
             image=images if batched else images[0],
             dip_image=(torch.stack(dips) if batched else dips[0]) if self.uses_dip else None,
             seconds={"dip": dip_seconds, "start": start_seconds,
-                     "diffusion": diffusion_seconds, "total": time.perf_counter() - began})
+                     "diffusion": diffusion_seconds,
+                     "adapt": sum(a.seconds for a in adaptations.values()),
+                     "total": time.perf_counter() - began})
         per_image_fields = {
             "t0": [s.t0 for s in starts],
             "nfe": [k * len(t) + r for t, r in zip(timesteps, ref_nfe, strict=True)],
             "error_std": [s.error_std for s in starts], "timesteps": timesteps,
             "dip_iterations": iterations,
+            "adapt_iterations": [adaptations[i].iterations_run for i in range(n)]
+            if adaptations else None,
             "intermediates": steps_log[::k] if return_intermediates else None}  # chain 0
         for key, values in per_image_fields.items():
             setattr(result, key, values if batched or values is None else values[0])
@@ -315,7 +287,7 @@ class DIPInitializedSampler:
                     dev: torch.device) -> tuple[list[torch.Tensor], list[int]]:
         """The chain from each observation with this sampler's settings -> (images, NFE)."""
         chain = DIPInitializedSampler(self.model, self.scheduler,
-                                      self.config.replace(init="observation",
+                                      self.config.replace(init="observation", adapt=None,
                                                           dip_observation=False,
                                                           error_estimate="residual"),
                                       device=dev, progress=False)
@@ -354,13 +326,24 @@ class DIPInitializedSampler:
         x0 = to_model_scale(init.to(dev)).unsqueeze(0)
         return forward_diffuse(self.scheduler, x0, noise, start.t0, start.present_std)
 
+    def _adaptation(self, y: torch.Tensor, op: Operator, seed: int, dev: torch.device
+                    ) -> Adaptation:
+        """A LoRA copy of the prior for one image, and its adaptation hook."""
+        adapt = self.config.adapt
+        loss = adapt.loss if adapt.loss != "auto" else (
+            "r2r" if is_denoising([op]) else "measurement")
+        return Adaptation(self.model, self.scheduler, adapt, y.to(dev), op, loss,
+                          torch.Generator().manual_seed(stream_seed(seed, ADAPT)))
+
     def _diffuse(self, group: list[int], of: list[int], ys: list[torch.Tensor],
                  ops: list[Operator], xs: list[torch.Tensor], timesteps: list[int],
                  generators: list[torch.Generator], dev: torch.device,
                  steps_log: list[list[dict[str, Any]]] | None,
-                 dips: list[torch.Tensor | None], starts: list[Start]) -> torch.Tensor:
+                 dips: list[torch.Tensor | None], starts: list[Start],
+                 adaptation: Adaptation | None = None) -> torch.Tensor:
         """The chains ``group`` (indices into ``xs``, ``generators``, ``steps_log``) in one
-        batch; ``of[c]`` is chain ``c``'s image (its index into the per-image lists)."""
+        batch; ``of[c]`` is chain ``c``'s image (its index into the per-image lists).  With an
+        ``adaptation`` (all chains of one image) its adapted copy of the prior samples."""
         s, cfg = self.scheduler, self.config
         images = [of[c] for c in group]
         y_m = [observation_to_model_scale(ys[i].to(dev), ops[i]).unsqueeze(0) for i in images]
@@ -389,7 +372,8 @@ class DIPInitializedSampler:
                                      "x0": to_image_scale(step["x0"][j]).cpu()})
 
         return reverse_diffusion(
-            self.model, s, torch.cat([xs[i] for i in group]), timesteps,
+            adaptation.model if adaptation else self.model, s, torch.cat([xs[i] for i in group]),
+            timesteps, adapt=adaptation.hook if adaptation else None,
             consistency=proximal if cfg.guidance == "proximal" else None, eta=cfg.eta,
             zeta=cfg.zeta,
             generator=[generators[i] for i in group] if len(group) > 1 else generators[group[0]],

@@ -1,13 +1,16 @@
-"""Which kind of task a call is, and the DIP stage it gets when none is given."""
+"""Which kind of task a call is, the DIP stage it gets when none is given, and that stage."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from dipprior.operators import Denoise, Operator
 
-__all__ = ["DIP_BUDGET", "default_dip_config", "is_denoising", "resolve_init"]
+__all__ = ["DIP_BUDGET", "default_dip_config", "fit_dip", "is_denoising", "resolve_init"]
 
 #: DIP iterations before the chain takes over on noise-free tasks (the sampler's default)
 DIP_BUDGET = 1000
@@ -44,3 +47,36 @@ def default_dip_config(operator: Operator) -> Any:
     if operator.noise_sigma > 0 and not isinstance(operator, Blur):
         return DIPConfig(iterations=2000, early_stopping="reference")
     return DIPConfig(iterations=DIP_BUDGET)
+
+
+def fit_dip(observation: torch.Tensor, operator: Operator, config: Any, *, seed: int,
+            device: torch.device | None = None, progress: bool = True,
+            ground_truth: torch.Tensor | None = None,
+            reference: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+    """Run :func:`dipprior.dip.fit` on one image with this call's seed, device and progress.
+
+    These are passed only where ``config`` (a :class:`~dipprior.dip.DIPConfig`, None: the
+    default) has such fields, so a config that fixes them elsewhere is respected.
+    ``ground_truth`` only feeds the fit's PSNR history; ``reference`` is passed on for
+    ``early_stopping="reference"``.  Returns ``(image, DIPResult)`` with the
+    image in the operator's input shape (the high-resolution shape for super-resolution).
+    """
+    from dipprior import dip
+
+    config = config if config is not None else dip.DIPConfig()
+    names = {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) \
+        else set()
+    overrides: dict[str, Any] = {}
+    if "seed" in names:
+        overrides["seed"] = seed
+    if "progress" in names:
+        overrides["progress"] = progress and getattr(config, "progress", True)
+    if "device" in names and device is not None and getattr(config, "device", None) is None:
+        overrides["device"] = device
+    if ground_truth is not None:
+        overrides["ground_truth"] = ground_truth
+    if reference is not None:
+        overrides["reference"] = reference
+    result = dip.fit(observation, operator, config=config, **overrides)
+    image_shape = tuple(operator.input_shape(observation.shape[-3:]))
+    return result.image.detach().reshape(image_shape).float(), result

@@ -1,0 +1,220 @@
+"""Test-time adaptation of the prior to one observation: a Deep Image Prior inside the prior.
+
+Steerable Conditional Diffusion (Barbano et al. 2023) and Deep Diffusion Image Prior (DDIP,
+Chung and Ye 2024) fine-tune a few of the diffusion model's parameters on the measurement while
+the reverse chain runs, so a prior trained elsewhere fits the image at hand.  Here:
+
+* the adapted parameters are low-rank (LoRA) updates ``W + B A`` of every convolution and linear
+  layer that neither reads nor writes image channels (``B = 0`` at the start, so the adapted
+  model starts as the prior, exactly), on a copy of the model: the caller's weights never change;
+* the loss is measurement consistency of the denoised estimate, ``||A D(x_t) - y||^2`` (the
+  Tweedie ``x0`` of the chain's current state, unclamped), for every task but Gaussian
+  denoising, where ``A = I`` makes it minimal at ``D(x_t) = y`` (the noise itself);
+* there the loss is recorrupted-to-recorrupted (R2R, Pang et al. 2021):
+  ``y_hat = y + alpha s z``, ``y_bar = y - s z / alpha`` with fresh ``z ~ N(0, I)``; the two
+  noises are independent, so ``E ||D(y_hat) - y_bar||^2 = E ||D(y_hat) - x||^2 +
+  const``: an unbiased stand-in for the supervised loss at noise ``s sqrt(1 + alpha^2)``, which
+  the timestep-conditioned prior shares its parameters with.  Never the clean image.
+
+:class:`Adaptation` is the hook :func:`~dipprior.diffusion.sampling.reverse_diffusion` calls
+before each step's model evaluation; :class:`AdaptConfig` holds its settings
+(``SamplerConfig(adapt=AdaptConfig())``, ``dipprior restore --adapt N``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from dipprior._tensor import to_model_scale
+
+__all__ = ["AdaptConfig", "Adaptation", "LOSSES", "LoRA", "measurement_loss", "r2r_loss",
+           "r2r_pair", "with_lora"]
+
+LOSSES = ("auto", "measurement", "r2r")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """How the prior is adapted to each observation during its reverse chain.
+
+    Attributes:
+        iterations: optimiser steps at each adapted reverse step (0: the adapted model is built
+            and used but never changed, which is the plain chain exactly).
+        every: adapt at every ``every``-th reverse step, the first included (SCD's ``skip``).
+        lr: Adam learning rate of the LoRA factors.
+        rank: LoRA rank.
+        loss: ``"measurement"`` (``||A D(x_t) - y||^2``), ``"r2r"`` (recorrupted-to-recorrupted,
+            Gaussian denoising only) or ``"auto"`` (``"r2r"`` for Gaussian denoising, else
+            ``"measurement"``).
+        alpha: R2R's recorruption strength: the adapted denoiser sees noise
+            ``s sqrt(1 + alpha^2)``.
+        batch: recorruptions per R2R iteration, or chains (the first ``batch`` of the image's
+            ``samples``) whose state the measurement loss uses.
+
+    >>> AdaptConfig(iterations=0).iterations
+    0
+    """
+
+    iterations: int = 20
+    every: int = 1
+    lr: float = 1e-3
+    rank: int = 4
+    loss: str = "auto"
+    alpha: float = 0.5
+    batch: int = 1
+
+    def __post_init__(self) -> None:
+        for name, low in (("iterations", 0), ("every", 1), ("rank", 1), ("batch", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+        for name in ("lr", "alpha"):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                    and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: expected a number > 0, got {value!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
+
+
+class LoRA(nn.Module):
+    """A parametrization ``W -> W + B A`` of a weight ``W`` (out, ...) with rank-``rank``
+    factors: ``A`` (rank, fan_in) drawn with std ``1 / sqrt(fan_in)``, ``B`` (out, rank) zero."""
+
+    def __init__(self, weight: torch.Tensor, rank: int, generator: torch.Generator) -> None:
+        super().__init__()
+        fan_in = weight[0].numel()
+        a = torch.randn((rank, fan_in), generator=generator) / math.sqrt(fan_in)
+        self.A = nn.Parameter(a.to(weight.device, weight.dtype))
+        self.B = nn.Parameter(torch.zeros(weight.shape[0], rank, device=weight.device,
+                                          dtype=weight.dtype))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + (self.B @ self.A).view_as(weight)
+
+
+def with_lora(model: nn.Module, rank: int, generator: torch.Generator,
+              image_channels: tuple[int, ...] = (3, 6)) -> tuple[nn.Module, list[nn.Parameter]]:
+    """A copy of ``model`` (frozen, eval mode) with :class:`LoRA` on every ``Conv2d`` and
+    ``Linear`` whose input and output widths are not image channels (the first and last
+    convolutions stay as trained, as in DDIP) -> ``(copy, the LoRA parameters)``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"adapt: needs an nn.Module prior to adapt, got {type(model).__name__}")
+    adapted = copy.deepcopy(model).eval().requires_grad_(False)
+    params: list[nn.Parameter] = []
+    for module in adapted.modules():
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        out, fan = module.weight.shape[0], module.weight.shape[1]
+        if out in image_channels or fan in image_channels:
+            continue
+        parametrize.register_parametrization(module, "weight",
+                                             LoRA(module.weight, rank, generator))
+        lora = module.parametrizations.weight[0]
+        params += [lora.A, lora.B]
+    if not params:
+        raise ValueError("adapt: the model has no Conv2d or Linear layer to adapt")
+    for p in params:
+        p.requires_grad_(True)
+    return adapted, params
+
+
+def r2r_pair(y: torch.Tensor, sigma: float, alpha: float, generator: torch.Generator
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y + alpha s z, y - s z / alpha)`` with ``z ~ N(0, I)`` from ``generator``: for
+    ``y = x + s n`` the two have independent noises of std ``s sqrt(1 + alpha^2)`` and
+    ``s sqrt(1 + 1 / alpha^2)``."""
+    z = torch.randn(y.shape, generator=generator).to(y.device, y.dtype)
+    return y + alpha * sigma * z, y - (sigma / alpha) * z
+
+
+def r2r_loss(denoise: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, sigma: float,
+             alpha: float, generator: torch.Generator) -> torch.Tensor:
+    """The recorrupted-to-recorrupted loss ``mean (denoise(y_hat) - y_bar)^2`` (one draw of
+    :func:`r2r_pair`).  Over the draws of the noise and of ``z`` it equals the supervised
+    ``mean (denoise(y_hat) - x)^2`` plus ``s^2 (1 + 1 / alpha^2)``."""
+    y_hat, y_bar = r2r_pair(y, sigma, alpha, generator)
+    return (denoise(y_hat) - y_bar).square().mean()
+
+
+def measurement_loss(x0: torch.Tensor, y_model: torch.Tensor, operator: object) -> torch.Tensor:
+    """``mean (A x0 - y)^2`` on the model scale (``y_model`` from
+    :func:`~dipprior.pipeline.observation_to_model_scale`; ``A (2x - 1) = 2 A x - A 1``)."""
+    ones = torch.ones(x0.shape[1:], dtype=x0.dtype, device=x0.device)
+    a_x = torch.stack([2.0 * operator.forward((x + 1.0) / 2.0) - operator.forward(ones)
+                       for x in x0])
+    return (a_x - y_model).square().mean()
+
+
+class Adaptation:
+    """The adapted copy of a prior for one image, and the hook that adapts it.
+
+    ``Adaptation(model, scheduler, config, y, operator, loss, generator)``; ``.model`` is the
+    adapted copy to sample with, and ``hook(x, t, i)`` (called before the model evaluation of
+    reverse step ``i`` at timestep ``t`` with the state ``x``) runs ``config.iterations`` Adam
+    steps on every ``config.every``-th step.  ``loss`` is ``"measurement"`` or ``"r2r"``.
+    """
+
+    def __init__(self, model: nn.Module, scheduler: object, config: AdaptConfig,
+                 y: torch.Tensor, operator: object, loss: str,
+                 generator: torch.Generator) -> None:
+        self.scheduler, self.config, self.operator, self.loss = scheduler, config, operator, loss
+        self.generator = generator
+        self.model, self.params = with_lora(model, config.rank, generator)
+        self.optimizer = torch.optim.Adam(self.params, lr=config.lr)
+        self.y = y.detach().clone()  # image scale, on the model's device
+        self.sigma = float(getattr(operator, "noise_sigma", 0.0))
+        if loss == "r2r":
+            from dipprior.operators import Denoise
+
+            if not (isinstance(operator, Denoise) and self.sigma > 0):
+                raise ValueError(f"adapt: loss 'r2r' is for Gaussian denoising (Denoise with "
+                                 f"noise_sigma > 0), got {type(operator).__name__} with "
+                                 f"noise_sigma {self.sigma}")
+            level = 2.0 * self.sigma * math.sqrt(1.0 + config.alpha ** 2)
+            self.r2r_t = int(scheduler.timestep_for_noise_level(level))
+        else:
+            from dipprior.pipeline.consistency import observation_to_model_scale
+
+            self.y_model = observation_to_model_scale(self.y, operator).unsqueeze(0)
+        self.iterations_run, self.seconds = 0, 0.0
+
+    def _x0(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
+        """The adapted model's Tweedie ``x0`` of ``x_t`` at ``t`` (differentiable, unclamped)."""
+        steps = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+        return self.scheduler.pred_x0(self.model(x_t, steps), t, x_t)
+
+    def _loss(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        if self.loss == "r2r":
+            abar = float(self.scheduler.alphas_cumprod[self.r2r_t])
+            ys = self.y.unsqueeze(0).expand(self.config.batch, *self.y.shape)
+
+            def denoise(y_hat: torch.Tensor) -> torch.Tensor:
+                return self._x0(abar ** 0.5 * to_model_scale(y_hat), self.r2r_t)
+
+            return r2r_loss(lambda v: (denoise(v) + 1.0) / 2.0, ys, self.sigma,
+                            self.config.alpha, self.generator)
+        return measurement_loss(self._x0(x[:self.config.batch], t), self.y_model, self.operator)
+
+    def hook(self, x: torch.Tensor, t: int, i: int) -> None:
+        """Adapt before reverse step ``i`` (timestep ``t``, state ``x``) when it is due."""
+        if self.config.iterations == 0 or i % self.config.every:
+            return
+        began = time.perf_counter()
+        with torch.inference_mode(False), torch.enable_grad():
+            x = x.detach().clone()  # an inference tensor cannot enter autograd
+            for _ in range(self.config.iterations):
+                self.optimizer.zero_grad(set_to_none=True)
+                self._loss(x, t).backward()
+                self.optimizer.step()
+                self.iterations_run += 1
+        self.seconds += time.perf_counter() - began
