@@ -230,3 +230,23 @@ def test_a_model_without_layers_to_adapt_is_refused():
 
     with pytest.raises(ValueError, match="no Conv2d or Linear"):
         with_lora(Tiny(), 2, torch.Generator())
+
+
+def test_restore_adapt_flag(tmp_path, capsys):
+    from dipprior.cli import main
+    from dipprior.io import load_image, sample_image, save_image
+
+    save_image(sample_image("coffee", 16), tmp_path / "in.png")
+    argv = ["restore", str(tmp_path / "in.png"), "--task", "denoise", "--simulate", "--sigma",
+            "25", "--no-progress", "--threads", "1"]
+    assert main([*argv, "--out", str(tmp_path / "plain.png")]) == 0
+    assert main([*argv, "--adapt", "2", "--adapt-lr", "1e-3",
+                 "--out", str(tmp_path / "adapted.png")]) == 0
+    plain, adapted = load_image(tmp_path / "plain.png"), load_image(tmp_path / "adapted.png")
+    assert plain.shape == adapted.shape and not torch.equal(plain, adapted)
+    capsys.readouterr()
+    for extra, needle in ((["--adapt", "-1"], "--adapt: iterations"),
+                          (["--adapt-lr", "1e-3"], "--adapt-lr: needs --adapt"),
+                          (["--adapt", "2", "--adapt-lr", "0"], "--adapt-lr: lr")):
+        assert main([*argv, *extra, "--out", str(tmp_path / "x.png")]) == 2
+        assert needle in capsys.readouterr().err

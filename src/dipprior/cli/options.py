@@ -133,6 +133,12 @@ def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:
                    help="use the DIP image as a second observation in every data step")
     p.add_argument("--samples", type=int,
                    help="chains per image from the same start, averaged (the posterior mean)")
+    p.add_argument("--adapt", type=int, metavar="ITERATIONS",
+                   help="adapt the prior to each image while it samples (LoRA, DDIP-style): "
+                   "optimiser steps per reverse step (denoising: recorrupted-to-recorrupted "
+                   "loss; else measurement consistency); default: no adaptation")
+    p.add_argument("--adapt-lr", type=float, metavar="LR",
+                   help="learning rate of --adapt (default: AdaptConfig's)")
 
 
 def add_dip(p: argparse.ArgumentParser, iterations: int | None = None) -> None:
@@ -153,14 +159,30 @@ def sampler_config(args: argparse.Namespace, base: SamplerConfig | None = None,
     names = [f.name for f in dataclasses.fields(SamplerConfig)]
     given = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     given |= {k: v for k, v in fields.items() if v is not None}
+    if getattr(args, "adapt_lr", None) is not None and "adapt" not in given:
+        raise ValueError("--adapt-lr: needs --adapt ITERATIONS")
     if not given:
         return None
     if "t0" in given:
         given["t0"] = parse_t0(given["t0"])
+    if "adapt" in given:
+        given["adapt"] = adapt_config(given["adapt"], getattr(args, "adapt_lr", None))
     base = base or SamplerConfig()
     if "eta" in given and "zeta" not in given:
         base = base.replace(zeta=None)
     return base.replace(**given)
+
+
+def adapt_config(iterations: int, lr: float | None) -> Any:
+    """``--adapt ITERATIONS [--adapt-lr LR]`` as an :class:`~dipprior.pipeline.adapt.AdaptConfig`
+    (errors name the option)."""
+    from dipprior.pipeline.adapt import AdaptConfig
+
+    try:
+        return AdaptConfig(iterations=iterations, **({} if lr is None else {"lr": lr}))
+    except ValueError as exc:
+        option = "--adapt-lr" if str(exc).startswith("lr") else "--adapt"
+        raise ValueError(f"{option}: {exc}") from None
 
 
 def dip_config(args: argparse.Namespace, base: Any = None) -> Any:

@@ -130,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
         save_image(result.dip_image.clamp(0, 1), args.save_dip)
     line = (f"wrote {args.out}{note}: t0={result.t0}, NFE={result.nfe}, seconds DIP "
             f"{result.seconds['dip']:.1f} + diffusion {result.seconds['diffusion']:.1f}")
+    if result.adapt_iterations is not None:
+        line += (f" (of which adapting the prior {result.seconds['adapt']:.1f}, "
+                 f"{result.adapt_iterations} iterations)")
     if clean is not None:
         m = evaluate(result.image, clean)
         line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
