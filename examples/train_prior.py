@@ -63,6 +63,7 @@ import torch
 from dipprior._atomic import atomic_write_text
 from dipprior.diffusion import checkpoint as ckpt
 from dipprior.experiments import load_folder
+from dipprior.pipeline.adapt import AdaptConfig
 from dipprior.pretrained import (
     DEFAULT_NAME,
     evaluate_denoiser,
@@ -140,27 +141,42 @@ def _summary(table: Any, images: int, sigma: float, args: argparse.Namespace
     if "CBM3D PSNR" in avg:
         out.update({"cbm3d_psnr": float(avg["CBM3D PSNR"]),
                     "cbm3d_ssim": float(avg["CBM3D SSIM"])})
+    adapted = [r for r in table.rows[:-1] if r.get("Adapted PSNR") not in (None, "")]
+    if adapted:  # the adapted one step, and the others on the same crops
+        def mean(key: str) -> float:
+            return sum(float(r[key]) for r in adapted) / len(adapted)
+
+        out["adapted"] = {"images": len(adapted), "psnr": mean("Adapted PSNR"),
+                          "ssim": mean("Adapted SSIM"), "seconds": mean("Adapted s"),
+                          "onestep_psnr": mean("PSNR")}
+        if "CBM3D PSNR" in avg:
+            out["adapted"]["cbm3d_psnr"] = mean("CBM3D PSNR")
     return out
 
 
 def _evaluate(model: Any, scheduler: Any, folder: str, args: argparse.Namespace, *,
               sigma: float | None = None, cbm3d: bool | None = None,
-              n_images: int | None = None) -> tuple[Any, dict[str, Any]]:
+              n_images: int | None = None, adapt_images: int | None = None
+              ) -> tuple[Any, dict[str, Any]]:
     """One-step denoising of the folder's crops at ``sigma`` (default ``--sigma``), with CBM3D
-    on the same noisy crops unless ``--no-cbm3d`` (or ``cbm3d=False``)."""
+    on the same noisy crops unless ``--no-cbm3d`` (or ``cbm3d=False``), and with the prior
+    adapted to each crop first (``--adapt-iterations``) on the first ``adapt_images``."""
     sigma = args.sigma if sigma is None else sigma
     if cbm3d is None:
         cbm3d = None if not getattr(args, "no_cbm3d", False) else False
     images = load_folder(folder, n_images or args.n_images, args.crop)
+    iterations = getattr(args, "adapt_iterations", 0)
+    adapt = AdaptConfig(iterations=iterations) if iterations else None
     table = evaluate_denoiser(model, scheduler, images, sigma=sigma / 255, seed=args.seed,
-                              cbm3d=cbm3d, cbm3d_cache=args.cbm3d_cache,
-                              progress=not args.no_progress)
+                              cbm3d=cbm3d, cbm3d_cache=args.cbm3d_cache, adapt=adapt,
+                              adapt_images=adapt_images, progress=not args.no_progress)
     return table, _summary(table, len(images), sigma, args)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model, scheduler, source = _load(args)
-    for label, folder in (("CBSD68", args.data), ("Kodak24", args.kodak)):
+    for label, folder in (("CBSD68", args.data), ("Kodak24", args.kodak),
+                          (args.ood_name, args.ood)):
         if not folder:
             continue
         table, summary = _evaluate(model, scheduler, folder, args)
@@ -280,14 +296,18 @@ def _export(directory: Path, args: argparse.Namespace) -> int:
     if args.data or args.kodak:
         model, scheduler = ckpt.load(directory, device=args.device)
         fp16_roundtrip(model)  # the numbers of the weights as shipped
-        for label, folder in (("CBSD68", args.data), ("Kodak24", args.kodak)):
+        for label, folder in (("CBSD68", args.data), ("Kodak24", args.kodak),
+                              (args.ood_name, args.ood)):
             if not folder:
                 continue
             for sigma in [args.sigma, *args.other_sigmas]:
                 key = label if sigma == args.sigma else f"{label}, sigma {sigma:g}"
+                main_sigma = sigma == args.sigma
                 table, evaluation[key] = _evaluate(
                     model, scheduler, folder, args, sigma=sigma,
-                    n_images=None if sigma == args.sigma else args.other_n_images)
+                    n_images=None if main_sigma else args.other_n_images,
+                    adapt_images=args.adapt_n_images if main_sigma
+                    else args.adapt_other_n_images or args.adapt_n_images)
                 if args.tables:
                     out = Path(args.tables) / f"denoise_{label}_sigma{sigma:g}.csv"
                     out.parent.mkdir(parents=True, exist_ok=True)
@@ -325,6 +345,16 @@ def _eval_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--data", required=required, metavar="DIR",
                    help="CBSD68 folder (held-out test images)")
     p.add_argument("--kodak", metavar="DIR", help="Kodak24 folder (optional)")
+    p.add_argument("--ood", metavar="DIR",
+                   help="a test set unlike BSD, e.g. Urban100 (optional)")
+    p.add_argument("--ood-name", default="Urban100", help="its label (default %(default)s)")
+    p.add_argument("--adapt-iterations", type=int, default=0,
+                   help="also the one step with the prior adapted to each crop first "
+                   "(recorrupted-to-recorrupted, this many iterations; 0: not run)")
+    p.add_argument("--adapt-n-images", type=int,
+                   help="adapt on the first N crops only (default: all)")
+    p.add_argument("--adapt-other-n-images", type=int,
+                   help="the same at the other noise levels (default: as --adapt-n-images)")
     p.add_argument("--n-images", type=int, help="first N images only (default: all)")
     p.add_argument("--crop", type=int, default=128, help="center-crop side (default 128)")
     p.add_argument("--sigma", type=float, default=25.0, help="noise std in 0..255 (default 25)")

@@ -250,3 +250,26 @@ def test_restore_adapt_flag(tmp_path, capsys):
                           (["--adapt", "2", "--adapt-lr", "0"], "--adapt-lr: lr")):
         assert main([*argv, *extra, "--out", str(tmp_path / "x.png")]) == 2
         assert needle in capsys.readouterr().err
+
+
+def test_evaluate_denoiser_adds_the_adapted_one_step_on_the_first_crops():
+    from dipprior import pretrained
+    from dipprior.metrics import psnr
+
+    g = torch.Generator().manual_seed(0)
+    images = {k: torch.rand(3, 16, 16, generator=g) for k in "abc"}
+    model, s = tiny_unet(), Scheduler()
+    adapt = AdaptConfig(iterations=2, lr=1e-2)
+    table = pretrained.evaluate_denoiser(model, s, images, sigma=0.1, seed=3, cbm3d=False,
+                                         adapt=adapt, adapt_images=2, progress=False)
+    rows = table.rows
+    assert rows[2].get("Adapted PSNR") in (None, "")
+    for i in range(2):  # the sampler's adapted one step on the same noisy crop, seed 3 + i
+        noisy = Denoise(0.1).degrade(images["ab"[i]], torch.Generator().manual_seed(3 + i))
+        config = ONE_STEP.replace(adapt=adapt)
+        expected = run(model, config, noisy, Denoise(0.1), seed=3 + i).image
+        assert rows[i]["Adapted PSNR"] == pytest.approx(float(psnr(expected, images["ab"[i]])))
+        assert rows[i]["Adapted PSNR"] != pytest.approx(rows[i]["PSNR"])
+        assert rows[i]["Adapted s"] > 0
+    assert rows[-1]["Adapted PSNR"] == pytest.approx((rows[0]["Adapted PSNR"]
+                                                     + rows[1]["Adapted PSNR"]) / 2)
