@@ -179,7 +179,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           (args.ood_name, args.ood)):
         if not folder:
             continue
-        table, summary = _evaluate(model, scheduler, folder, args)
+        table, summary = _evaluate(model, scheduler, folder, args, n_images=(
+            args.ood_n_images if label == args.ood_name and args.n_images is None else None))
         print(f"\n## {label}: one-step denoising, sigma={args.sigma:g}/255, {args.crop}x"
               f"{args.crop} center crops, seed {args.seed}, t={summary['t']} ({source})\n")
         print(table.to_markdown() if args.per_image else _average_only(table))
@@ -303,9 +304,11 @@ def _export(directory: Path, args: argparse.Namespace) -> int:
             for sigma in [args.sigma, *args.other_sigmas]:
                 key = label if sigma == args.sigma else f"{label}, sigma {sigma:g}"
                 main_sigma = sigma == args.sigma
+                n_images = None if main_sigma else args.other_n_images
+                if label == args.ood_name and (n_images or args.n_images) is None:
+                    n_images = args.ood_n_images
                 table, evaluation[key] = _evaluate(
-                    model, scheduler, folder, args, sigma=sigma,
-                    n_images=None if main_sigma else args.other_n_images,
+                    model, scheduler, folder, args, sigma=sigma, n_images=n_images,
                     adapt_images=args.adapt_n_images if main_sigma
                     else args.adapt_other_n_images or args.adapt_n_images)
                 if args.tables:
@@ -348,6 +351,8 @@ def _eval_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--ood", metavar="DIR",
                    help="a test set unlike BSD, e.g. Urban100 (optional)")
     p.add_argument("--ood-name", default="Urban100", help="its label (default %(default)s)")
+    p.add_argument("--ood-n-images", type=int, default=24,
+                   help="its first N images (default %(default)s)")
     p.add_argument("--adapt-iterations", type=int, default=0,
                    help="also the one step with the prior adapted to each crop first "
                    "(recorrupted-to-recorrupted, this many iterations; 0: not run)")

@@ -191,7 +191,11 @@ def test_export_roundtrip_card_and_atomic_replace(tmp_path, monkeypatch):
     ema = _tiny_checkpoint(tmp_path / "run")
     root = tmp_path / "weights"
     evaluation = {"CBSD68": {"images": 68, "crop": 128, "sigma_255": 25.0, "seed": 0, "t": 56,
-                             "psnr": 27.5, "ssim": 0.8, "noisy_psnr": 20.5}}
+                             "psnr": 27.5, "ssim": 0.8, "noisy_psnr": 20.5,
+                             "cbm3d_psnr": 27.0, "cbm3d_ssim": 0.79,
+                             "adapted": {"images": 24, "psnr": 28.0, "ssim": 0.81,
+                                         "seconds": 12.5, "onestep_psnr": 27.75,
+                                         "cbm3d_psnr": 27.25}}}
     curve = [{"step": 1, "psnr": 21.0, "ssim": 0.5}, {"step": 2, "psnr": 27.5, "ssim": 0.8}]
     target = pretrained.export_pretrained(tmp_path / "run", "tiny", root=root,
                                           training={"data": "four random images",
@@ -210,7 +214,10 @@ def test_export_roundtrip_card_and_atomic_replace(tmp_path, monkeypatch):
     card = (target / "MODEL_CARD.md").read_text()
     assert "Steps: 2, batch size 2 x 1 process(es)" in card
     assert "four random images" in card and "a test" in card and "16x16 crops" in card
-    assert "| CBSD68 | 68 | 128 | 25/255 | 0 | 56 | 27.50 | 0.8000 | 20.50 |" in card
+    assert "| CBSD68 | 68 | 128 | 25/255 | 0 | 56 | 27.50 | 0.8000 | 20.50 | 27.00 | +0.50 |" \
+        in card
+    # the adapted one step, with the one step and CBM3D on the same 24 crops
+    assert "| CBSD68 | 24 | 27.75 | 28.00 | 27.25 | +0.75 | +0.25 | 12.5 |" in card
     assert "| 1 | 21.00 | 0.5000 |" in card and "| 2 | 27.50 | 0.8000 |" in card
     assert "| 2 |" in card.split("### Training loss")[1]  # the loss table reaches step 2
     config = json.loads((target / "config.json").read_text())

@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "DIPInitializedSampler": "dipprior.pipeline",
     "SampleResult": "dipprior.pipeline",
     "SamplerConfig": "dipprior.pipeline",
+    "AdaptConfig": "dipprior.pipeline",
 }
 
 __all__ = ["__version__", *_EXPORTS]

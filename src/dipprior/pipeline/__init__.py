@@ -15,10 +15,12 @@ Modules: :mod:`~dipprior.pipeline.config` (the settings), :mod:`~dipprior.pipeli
 :mod:`~dipprior.pipeline.inputs` (checking and splitting a call's inputs),
 :mod:`~dipprior.pipeline.tasks` (the kind of task, the default DIP stage),
 :mod:`~dipprior.pipeline.presets` (tuned settings, the time-budget front),
+:mod:`~dipprior.pipeline.adapt` (adapting the prior to each image while it samples),
 :mod:`~dipprior.pipeline.baselines`.
 """
 
 from dipprior.estimators import estimate_error_std
+from dipprior.pipeline.adapt import AdaptConfig
 from dipprior.pipeline.baselines import CBM3DBaseline, ClassicalBaseline, DIPBaseline, cbm3d
 from dipprior.pipeline.config import GUIDANCES, INITS, RENOISE, SamplerConfig, parse_t0
 from dipprior.pipeline.sampler import (
@@ -31,6 +33,7 @@ from dipprior.pipeline.sampler import (
 from dipprior.pipeline.start import Start, auto_t0, forward_diffuse, plan_start, resolve_t0
 
 __all__ = [
+    "AdaptConfig",
     "CBM3DBaseline",
     "ClassicalBaseline",
     "DIPBaseline",
