@@ -148,7 +148,7 @@ def _summary(table: Any, images: int, sigma: float, args: argparse.Namespace
 
         out["adapted"] = {"images": len(adapted), "psnr": mean("Adapted PSNR"),
                           "ssim": mean("Adapted SSIM"), "seconds": mean("Adapted s"),
-                          "onestep_psnr": mean("PSNR")}
+                          "onestep_psnr": mean("PSNR"), "default_psnr": mean("Default PSNR")}
         if "CBM3D PSNR" in avg:
             out["adapted"]["cbm3d_psnr"] = mean("CBM3D PSNR")
     return out
@@ -294,7 +294,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export(directory: Path, args: argparse.Namespace) -> int:
     evaluation = {}
     step = read_training_state(directory).get("step")
-    if args.data or args.kodak:
+    if args.data or args.kodak or args.ood:
         model, scheduler = ckpt.load(directory, device=args.device)
         fp16_roundtrip(model)  # the numbers of the weights as shipped
         for label, folder in (("CBSD68", args.data), ("Kodak24", args.kodak),

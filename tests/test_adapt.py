@@ -10,8 +10,8 @@ from dipprior.diffusion import Scheduler, UNet
 from dipprior.operators import Blur, Denoise, Inpaint, gaussian_kernel
 from dipprior.pipeline import DIPInitializedSampler, SamplerConfig
 from dipprior.pipeline.adapt import (
-    AdaptConfig,
     Adaptation,
+    AdaptConfig,
     measurement_loss,
     r2r_loss,
     r2r_pair,
@@ -228,7 +228,7 @@ def test_a_model_without_layers_to_adapt_is_refused():
         def forward(self, x, t):
             return self.conv(x)
 
-    with pytest.raises(ValueError, match="no Conv2d or Linear"):
+    with pytest.raises(ValueError, match="no Conv1d, Conv2d or Linear"):
         with_lora(Tiny(), 2, torch.Generator())
 
 
@@ -264,12 +264,50 @@ def test_evaluate_denoiser_adds_the_adapted_one_step_on_the_first_crops():
                                          adapt=adapt, adapt_images=2, progress=False)
     rows = table.rows
     assert rows[2].get("Adapted PSNR") in (None, "")
-    for i in range(2):  # the sampler's adapted one step on the same noisy crop, seed 3 + i
-        noisy = Denoise(0.1).degrade(images["ab"[i]], torch.Generator().manual_seed(3 + i))
-        config = ONE_STEP.replace(adapt=adapt)
-        expected = run(model, config, noisy, Denoise(0.1), seed=3 + i).image
-        assert rows[i]["Adapted PSNR"] == pytest.approx(float(psnr(expected, images["ab"[i]])))
-        assert rows[i]["Adapted PSNR"] != pytest.approx(rows[i]["PSNR"])
+    for i in range(2):  # the sampler's one step on the same noisy crop, seed 3 + i
+        clean = images["ab"[i]]
+        noisy = Denoise(0.1).degrade(clean, torch.Generator().manual_seed(3 + i))
+        expected = run(model, ONE_STEP.replace(adapt=adapt), noisy, Denoise(0.1), seed=3 + i)
+        default = run(model, ONE_STEP, noisy, Denoise(0.1), seed=3 + i)
+        assert rows[i]["Adapted PSNR"] == pytest.approx(float(psnr(expected.image, clean)))
+        assert rows[i]["Default PSNR"] == pytest.approx(float(psnr(default.image, clean)))
+        assert rows[i]["Adapted PSNR"] != pytest.approx(rows[i]["Default PSNR"])
         assert rows[i]["Adapted s"] > 0
+    zero = pretrained.evaluate_denoiser(model, s, images, sigma=0.1, seed=3, cbm3d=False,
+                                        adapt=AdaptConfig(iterations=0), adapt_images=1,
+                                        progress=False).rows[0]
+    assert zero["Adapted PSNR"] == zero["Default PSNR"]
+    with pytest.raises(ValueError, match="adapt_images"):
+        pretrained.evaluate_denoiser(model, s, images, adapt=adapt, adapt_images=-1,
+                                     cbm3d=False, progress=False)
     assert rows[-1]["Adapted PSNR"] == pytest.approx((rows[0]["Adapted PSNR"]
                                                      + rows[1]["Adapted PSNR"]) / 2)
+
+
+def test_adapts_under_inference_mode_and_in_bfloat16(inpainting):
+    _, op, y = inpainting
+    config = CHAIN.replace(samples=1, steps=2, adapt=AdaptConfig(iterations=1, lr=1e-2))
+    with torch.inference_mode():  # the copy and its factors are built outside it
+        result = run(tiny_unet(), config, y, op)
+    assert result.adapt_iterations == 2 and torch.isfinite(result.image).all()
+    half = tiny_unet().to(torch.bfloat16)  # factors float32, added in the weight's dtype
+    result = run(half, config, y, op)
+    assert result.adapt_iterations == 2 and torch.isfinite(result.image).all()
+    assert all(p.dtype == torch.bfloat16 for p in half.parameters())
+
+
+def test_lora_covers_conv1d_and_skips_only_the_image_convolutions():
+    class WithAttention(nn.Module):  # guided-diffusion's attention uses Conv1d
+        def __init__(self):
+            super().__init__()
+            self.inp, self.mid = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 3, 1)
+            self.qkv = nn.Conv1d(3, 9, 1)
+            self.out = nn.Conv2d(3, 3, 1)  # the last convolution in module order
+
+        def forward(self, x, t):
+            return self.out(self.mid(self.inp(x)))
+
+    adapted, params = with_lora(WithAttention(), 2, torch.Generator().manual_seed(0))
+    wrapped = {name for name, m in adapted.named_modules() if hasattr(m, "parametrizations")}
+    assert wrapped == {"mid", "qkv"}  # a hidden layer with 3 channels is adapted too
+    assert len(params) == 4

@@ -195,7 +195,7 @@ def test_export_roundtrip_card_and_atomic_replace(tmp_path, monkeypatch):
                              "cbm3d_psnr": 27.0, "cbm3d_ssim": 0.79,
                              "adapted": {"images": 24, "psnr": 28.0, "ssim": 0.81,
                                          "seconds": 12.5, "onestep_psnr": 27.75,
-                                         "cbm3d_psnr": 27.25}}}
+                                         "default_psnr": 27.8, "cbm3d_psnr": 27.25}}}
     curve = [{"step": 1, "psnr": 21.0, "ssim": 0.5}, {"step": 2, "psnr": 27.5, "ssim": 0.8}]
     target = pretrained.export_pretrained(tmp_path / "run", "tiny", root=root,
                                           training={"data": "four random images",
@@ -217,7 +217,7 @@ def test_export_roundtrip_card_and_atomic_replace(tmp_path, monkeypatch):
     assert "| CBSD68 | 68 | 128 | 25/255 | 0 | 56 | 27.50 | 0.8000 | 20.50 | 27.00 | +0.50 |" \
         in card
     # the adapted one step, with the one step and CBM3D on the same 24 crops
-    assert "| CBSD68 | 24 | 27.75 | 28.00 | 27.25 | +0.75 | +0.25 | 12.5 |" in card
+    assert "| CBSD68 | 24 | 27.75 | 27.80 | 28.00 | 27.25 | +0.75 | +0.20 | 12.5 |" in card
     assert "| 1 | 21.00 | 0.5000 |" in card and "| 2 | 27.50 | 0.8000 |" in card
     assert "| 2 |" in card.split("### Training loss")[1]  # the loss table reaches step 2
     config = json.loads((target / "config.json").read_text())

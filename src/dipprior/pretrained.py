@@ -137,10 +137,12 @@ def evaluate_denoiser(
     package is installed) -- the reference a user would pick instead.  ``cbm3d_cache`` keeps
     CBM3D's outputs in a folder keyed by the noisy image's bytes and sigma (CBM3D is
     deterministic, so a hit is exactly what a new run returns; it takes seconds per crop).
-    ``adapt`` (an :class:`~dipprior.pipeline.adapt.AdaptConfig`) adds "Adapted PSNR", "Adapted
-    SSIM" and "Adapted s": the same one step with the prior adapted to each noisy image first
-    (recorrupted-to-recorrupted, seeded with ``seed + i``), on the first ``adapt_images``
-    images (None: all; the others' cells stay empty).
+    ``adapt`` (an :class:`~dipprior.pipeline.adapt.AdaptConfig`) adds, on the first
+    ``adapt_images`` images (None: all; the others' cells stay empty), the sampler's default
+    for denoising (its one step with the data term, ``recommended_config``) without ("Default
+    PSNR") and with the prior adapted to each noisy image first ("Adapted PSNR", "Adapted
+    SSIM", "Adapted s"; the loss ``adapt.loss`` chooses, recorrupted-to-recorrupted for
+    ``"auto"``), seeded with ``seed + i``.
     """
     from tqdm.auto import tqdm
 
@@ -149,6 +151,9 @@ def evaluate_denoiser(
 
     if not images:
         raise ValueError("images: empty")
+    if adapt_images is not None and (isinstance(adapt_images, bool)
+                                     or not isinstance(adapt_images, int) or adapt_images < 0):
+        raise ValueError(f"adapt_images: expected None or an int >= 0, got {adapt_images!r}")
     op = Denoise(sigma)
     t = denoise_timestep(scheduler, sigma)
     if cbm3d is None:
@@ -183,20 +188,25 @@ def evaluate_denoiser(
             bar.update(len(chunk))
     bar.close()
     formats = {"Noisy PSNR": ".2f", "t": "d", "CBM3D PSNR": ".2f", "CBM3D SSIM": ".4f",
-               "Adapted PSNR": ".2f", "Adapted SSIM": ".4f", "Adapted s": ".1f"}
+               "Default PSNR": ".2f", "Adapted PSNR": ".2f", "Adapted SSIM": ".4f",
+               "Adapted s": ".1f"}
     return results_table([rows[n] for n in names], formats=formats)
 
 
 def _adapted(model: Any, scheduler: Scheduler, noisy: torch.Tensor, clean: torch.Tensor,
              op: Any, adapt: Any, seed: int) -> dict[str, float]:
-    """The default one step with the prior adapted to ``noisy`` -> its PSNR, SSIM, seconds."""
+    """The sampler's default step for ``noisy`` (its one step with the data term) without and
+    with the prior adapted to it first -> their PSNR, the adapted SSIM and seconds."""
     from dipprior.pipeline import DIPInitializedSampler
     from dipprior.pipeline.presets import recommended_config
 
-    config = recommended_config(op).replace(adapt=adapt)
-    result = DIPInitializedSampler(model, scheduler, config, progress=False)(noisy, op, seed=seed)
+    config = recommended_config(op)
+    default = DIPInitializedSampler(model, scheduler, config, progress=False)(noisy, op, seed=seed)
+    result = DIPInitializedSampler(model, scheduler, config.replace(adapt=adapt),
+                                   progress=False)(noisy, op, seed=seed)
     scores = evaluate(result.image, clean)
-    return {"Adapted PSNR": scores["psnr"], "Adapted SSIM": scores["ssim"],
+    return {"Default PSNR": evaluate(default.image, clean)["psnr"],
+            "Adapted PSNR": scores["psnr"], "Adapted SSIM": scores["ssim"],
             "Adapted s": result.seconds["total"]}
 
 

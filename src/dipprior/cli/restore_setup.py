@@ -220,15 +220,22 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
                      else recommended_config(op))
     nfe = cfg.samples * cfg.steps
     iterations = (dip or default_dip_config(op)).iterations if uses_dip(cfg, op) else 0
+    adapt_nfe, copy_bytes, backward_per_pixel = 0, 0.0, 0.0
+    if cfg.adapt is not None:  # an iteration: a forward and a backward pass (~3 NFE) per image
+        a = cfg.adapt
+        adapt_nfe = 3 * a.iterations * a.batch * -(-cfg.steps // a.every)
+        copy_bytes = 4.0 * sum(t.numel() for t in model.parameters())  # the adapted copy
+        backward_per_pixel = 3 * TILE_BYTES_PER_PIXEL * a.batch  # activations kept for backward
     side = tile or max(h, w)
     tile_pixels = min(side, h) * min(side, w)
     n_tiles = len(tile_starts(h, side, args.overlap)) * len(tile_starts(w, side, args.overlap))
     # a DIP iteration costs about one NFE; OVERHEAD: the sampler's own work per tile, blending
     # and writing (measured on the 12 MP photo: 506 s where the model calls alone read 300 s)
     seconds = (OVERHEAD * _seconds_per_pixel(model, min(256, side)) * n_tiles * tile_pixels
-               * (nfe + iterations))
+               * (nfe + iterations + adapt_nfe))
     memory = (BASE_BYTES + IMAGE_BYTES_PER_PIXEL * h * w
-              + TILE_BYTES_PER_PIXEL * tile_pixels * cfg.samples)
+              + TILE_BYTES_PER_PIXEL * tile_pixels * cfg.samples
+              + copy_bytes + backward_per_pixel * tile_pixels)
     try:
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no memory check
@@ -240,7 +247,8 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
                          f"(now {tile or 'none'})")
     if seconds > args.time_limit:
         raise ValueError(f"IMAGE: {what} would take about {seconds / 60:.0f} min "
-                         f"({nfe} NFE{f' + {iterations} DIP iterations' if iterations else ''} "
+                         f"({nfe} NFE{f' + {iterations} DIP iterations' if iterations else ''}"
+                         f"{f' + about {adapt_nfe} for --adapt' if adapt_nfe else ''} "
                          f"per {'tile' if tile else 'image'}), over --time-limit "
                          f"{args.time_limit:g} s; use --budget fast, fewer --steps, or a "
                          "larger --time-limit")

@@ -5,8 +5,8 @@ Chung and Ye 2024) fine-tune a few of the diffusion model's parameters on the me
 the reverse chain runs, so a prior trained elsewhere fits the image at hand.  Here:
 
 * the adapted parameters are low-rank (LoRA) updates ``W + B A`` of every convolution and linear
-  layer that neither reads nor writes image channels (``B = 0`` at the start, so the adapted
-  model starts as the prior, exactly), on a copy of the model: the caller's weights never change;
+  layer but the first and last convolution (``B = 0`` at the start, so the adapted model starts
+  as the prior, exactly), on a copy of the model: the caller's weights never change;
 * the loss is measurement consistency of the denoised estimate, ``||A D(x_t) - y||^2`` (the
   Tweedie ``x0`` of the chain's current state, unclamped), for every task but Gaussian
   denoising, where ``A = I`` makes it minimal at ``D(x_t) = y`` (the noise itself);
@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from dipprior._tensor import to_model_scale
+from dipprior.diffusion.sampling import model_output
 
 __all__ = ["AdaptConfig", "Adaptation", "LOSSES", "LoRA", "measurement_loss", "r2r_loss",
            "r2r_pair", "with_lora"]
@@ -94,35 +95,38 @@ class LoRA(nn.Module):
         super().__init__()
         fan_in = weight[0].numel()
         a = torch.randn((rank, fan_in), generator=generator) / math.sqrt(fan_in)
-        self.A = nn.Parameter(a.to(weight.device, weight.dtype))
-        self.B = nn.Parameter(torch.zeros(weight.shape[0], rank, device=weight.device,
-                                          dtype=weight.dtype))
+        # the factors stay float32 (Adam on float16 factors underflows), added in W's dtype
+        self.A = nn.Parameter(a.to(weight.device))
+        self.B = nn.Parameter(torch.zeros(weight.shape[0], rank, device=weight.device))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight + (self.B @ self.A).view_as(weight)
+        return weight + (self.B @ self.A).view_as(weight).to(weight.dtype)
 
 
-def with_lora(model: nn.Module, rank: int, generator: torch.Generator,
-              image_channels: tuple[int, ...] = (3, 6)) -> tuple[nn.Module, list[nn.Parameter]]:
-    """A copy of ``model`` (frozen, eval mode) with :class:`LoRA` on every ``Conv2d`` and
-    ``Linear`` whose input and output widths are not image channels (the first and last
-    convolutions stay as trained, as in DDIP) -> ``(copy, the LoRA parameters)``."""
+def with_lora(model: nn.Module, rank: int, generator: torch.Generator
+              ) -> tuple[nn.Module, list[nn.Parameter]]:
+    """A copy of ``model`` (frozen, eval mode) with :class:`LoRA` on every ``Conv1d``,
+    ``Conv2d`` and ``Linear`` but the first and the last convolution in module order (the ones
+    reading and writing the image stay as trained, as in DDIP) -> ``(copy, the LoRA
+    parameters)``.  Built outside inference mode, whatever the caller's."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"adapt: needs an nn.Module prior to adapt, got {type(model).__name__}")
-    adapted = copy.deepcopy(model).eval().requires_grad_(False)
-    params: list[nn.Parameter] = []
-    for module in adapted.modules():
-        if not isinstance(module, (nn.Conv2d, nn.Linear)):
-            continue
-        out, fan = module.weight.shape[0], module.weight.shape[1]
-        if out in image_channels or fan in image_channels:
-            continue
-        parametrize.register_parametrization(module, "weight",
-                                             LoRA(module.weight, rank, generator))
-        lora = module.parametrizations.weight[0]
-        params += [lora.A, lora.B]
+    with torch.inference_mode(False):
+        adapted = copy.deepcopy(model).eval().requires_grad_(False)
+        layers = [m for m in adapted.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+        convs = [m for m in layers if not isinstance(m, nn.Linear)]
+        image_layers = {id(convs[0]), id(convs[-1])} if convs else set()
+        params: list[nn.Parameter] = []
+        for module in layers:
+            if id(module) in image_layers:
+                continue
+            parametrize.register_parametrization(module, "weight",
+                                                 LoRA(module.weight, rank, generator))
+            lora = module.parametrizations.weight[0]
+            params += [lora.A, lora.B]
     if not params:
-        raise ValueError("adapt: the model has no Conv2d or Linear layer to adapt")
+        raise ValueError("adapt: the model has no Conv1d, Conv2d or Linear layer to adapt "
+                         "besides its first and last convolution")
     for p in params:
         p.requires_grad_(True)
     return adapted, params
@@ -171,7 +175,8 @@ class Adaptation:
         self.generator = generator
         self.model, self.params = with_lora(model, config.rank, generator)
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr)
-        self.y = y.detach().clone()  # image scale, on the model's device
+        with torch.inference_mode(False):
+            self.y = y.detach().clone()  # image scale, on the model's device
         self.sigma = float(getattr(operator, "noise_sigma", 0.0))
         if loss == "r2r":
             from dipprior.operators import Denoise
@@ -185,13 +190,13 @@ class Adaptation:
         else:
             from dipprior.pipeline.consistency import observation_to_model_scale
 
-            self.y_model = observation_to_model_scale(self.y, operator).unsqueeze(0)
+            with torch.inference_mode(False):
+                self.y_model = observation_to_model_scale(self.y, operator).unsqueeze(0)
         self.iterations_run, self.seconds = 0, 0.0
 
     def _x0(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
         """The adapted model's Tweedie ``x0`` of ``x_t`` at ``t`` (differentiable, unclamped)."""
-        steps = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
-        return self.scheduler.pred_x0(self.model(x_t, steps), t, x_t)
+        return self.scheduler.pred_x0(model_output(self.model, x_t, t), t, x_t)
 
     def _loss(self, x: torch.Tensor, t: int) -> torch.Tensor:
         if self.loss == "r2r":
@@ -217,4 +222,6 @@ class Adaptation:
                 self._loss(x, t).backward()
                 self.optimizer.step()
                 self.iterations_run += 1
+        if x.is_cuda:  # the backward passes run asynchronously
+            torch.cuda.synchronize(x.device)
         self.seconds += time.perf_counter() - began

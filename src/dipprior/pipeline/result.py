@@ -25,7 +25,8 @@ class SampleResult:
         dip_image: the DIP reconstruction the chain started from or used as a second
             observation (None when DIP was not used).
         t0: the timestep the reverse chain started at (None for methods without diffusion).
-        nfe: diffusion-model evaluations actually made (DIP iterations are not counted here).
+        nfe: diffusion-model evaluations of the chains (DIP iterations and the passes of a
+            test-time adaptation are not counted here: see ``adapt_iterations``).
         seconds: wall-clock seconds per stage: ``dip`` (the DIP fit), ``start`` (a classical or
             callable start), ``diffusion`` (the test-time adaptation included), ``adapt`` (the
             adaptation alone, 0 without) and ``total``.

@@ -227,14 +227,16 @@ class DIPInitializedSampler:
         if cfg.adapt is not None:  # each image adapts a prior of its own: one image per batch
             chain_groups = [[c for c in g if of[c] == i] for g in chain_groups
                             for i in dict.fromkeys(of[c] for c in g)]
-        adaptations: dict[int, Adaptation] = {}
+        adapted: dict[int, tuple[int, float]] = {}  # image -> (iterations, seconds)
         for group in chain_groups:
             i = of[group[0]]
-            if cfg.adapt is not None:
-                adaptations[i] = self._adaptation(ys[i], ops[i], seeds[i], dev)
+            adaptation = (self._adaptation(ys[i], ops[i], seeds[i], dev)
+                          if cfg.adapt is not None else None)
             out = self._diffuse(group, of, ys, ops, xs, timesteps[i], generators, dev,
                                 steps_log if return_intermediates else None, dips, starts,
-                                adaptations.get(i))
+                                adaptation)
+            if adaptation is not None:  # its model copy goes now, not with the call
+                adapted[i] = (adaptation.iterations_run, adaptation.seconds)
             for j, c in enumerate(group):
                 x0s[c] = out[j:j + 1]
         diffusion_seconds = time.perf_counter() - began_diffusion
@@ -250,15 +252,14 @@ class DIPInitializedSampler:
             dip_image=(torch.stack(dips) if batched else dips[0]) if self.uses_dip else None,
             seconds={"dip": dip_seconds, "start": start_seconds,
                      "diffusion": diffusion_seconds,
-                     "adapt": sum(a.seconds for a in adaptations.values()),
+                     "adapt": sum(seconds for _, seconds in adapted.values()),
                      "total": time.perf_counter() - began})
         per_image_fields = {
             "t0": [s.t0 for s in starts],
             "nfe": [k * len(t) + r for t, r in zip(timesteps, ref_nfe, strict=True)],
             "error_std": [s.error_std for s in starts], "timesteps": timesteps,
             "dip_iterations": iterations,
-            "adapt_iterations": [adaptations[i].iterations_run for i in range(n)]
-            if adaptations else None,
+            "adapt_iterations": [adapted[i][0] for i in range(n)] if adapted else None,
             "intermediates": steps_log[::k] if return_intermediates else None}  # chain 0
         for key, values in per_image_fields.items():
             setattr(result, key, values if batched or values is None else values[0])
