@@ -1,7 +1,8 @@
 """Markdown tables of the adapted prior against its peers, from the files the runs wrote.
 
-* denoising: the per-crop CSVs of ``examples/train_prior.py export --tables DIR`` (columns PSNR,
-  CBM3D PSNR, Adapted PSNR, Adapted s), one per test set and noise level;
+* denoising: the per-crop CSVs of ``examples/train_prior.py export --tables DIR`` (columns PSNR
+  -- the one step --, CBM3D PSNR, Default PSNR -- the sampler's default, the one step with its
+  data term --, Adapted PSNR, Adapted s), one per test set and noise level;
 * noise-free tasks: the JSON lines of ``examples/adapt_table.py``.
 
 Differences are means over the same crops; "wins" counts crops where the first is higher.
@@ -25,7 +26,7 @@ def _mean(values: list[float]) -> float:
 
 def denoising(folder: Path, sets: list[str], sigmas: list[str]) -> str:
     lines = ["| set | sigma | crops | one step | CBM3D | one step - CBM3D | crops adapted | "
-             "one step (same crops) | adapted | adapted - CBM3D | adapted - one step "
+             "default (same crops) | adapted | adapted - CBM3D | adapted - default "
              "| adapted s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in sets:
@@ -34,17 +35,19 @@ def denoising(folder: Path, sets: list[str], sigmas: list[str]) -> str:
             if not path.is_file():
                 continue
             rows = [r for r in csv.DictReader(path.open()) if r["Image"] != "Average"]
+            has_ref = bool(rows and rows[0].get("CBM3D PSNR"))
             one = [float(r["PSNR"]) for r in rows]
-            ref = [float(r["CBM3D PSNR"]) for r in rows]
-            cells = [name, sigma, str(len(rows)), f"{_mean(one):.2f}", f"{_mean(ref):.2f}",
-                     _diff(one, ref)]
+            ref = [float(r["CBM3D PSNR"]) for r in rows] if has_ref else []
+            cells = [name, sigma, str(len(rows)), f"{_mean(one):.2f}",
+                     f"{_mean(ref):.2f}" if has_ref else "", _diff(one, ref) if has_ref else ""]
             adapted = [r for r in rows if r.get("Adapted PSNR")]
             if adapted:
                 a = [float(r["Adapted PSNR"]) for r in adapted]
-                o = [float(r["PSNR"]) for r in adapted]
-                c = [float(r["CBM3D PSNR"]) for r in adapted]
-                cells += [str(len(adapted)), f"{_mean(o):.2f}", f"{_mean(a):.2f}", _diff(a, c),
-                          _diff(a, o), f"{_mean([float(r['Adapted s']) for r in adapted]):.1f}"]
+                d = [float(r["Default PSNR"]) for r in adapted]
+                c = [float(r["CBM3D PSNR"]) for r in adapted] if has_ref else []
+                cells += [str(len(adapted)), f"{_mean(d):.2f}", f"{_mean(a):.2f}",
+                          _diff(a, c) if has_ref else "", _diff(a, d),
+                          f"{_mean([float(r['Adapted s']) for r in adapted]):.1f}"]
             else:
                 cells += ["0", "", "", "", "", ""]
             lines.append("| " + " | ".join(cells) + " |")
@@ -66,13 +69,15 @@ def noise_free(path: Path) -> str:
              "|---|---|---:|---|---:|---:|---:|---:|"]
     for (data, task), methods in runs.items():
         images = sorted(set.intersection(*(set(m) for m in methods.values())))
-        base = {k: [methods[k][i][0] for i in images] for k in ("Biharmonic", "Default")}
+        base = {k: [methods[k][i][0] for i in images] for k in ("Biharmonic", "Default")
+                if k in methods}  # a --no-baselines run has neither
         for method, per_image in methods.items():
             psnr = [per_image[i][0] for i in images]
             secs = _mean([per_image[i][1] for i in images])
+            versus = [_diff(psnr, base[k]) if k in base else "" for k in ("Biharmonic",
+                                                                           "Default")]
             lines.append(f"| {data} | {task} | {len(images)} | {method} | {_mean(psnr):.2f} "
-                         f"| {secs:.1f} | {_diff(psnr, base['Biharmonic'])} "
-                         f"| {_diff(psnr, base['Default'])} |")
+                         f"| {secs:.1f} | {versus[0]} | {versus[1]} |")
     return "\n".join(lines)
 
 

@@ -136,7 +136,8 @@ def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:
     p.add_argument("--adapt", type=int, metavar="ITERATIONS",
                    help="adapt the prior to each image while it samples (LoRA, DDIP-style): "
                    "optimiser steps per reverse step (denoising: recorrupted-to-recorrupted "
-                   "loss; else measurement consistency); default: no adaptation")
+                   "loss; else measurement consistency); compare: every diffusion method; "
+                   "default: no adaptation")
     p.add_argument("--adapt-lr", type=float, metavar="LR",
                    help="learning rate of --adapt (default: AdaptConfig's)")
 
