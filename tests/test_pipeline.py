@@ -89,7 +89,8 @@ def test_nfe_equals_model_calls(model, scheduler, noisy, dip_image, init, t0, st
     assert [int(t[0]) for _, t in counter.inputs] == r.timesteps
     assert r.timesteps[0] == r.t0 and r.timesteps[-1] == 0
     assert r.image.shape == y.shape and 0 <= float(r.image.min()) <= float(r.image.max()) <= 1
-    assert set(r.seconds) == {"dip", "start", "diffusion", "total"}
+    assert set(r.seconds) == {"dip", "start", "diffusion", "adapt", "total"}
+    assert r.seconds["adapt"] == 0.0 and r.adapt_iterations is None
 
 
 def test_auto_t0_clamps_steps_and_counts(model, scheduler, noisy, clean):
