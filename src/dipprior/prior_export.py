@@ -213,24 +213,7 @@ def model_card(name: str, config: Mapping[str, Any], *, parameters: int,
                 f"| {data} | {e['images']} | {e['crop']} | {e['sigma_255']:g}/255 | {e['seed']} "
                 f"| {e['t']} | {e['psnr']:.2f} | {e['ssim']:.4f} | {e['noisy_psnr']:.2f} "
                 f"| {ref_cells} |")
-        adapted = {data: e["adapted"] for data, e in evaluation.items() if e.get("adapted")}
-        if adapted:
-            lines += ["", "On the first crops of each row: the sampler's default for denoising "
-                      "(the one step above with its data term, `lam` 320), and the same after "
-                      "adapting the prior to each noisy crop (`SamplerConfig(adapt="
-                      "AdaptConfig(...))`: LoRA factors trained with the recorrupted-to-"
-                      "recorrupted loss on the noisy crop alone; `dipprior.pipeline.adapt`), "
-                      "with the one step and CBM3D on the same crops.", "",
-                      "| data | crops | one step | default | adapted | CBM3D | adapted - CBM3D "
-                      "| adapted - default | seconds per crop |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-            for data, a in adapted.items():
-                ref = a.get("cbm3d_psnr")
-                ref_cells = " | " if ref is None else f"{ref:.2f} | {a['psnr'] - ref:+.2f}"
-                lines.append(
-                    f"| {data} | {a['images']} | {a['onestep_psnr']:.2f} "
-                    f"| {a['default_psnr']:.2f} | {a['psnr']:.2f} | {ref_cells} "
-                    f"| {a['psnr'] - a['default_psnr']:+.2f} | {a['seconds']:.1f} |")
+        lines += _adapted_lines(evaluation)
         lines += ["", "For scale: DnCNN reports 31.21 dB on full CBSD68 images and 32.11 dB on "
                   "Kodak24 at sigma=25 (a dedicated denoiser on whole images, so not directly "
                   "comparable with these crops).", ""]
@@ -248,6 +231,28 @@ def model_card(name: str, config: Mapping[str, Any], *, parameters: int,
               "scenes. See `docs/results.md` for how it does inside `DIPInitializedSampler`.",
               ""]
     return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def _adapted_lines(evaluation: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The model card's table of the adapted one step (rows with an ``adapted`` entry)."""
+    adapted = {data: e["adapted"] for data, e in evaluation.items() if e.get("adapted")}
+    if not adapted:
+        return []
+    lines = ["", "On the first crops of each row: the sampler's default for denoising (the one "
+             "step above with its data term, `lam` 320), and the same after adapting the prior "
+             "to each noisy crop (`SamplerConfig(adapt=AdaptConfig(...))`: LoRA factors trained "
+             "with the recorrupted-to-recorrupted loss on the noisy crop alone; "
+             "`dipprior.pipeline.adapt`), with the one step and CBM3D on the same crops.", "",
+             "| data | crops | one step | default | adapted | CBM3D | adapted - CBM3D "
+             "| adapted - default | seconds per crop |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for data, a in adapted.items():
+        ref = a.get("cbm3d_psnr")
+        ref_cells = " | " if ref is None else f"{ref:.2f} | {a['psnr'] - ref:+.2f}"
+        lines.append(f"| {data} | {a['images']} | {a['onestep_psnr']:.2f} "
+                     f"| {a['default_psnr']:.2f} | {a['psnr']:.2f} | {ref_cells} "
+                     f"| {a['psnr'] - a['default_psnr']:+.2f} | {a['seconds']:.1f} |")
+    return lines
 
 
 def _augmentation_text(augment: Mapping[str, Any] | None) -> str:
