@@ -224,7 +224,7 @@ def model_card(name: str, config: Mapping[str, Any], *, parameters: int,
                   "Each row evaluates the checkpoint saved at that step with the same protocol "
                   "(CBSD68 crops as above).", "", _curve_table(curve)]
     lines += ["## Limitations", "",
-              "A small model trained on a few hundred photos on a CPU budget, for the demo, "
+              "A small model trained on a CPU budget (the data above), for the demo, "
               "the examples "
               "and the tests; far from a state-of-the-art generative prior. It was trained on "
               "64x64 patches, so it knows local texture and edges, not the layout of whole "
