@@ -161,6 +161,7 @@ def evaluate_denoiser(
     if cbm3d:
         from dipprior.denoisers import cbm3d as cbm3d_denoise
     names = list(images)
+    order = {name: i for i, name in enumerate(names)}
     noisy = {name: op.degrade(images[name], torch.Generator().manual_seed(seed + i))
              for i, name in enumerate(names)}
     rows: dict[str, dict[str, Any]] = {}
@@ -181,7 +182,7 @@ def evaluate_denoiser(
                                          images[name])
                     rows[name].update({"CBM3D PSNR": reference["psnr"],
                                        "CBM3D SSIM": reference["ssim"]})
-                i = names.index(name)
+                i = order[name]
                 if adapt is not None and (adapt_images is None or i < adapt_images):
                     rows[name].update(_adapted(model, scheduler, noisy[name], images[name], op,
                                                adapt, seed + i))

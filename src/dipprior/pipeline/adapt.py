@@ -36,6 +36,8 @@ from torch.nn.utils import parametrize
 
 from dipprior._tensor import to_model_scale
 from dipprior.diffusion.sampling import model_output
+from dipprior.operators import Denoise
+from dipprior.pipeline.consistency import observation_to_model_scale
 
 __all__ = ["AdaptConfig", "Adaptation", "LOSSES", "LoRA", "measurement_loss", "r2r_loss",
            "r2r_pair", "with_lora"]
@@ -151,12 +153,10 @@ def r2r_loss(denoise: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, s
 
 
 def measurement_loss(x0: torch.Tensor, y_model: torch.Tensor, operator: object) -> torch.Tensor:
-    """``mean (A x0 - y)^2`` on the model scale (``y_model`` from
-    :func:`~dipprior.pipeline.observation_to_model_scale`; ``A (2x - 1) = 2 A x - A 1``)."""
-    ones = torch.ones(x0.shape[1:], dtype=x0.dtype, device=x0.device)
-    a_x = torch.stack([2.0 * operator.forward((x + 1.0) / 2.0) - operator.forward(ones)
-                       for x in x0])
-    return (a_x - y_model).square().mean()
+    """``mean (A x0 - y)^2`` on the model scale: ``x0`` (N, C, H, W) in [-1, 1] and ``y_model``
+    from :func:`~dipprior.pipeline.observation_to_model_scale` (a linear ``A`` maps the model
+    scale's image to the model scale's observation)."""
+    return (operator.forward(x0) - y_model).square().mean()
 
 
 class Adaptation:
@@ -179,17 +179,14 @@ class Adaptation:
             self.y = y.detach().clone()  # image scale, on the model's device
         self.sigma = float(getattr(operator, "noise_sigma", 0.0))
         if loss == "r2r":
-            from dipprior.operators import Denoise
-
             if not (isinstance(operator, Denoise) and self.sigma > 0):
                 raise ValueError(f"adapt: loss 'r2r' is for Gaussian denoising (Denoise with "
                                  f"noise_sigma > 0), got {type(operator).__name__} with "
                                  f"noise_sigma {self.sigma}")
             level = 2.0 * self.sigma * math.sqrt(1.0 + config.alpha ** 2)
             self.r2r_t = int(scheduler.timestep_for_noise_level(level))
+            self.r2r_scale = float(scheduler.alphas_cumprod[self.r2r_t]) ** 0.5
         else:
-            from dipprior.pipeline.consistency import observation_to_model_scale
-
             with torch.inference_mode(False):
                 self.y_model = observation_to_model_scale(self.y, operator).unsqueeze(0)
         self.iterations_run, self.seconds = 0, 0.0
@@ -199,15 +196,14 @@ class Adaptation:
         return self.scheduler.pred_x0(model_output(self.model, x_t, t), t, x_t)
 
     def _loss(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        if self.loss == "r2r":
-            abar = float(self.scheduler.alphas_cumprod[self.r2r_t])
+        if self.loss == "r2r":  # the one-step denoiser at the recorrupted noise level
             ys = self.y.unsqueeze(0).expand(self.config.batch, *self.y.shape)
 
             def denoise(y_hat: torch.Tensor) -> torch.Tensor:
-                return self._x0(abar ** 0.5 * to_model_scale(y_hat), self.r2r_t)
+                x0 = self._x0(self.r2r_scale * to_model_scale(y_hat), self.r2r_t)
+                return (x0 + 1.0) / 2.0
 
-            return r2r_loss(lambda v: (denoise(v) + 1.0) / 2.0, ys, self.sigma,
-                            self.config.alpha, self.generator)
+            return r2r_loss(denoise, ys, self.sigma, self.config.alpha, self.generator)
         return measurement_loss(self._x0(x[:self.config.batch], t), self.y_model, self.operator)
 
     def hook(self, x: torch.Tensor, t: int, i: int) -> None:
