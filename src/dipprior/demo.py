@@ -51,7 +51,7 @@ import torch
 
 from dipprior._tensor import default_device
 from dipprior.experiments import COLUMNS, Case, compare, make_task, save_figure
-from dipprior.metrics import ResultsTable, results_table
+from dipprior.metrics import SSIM_MIN_SIZE, ResultsTable, results_table
 from dipprior.metrics import psnr as psnr_of
 from dipprior.operators import Inpaint, parse_blur
 from dipprior.operators.blur import DEBLUR_BLUR, DEBLUR_SIGMA
@@ -121,8 +121,9 @@ class DemoConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
-        if self.size < 11:
-            raise ValueError(f"size: expected at least 11 (SSIM's 11x11 window), got {self.size}")
+        if self.size < SSIM_MIN_SIZE:
+            raise ValueError(f"size: expected at least {SSIM_MIN_SIZE} (SSIM's 11x11 window), "
+                             f"got {self.size}")
         if "sr" in tasks and self.size % self.factor:
             raise ValueError(f"size: {self.size} is not divisible by the SR factor "
                              f"{self.factor}")

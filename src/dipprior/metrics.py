@@ -28,6 +28,7 @@ import torch
 from dipprior.tables import ResultsTable, results_table
 
 __all__ = [
+    "SSIM_MIN_SIZE",
     "ResultsTable",
     "ciede2000",
     "delta_e",
@@ -51,7 +52,7 @@ SSIM_KWARGS = {
     "use_sample_covariance": False,
     "data_range": 1.0,
 }
-_SSIM_MIN_SIZE = 11  # scikit-image's Gaussian window for sigma=1.5 (truncate=3.5) is 11x11
+SSIM_MIN_SIZE = 11  # scikit-image's Gaussian window for sigma=1.5 (truncate=3.5) is 11x11
 
 
 # ----------------------------------------------------------------------------- input handling
@@ -177,9 +178,9 @@ def ssim(
     from skimage.metrics import structural_similarity
 
     p, t, batched = _prepare(pred, target, crop_border)
-    if min(p.shape[1:3]) < _SSIM_MIN_SIZE:
+    if min(p.shape[1:3]) < SSIM_MIN_SIZE:
         raise ValueError(
-            f"pred: SSIM needs images of at least {_SSIM_MIN_SIZE}x{_SSIM_MIN_SIZE} "
+            f"pred: SSIM needs images of at least {SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} "
             f"(after crop_border), got {p.shape[1]}x{p.shape[2]}"
         )
     if y_channel:

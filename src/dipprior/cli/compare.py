@@ -45,8 +45,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-#: the smallest crop scored: SSIM's Gaussian window is 11x11
-MIN_SIZE = 11
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,11 +57,12 @@ def run(args: argparse.Namespace) -> int:
         make_task,
         standard_methods,
     )
+    from dipprior.metrics import SSIM_MIN_SIZE
 
     check_output_folder(args.out, "--out")
     check_output_folder(args.dip_cache, "--dip-cache")
-    if args.size is not None and args.size < MIN_SIZE:
-        raise ValueError(f"--size: expected at least {MIN_SIZE} (SSIM's 11x11 window), got "
+    if args.size is not None and args.size < SSIM_MIN_SIZE:
+        raise ValueError(f"--size: expected at least {SSIM_MIN_SIZE} (SSIM's 11x11 window), got "
                          f"{args.size}")
     rank, _ = init_distributed()
     images = load_folder(args.folder, args.n_images, args.size)

@@ -215,8 +215,10 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
     from dipprior.pipeline.tiles import tile_starts
 
     h, w = op.input_shape(tuple(image.shape))[-2:]  # the restored image (sr: the large one)
-    budget = parse_budget(args)
-    cfg = config or (budget_config(op, budget, h * w) if budget is not None
+    side = tile or max(h, w)
+    tile_pixels = min(side, h) * min(side, w)
+    budget = parse_budget(args)  # the sampler picks the budget's point per call: per tile
+    cfg = config or (budget_config(op, budget, tile_pixels) if budget is not None
                      else recommended_config(op))
     nfe = cfg.samples * cfg.steps
     iterations = (dip or default_dip_config(op)).iterations if uses_dip(cfg, op) else 0
@@ -226,8 +228,6 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
         adapt_nfe = 3 * a.iterations * a.batch * -(-cfg.steps // a.every)
         copy_bytes = 4.0 * sum(t.numel() for t in model.parameters())  # the adapted copy
         backward_per_pixel = 3 * TILE_BYTES_PER_PIXEL * a.batch  # activations kept for backward
-    side = tile or max(h, w)
-    tile_pixels = min(side, h) * min(side, w)
     n_tiles = len(tile_starts(h, side, args.overlap)) * len(tile_starts(w, side, args.overlap))
     # a DIP iteration costs about one NFE; OVERHEAD: the sampler's own work per tile, blending
     # and writing (measured on the 12 MP photo: 506 s where the model calls alone read 300 s)
