@@ -311,3 +311,17 @@ def test_lora_covers_conv1d_and_skips_only_the_image_convolutions():
     wrapped = {name for name, m in adapted.named_modules() if hasattr(m, "parametrizations")}
     assert wrapped == {"mid", "qkv"}  # a hidden layer with 3 channels is adapted too
     assert len(params) == 4
+
+
+def test_restore_forecast_counts_the_adaptation(tmp_path, capsys):
+    from dipprior.cli import main
+    from dipprior.io import sample_image, save_image
+
+    save_image(sample_image("coffee", 64), tmp_path / "in.png")
+    argv = ["restore", str(tmp_path / "in.png"), "--task", "denoise", "--sigma", "25",
+            "--no-progress", "--threads", "1", "--time-limit", "5",
+            "--out", str(tmp_path / "out.png")]
+    assert main([*argv, "--adapt", "5000"]) == 2  # ~15000 model passes: refused before work
+    assert "for --adapt" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
+    assert main(argv) == 0  # the one step alone fits
