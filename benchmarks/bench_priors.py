@@ -29,7 +29,7 @@ import torch
 
 from dipprior import dip
 from dipprior.diffusion import adm_unet, load_pretrained
-from dipprior.diffusion.adm import fast_bf16
+from dipprior.diffusion.precision import fast_bf16
 from dipprior.dip import DIPConfig
 from dipprior.operators import Inpaint, random_pixel_mask
 from dipprior.pipeline.presets import CLASSICAL_MEAN, method_configs

@@ -335,11 +335,50 @@ def test_matches_deepinv_diffunet(tmp_path):
 
 
 def test_bf16_is_automatic_only_where_it_is_native(monkeypatch):
-    from dipprior.diffusion.adm import default_autocast, fast_bf16
+    from dipprior.diffusion.precision import autocast_dtype, fast_bf16
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     for capability, native in (((7, 5), False), ((8, 0), True), ((9, 0), True)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d, c=capability: c)
         assert fast_bf16("cuda") is native
-        assert default_autocast("cuda") == (torch.bfloat16 if native else None)
-    assert fast_bf16("meta") is False and default_autocast("meta") is None
+        assert autocast_dtype("auto", "cuda") == (torch.bfloat16 if native else None)
+        assert autocast_dtype("float32", "cuda") is None  # the default never follows the device
+    assert fast_bf16("meta") is False and autocast_dtype("auto", "meta") is None
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_every_loader_is_float32_whatever_the_cpu(tmp_path, monkeypatch, native):
+    """The same call gives the same numbers on a CPU with native bf16 and on one without."""
+    from dipprior.diffusion import precision
+
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: native)
+    net = _randomised(ADMUNet(**LAYOUTS[0]))
+    heads = {k: LAYOUTS[0][k] for k in ("num_heads", "num_head_channels",
+                                        "use_new_attention_order") if k in LAYOUTS[0]}
+    model, _ = load_pretrained(_save_pt(net.state_dict(), tmp_path / "m.pt"), device="cpu",
+                               **heads)
+    shipped, _ = load_pretrained(device="cpu")
+    assert model.autocast is None and shipped.autocast is None
+    auto, _ = load_pretrained(tmp_path / "m.pt", device="cpu", dtype="auto", **heads)
+    assert auto.autocast == (torch.bfloat16 if native else None)
+
+
+def test_dtype_option_runs_bf16_and_stays_close():
+    from dipprior.diffusion.precision import set_precision
+
+    model, _ = load_pretrained(device="cpu")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([10, 500])
+    with torch.no_grad():
+        ref = model(x, t)
+        set_precision(model, "bfloat16")
+        low = model(x, t)
+    assert model.autocast == torch.bfloat16 and low.dtype == torch.float32
+    assert not torch.equal(low, ref)  # it did run in bf16
+    assert (low - ref).abs().max() < 0.05 * ref.abs().max()
+    with pytest.raises(ValueError, match="dtype"):
+        set_precision(model, "int8")
+    with pytest.raises(TypeError, match="dtype='bfloat16'"):
+        set_precision(torch.nn.Conv2d(3, 3, 1), "bfloat16")
+    with pytest.raises(ValueError, match="dtype"):
+        load_pretrained(device="cpu", dtype="half-ish")

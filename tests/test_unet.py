@@ -148,3 +148,49 @@ def test_pad_to_multiple_reaches_the_multiple_and_the_minimum():
     assert pad_to_multiple(y, 8, 16) is y  # nothing to pad: the input itself
     padded = pad_to_multiple(x, 8)
     assert torch.equal(padded[..., :9, :16], x)  # bottom/right padding, the image unchanged
+
+
+def _attention_reference(qkv: torch.Tensor) -> torch.Tensor:
+    """Single-head softmax attention written out: softmax(q^T k / sqrt(c)) v per pixel."""
+    n, c3, h, w = qkv.shape
+    q, k, v = qkv.double().reshape(n, 3, c3 // 3, h * w).unbind(1)
+    weights = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(c3 // 3), dim=-1)
+    return (v @ weights.transpose(1, 2)).reshape(n, c3 // 3, h, w)
+
+
+def test_windowed_attention_attends_within_each_window_only():
+    from dipprior.diffusion.unet import AttnBlock
+
+    block = AttnBlock(8)
+    torch.nn.init.normal_(block.proj.weight)
+    x = torch.randn(1, 8, 10, 7, generator=torch.Generator().manual_seed(0))
+    block.window = 4  # rows cut 0:3, 3:7, 7:10 (fewest near-equal spans); columns 0:4, 4:7
+    with torch.no_grad():
+        qkv = block.qkv(block.norm(x))
+        expected = torch.zeros(1, 8, 10, 7, dtype=torch.float64)
+        for r0, r1 in ((0, 3), (3, 7), (7, 10)):
+            for c0, c1 in ((0, 4), (4, 7)):
+                expected[..., r0:r1, c0:c1] = _attention_reference(qkv[..., r0:r1, c0:c1])
+        expected = x.double() + block.proj(expected.float()).double()
+        assert torch.allclose(block(x).double(), expected, atol=1e-5)
+        block.window = None  # global: every pixel attends to every other
+        glob = x.double() + block.proj(_attention_reference(qkv).float()).double()
+        assert torch.allclose(block(x).double(), glob, atol=1e-5)
+
+
+def test_attention_window_no_smaller_than_the_image_changes_nothing():
+    net = UNet(base_channels=8, channel_mults=(1, 2), attention_resolutions=(1,))
+    torch.manual_seed(0)
+    for param in net.parameters():  # no zero-initialised layer hiding the attention
+        torch.nn.init.normal_(param, std=0.2)
+    net.eval()
+    x, t = torch.randn(1, 3, 24, 20, generator=torch.Generator().manual_seed(1)), 100
+    with torch.no_grad():
+        ref = net(x, t)
+        net.attention_window = 24
+        assert torch.equal(net(x, t), ref)
+        net.attention_window = 8  # 8-px windows: 4 tokens a side at the coarsest level
+        assert net.mid[1].window == 4 and net.down[0].attn.window == 8
+        assert (net(x, t) - ref).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="attention_window"):
+        net.attention_window = 1

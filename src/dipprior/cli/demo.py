@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from dipprior.cli.options import HELP, add_runtime, check_output_folder
+from dipprior.cli.options import HELP, add_dtype, add_runtime, check_output_folder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -62,6 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--model", metavar="NAME_OR_PATH",
                    help="a shipped prior's name, a checkpoint or diffusers folder, or a "
                    "guided-diffusion (ADM) .pt file (default: the shipped prior)")
+    add_dtype(p)
     add_runtime(p)
     return p
 
@@ -86,11 +87,12 @@ def run(args: argparse.Namespace) -> int:
     config = DemoConfig(**base)
     check_output_folder(args.out, "--out")
     model = scheduler = None
-    if args.model:
+    if args.model or args.dtype != "float32":
         from dipprior._tensor import default_device
         from dipprior.diffusion import load_pretrained
 
-        model, scheduler = load_pretrained(args.model, device=default_device(args.device))
+        model, scheduler = load_pretrained(args.model, device=default_device(args.device),
+                                           dtype=args.dtype)
     run_demo(config, out=args.out, model=model, scheduler=scheduler, device=args.device,
              progress=not args.no_progress)
     return 0

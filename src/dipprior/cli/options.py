@@ -110,6 +110,7 @@ def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:
                    help="diffusion prior: a shipped prior's name, a checkpoint folder (from "
                    "`dipprior train`), a diffusers DDPM folder or a guided-diffusion (ADM) "
                    ".pt file such as ffhq_10m.pt; default: the shipped prior")
+    add_dtype(p)
     p.add_argument("--steps", type=int, default=steps,
                    help="most reverse steps (= NFE)"
                    + ("" if steps is not None else "; default: the task's preset"))
@@ -200,6 +201,16 @@ def dip_config(args: argparse.Namespace, base: Any = None) -> Any:
                                          progress=not args.no_progress)
 
 
+def add_dtype(p: argparse.ArgumentParser) -> None:
+    """``--dtype``: the prior's precision (:mod:`dipprior.diffusion.precision`)."""
+    from dipprior.diffusion.precision import PRECISIONS
+
+    p.add_argument("--dtype", choices=PRECISIONS, default="float32",
+                   help="the prior's precision: float32 (default, the same numbers on every "
+                   "machine), bfloat16/float16 (autocast; faster where native) or auto "
+                   "(bfloat16 where the device runs it natively)")
+
+
 def load_prior(args: argparse.Namespace) -> tuple[Any, Any]:
     """``--model`` (a shipped prior's name, a dipprior checkpoint folder, a diffusers folder or
     a guided-diffusion ``.pt`` file) or the shipped prior, on ``--device``."""
@@ -207,10 +218,11 @@ def load_prior(args: argparse.Namespace) -> tuple[Any, Any]:
     from dipprior.diffusion import load_pretrained
 
     device = default_device(args.device)
+    dtype = getattr(args, "dtype", "float32")
     if args.model:
-        return load_pretrained(args.model, device=device)
+        return load_pretrained(args.model, device=device, dtype=dtype)
     try:
-        return load_pretrained(device=device)
+        return load_pretrained(device=device, dtype=dtype)
     except ValueError as exc:
         raise ValueError(f"--model DIR is required: no usable pretrained prior ({exc})"
                          ) from None

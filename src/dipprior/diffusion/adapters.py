@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from torch import nn
 
 from dipprior._tensor import default_device
 from dipprior.diffusion.checkpoint import load_state_into, read_json, read_tensors
+from dipprior.diffusion.precision import Precision, set_precision
 from dipprior.diffusion.scheduler import Scheduler
 from dipprior.diffusion.unet import pad_to_multiple
 
@@ -124,6 +126,8 @@ class DiffusersUNet(nn.Module):
         self.in_channels = int(config.get("in_channels", 3))
         self.sample_size = config.get("sample_size")
         self.multiple = 2 ** max(len(config.get("down_block_types", ())) - 1, 0)
+        # a dtype runs the UNet under torch.autocast (diffusion.precision); None: float32
+        self.autocast: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor, t: int | float | torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -137,8 +141,12 @@ class DiffusersUNet(nn.Module):
             t = t.reshape(1).expand(n)
         elif t.dim() != 1 or t.shape[0] != n:
             raise ValueError(f"t must be a scalar or have shape ({n},), got {tuple(t.shape)}")
-        out = self.unet(pad_to_multiple(x, self.multiple), t.to(x.device), return_dict=False)[0]
-        return out[..., :h, :w]
+        low = (torch.autocast(x.device.type, dtype=self.autocast) if self.autocast is not None
+               else contextlib.nullcontext())
+        with low:
+            out = self.unet(pad_to_multiple(x, self.multiple), t.to(x.device),
+                            return_dict=False)[0]
+        return out[..., :h, :w].to(x.dtype)
 
 
 # -------------------------------------------------------------------- folder loading
@@ -217,7 +225,8 @@ def _weights_file(unet_dir: Path) -> Path:
     raise ValueError(f"{unet_dir}: no {DIFFUSERS_WEIGHTS} (found {present or 'nothing'})")
 
 
-def load_diffusers(folder: str | os.PathLike, device: str | torch.device | None = None
+def load_diffusers(folder: str | os.PathLike, device: str | torch.device | None = None, *,
+                   dtype: Precision | torch.dtype = "float32"
                    ) -> tuple[DiffusersUNet, Scheduler]:
     """Read a diffusers DDPM folder offline -> ``(DiffusersUNet, Scheduler)``.
 
@@ -226,7 +235,8 @@ def load_diffusers(folder: str | os.PathLike, device: str | torch.device | None 
     ``UNet2DModel`` folder (``config.json`` + weights) whose scheduler config is
     ``scheduler_config.json`` beside it, in ``scheduler/`` below it or in ``../scheduler/``.
     Weights are read with safetensors only (a ``.bin`` alone is refused); nothing is
-    downloaded.  The model is float32, in eval mode, on ``device`` (``None``: CUDA if available,
+    downloaded.  The model runs in ``dtype`` (float32 by default, see
+    :mod:`~dipprior.diffusion.precision`), in eval mode, on ``device`` (``None``: CUDA if available,
     else CPU).  Needs ``diffusers`` (``ImportError`` with the pip hint otherwise).
     """
     folder = Path(folder).expanduser()
@@ -271,7 +281,8 @@ def load_diffusers(folder: str | os.PathLike, device: str | torch.device | None 
     if fix_keys is not None:
         tensors = fix_keys(dict(tensors)) or tensors
     load_state_into(unet, tensors, str(weights))
-    return DiffusersUNet(unet).to(default_device(device)).eval(), scheduler
+    dev = default_device(device)
+    return set_precision(DiffusersUNet(unet), dtype, dev).to(dev).eval(), scheduler
 
 
 # ------------------------------------------------------------ Gaussian denoiser as prior

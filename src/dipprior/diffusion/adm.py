@@ -24,25 +24,7 @@ from torch import nn
 
 from dipprior.diffusion.unet import pad_to_multiple, timestep_embedding
 
-__all__ = ["ADMUNet", "default_autocast", "fast_bf16"]
-
-
-def fast_bf16(device: str | torch.device) -> bool:
-    """Whether bfloat16 convolutions are native on ``device``: a CUDA GPU that supports bf16, or
-    a CPU with oneDNN bf16 kernels (AVX512-BF16/AMX).  Elsewhere PyTorch falls back to slow
-    reference kernels (measured here: a 64-channel 3x3 convolution 80x slower than float32)."""
-    device = torch.device(device)
-    if device.type == "cuda":  # native from Ampere (sm_80) on; older GPUs only emulate it
-        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
-    if device.type == "cpu":
-        return bool(torch.backends.mkldnn.is_available()
-                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
-def default_autocast(device: str | torch.device) -> torch.dtype | None:
-    """bfloat16 where it is native on ``device`` (:func:`fast_bf16`), else None (float32)."""
-    return torch.bfloat16 if fast_bf16(device) else None
+__all__ = ["ADMUNet"]
 
 
 class GroupNorm32(nn.GroupNorm):

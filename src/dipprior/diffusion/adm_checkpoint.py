@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from dipprior.diffusion.adm import ADMUNet, default_autocast
+from dipprior.diffusion.adm import ADMUNet
+from dipprior.diffusion.precision import Precision, set_precision
 from dipprior.diffusion.scheduler import Scheduler
 
 __all__ = ["ADM_PRESETS", "adm_unet", "read_state_dict", "infer_adm_config", "load_adm"]
@@ -218,7 +219,7 @@ def _matching_preset(config: dict[str, Any]) -> str | None:
 
 def load_adm(path: str | os.PathLike, *, preset: str | None = None,
              device: str | torch.device | None = None,
-             autocast: str | torch.dtype | None = "auto", **overrides: Any
+             dtype: Precision | torch.dtype = "float32", **overrides: Any
              ) -> tuple[ADMUNet, Scheduler]:
     """A guided-diffusion ``.pt`` checkpoint -> ``(ADMUNet in eval mode, Scheduler)``.
 
@@ -227,10 +228,9 @@ def load_adm(path: str | os.PathLike, *, preset: str | None = None,
     (``num_head_channels=`` or ``num_heads=``, guided-diffusion's flags).  Missing, unexpected
     or mis-shaped keys, NaN/inf weights and class-conditional models raise ``ValueError``.
 
-    ``autocast``: ``"auto"`` runs the network under bfloat16 autocast where ``device`` has
-    native bf16 kernels (:func:`~dipprior.diffusion.adm.fast_bf16`: a bf16 GPU, an
-    AVX512-BF16/AMX CPU) and in float32 elsewhere; ``None`` always float32; a dtype always it.
-    The weights stay float32 (set ``model.autocast`` later to change it).
+    ``dtype``: float32 by default; ``"bfloat16"`` runs the torso under bf16 autocast as
+    guided-diffusion's ``use_fp16`` (``"auto"``: where the device has native bf16), see
+    :mod:`~dipprior.diffusion.precision`.  The weights stay float32.
     """
     from dipprior._tensor import default_device
     from dipprior.diffusion.checkpoint import assign_weights
@@ -264,11 +264,5 @@ def load_adm(path: str | os.PathLike, *, preset: str | None = None,
         raise ValueError(f"{path}: {exc}") from None
     assign_weights(model, state, str(path))
     dev = default_device(device)
-    if autocast == "auto":
-        autocast = default_autocast(dev)
-    if autocast not in (None, torch.bfloat16, torch.float16):
-        raise ValueError(f"autocast: expected 'auto', None, torch.bfloat16 or torch.float16, "
-                         f"got {autocast!r}")
-    model = model.to(dev).eval()
-    model.autocast = autocast  # type: ignore[assignment]
-    return model, adm_scheduler()
+    set_precision(model, dtype, dev)
+    return model.to(dev).eval(), adm_scheduler()

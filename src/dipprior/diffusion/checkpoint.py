@@ -28,7 +28,8 @@ from safetensors.torch import save as st_save
 
 from dipprior._atomic import atomic_folder, atomic_write_bytes, readable_folder
 from dipprior._tensor import default_device
-from dipprior.diffusion.adm import ADMUNet, default_autocast
+from dipprior.diffusion.adm import ADMUNet
+from dipprior.diffusion.precision import Precision, set_precision
 from dipprior.diffusion.scheduler import Scheduler
 from dipprior.diffusion.unet import UNet
 
@@ -223,11 +224,12 @@ def _model_from_config(config: dict[str, Any], source: Path) -> UNet | ADMUNet:
         raise ValueError(f"{source} has an invalid model config: {exc}") from None
 
 
-def load(directory: str | os.PathLike, device: str | torch.device | None = None
-         ) -> tuple[UNet | ADMUNet, Scheduler]:
+def load(directory: str | os.PathLike, device: str | torch.device | None = None, *,
+         dtype: Precision | torch.dtype = "float32") -> tuple[UNet | ADMUNet, Scheduler]:
     """Read a checkpoint written by :func:`save` or by ``train`` -> ``(model, scheduler)``.
 
-    The model is returned in eval mode on ``device`` (``None``: CUDA if available, else CPU).
+    The model is returned in eval mode on ``device`` (``None``: CUDA if available, else CPU),
+    running in ``dtype`` (:mod:`~dipprior.diffusion.precision`; float32 by default).
     A missing directory or file, a truncated or corrupt file, or weights that do not match the
     config raise ``ValueError``.  Works on a checkpoint directory that training is still writing.
     """
@@ -249,8 +251,7 @@ def load(directory: str | os.PathLike, device: str | torch.device | None = None
         model = _model_from_config(config, source)
     tensors, _ = read_tensors(directory / WEIGHTS_FILE)
     assign_weights(model, tensors, str(directory / WEIGHTS_FILE), copy=False)  # fresh tensors
-    if isinstance(model, ADMUNet):  # as load_pretrained(".pt") does: bf16 where it is native
-        model.autocast = default_autocast(dev)
+    set_precision(model, dtype, dev)
     return model.to(dev).eval(), scheduler
 
 

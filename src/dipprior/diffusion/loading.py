@@ -25,6 +25,7 @@ from dipprior.diffusion.checkpoint import (
     read_json,
     weights_root,
 )
+from dipprior.diffusion.precision import Precision
 from dipprior.diffusion.scheduler import Scheduler
 
 __all__ = ["load_pretrained"]
@@ -33,6 +34,7 @@ __all__ = ["load_pretrained"]
 def load_pretrained(name_or_path: str | os.PathLike | None = None, *,
                     device: str | torch.device | None = None,
                     root: str | os.PathLike | None = None, preset: str | None = None,
+                    dtype: Precision | torch.dtype = "float32",
                     **adm_flags: Any) -> tuple[torch.nn.Module, Scheduler]:
     """Load a prior -> ``(model, scheduler)`` in eval mode on ``device``, offline.
 
@@ -49,6 +51,10 @@ def load_pretrained(name_or_path: str | os.PathLike | None = None, *,
       ``UNet2DModel`` folder, read by :func:`dipprior.diffusion.adapters.load_diffusers` (the
       UNet wrapped so that ``model(x, t)`` returns a tensor; the scheduler config mapped, or a
       ``ValueError`` naming a setting dipprior cannot honour; needs ``diffusers``).
+
+    ``dtype`` (:mod:`~dipprior.diffusion.precision`): ``"float32"`` (default, the same numbers
+    on every machine), ``"bfloat16"``/``"float16"`` (the network's torso under autocast) or
+    ``"auto"`` (bfloat16 where the device runs it natively).
 
     A string that is a shipped name is the shipped prior (write ``./name`` for a folder of the
     same name); a ``Path`` is always a folder.  Nothing is downloaded: a string that is neither
@@ -80,10 +86,10 @@ def load_pretrained(name_or_path: str | os.PathLike | None = None, *,
                         "guided-diffusion .pt/.pth files only")
     if adm_file:
         return load_adm(Path(name_or_path).expanduser(), preset=preset, device=device,
-                        **adm_flags)
+                        dtype=dtype, **adm_flags)
     if isinstance(name_or_path, str) and name_or_path in names:
         base = weights_root() if root is None else Path(root)
-        return load(base / name_or_path, device=device)
+        return load(base / name_or_path, device=device, dtype=dtype)
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"load_pretrained: expected a name or a folder, got "
                         f"{type(name_or_path).__name__}")
@@ -93,17 +99,17 @@ def load_pretrained(name_or_path: str | os.PathLike | None = None, *,
         raise ValueError(f"unknown pretrained prior {str(name_or_path)!r} (neither a folder nor "
                          f"a .pt/.pth file); "
                          f"available: {names or '(none installed)'}")
-    return _load_folder(folder, device)
+    return _load_folder(folder, device, dtype)
 
 
-def _load_folder(folder: Path, device: str | torch.device | None) -> tuple[torch.nn.Module,
-                                                                           Scheduler]:
+def _load_folder(folder: Path, device: str | torch.device | None,
+                 dtype: Precision | torch.dtype) -> tuple[torch.nn.Module, Scheduler]:
     """A dipprior checkpoint or a diffusers folder -> ``(model, scheduler)``."""
     config_file = folder / CONFIG_FILE
     if config_file.is_file() and read_json(config_file).get("format") == FORMAT:
-        return load(folder, device=device)
+        return load(folder, device=device, dtype=dtype)
     if is_diffusers_folder(folder):
-        return load_diffusers(folder, device=device)
+        return load_diffusers(folder, device=device, dtype=dtype)
     raise ValueError(
         f"{folder} is neither a dipprior checkpoint ({CONFIG_FILE} with \"format\": "
         f"\"{FORMAT}\") nor a diffusers folder (model_index.json with unet/ and scheduler/, or "

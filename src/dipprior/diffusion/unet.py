@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -69,19 +70,44 @@ class ResBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """Single-head global self-attention over all pixels."""
+    """Single-head self-attention over all pixels, or within windows of ``window`` x ``window``
+    pixels when the input is larger (``window=None``: always global)."""
 
     def __init__(self, ch: int) -> None:
         super().__init__()
         self.norm = _norm(ch)
         self.qkv = nn.Conv2d(ch, 3 * ch, 1)
         self.proj = _zero(nn.Conv2d(ch, ch, 1))
+        self.window: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, c, h * w).transpose(-1, -2).unbind(1)
-        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
-        return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+        qkv = self.qkv(self.norm(x))
+        h, w = x.shape[-2:]
+        if self.window is None or (h <= self.window and w <= self.window):
+            return x + self.proj(_attend(qkv))
+        out = torch.empty_like(x)
+        rows, cols = _windows(h, self.window), _windows(w, self.window)
+        for r0, r1 in rows:
+            for c0, c1 in cols:
+                out[..., r0:r1, c0:c1] = _attend(qkv[..., r0:r1, c0:c1])
+        return x + self.proj(out)
+
+
+def _attend(qkv: torch.Tensor) -> torch.Tensor:
+    """Single-head attention of a (N, 3C, H, W) query-key-value map -> (N, C, H, W)."""
+    n, c3, h, w = qkv.shape
+    c = c3 // 3
+    # contiguous (N, 1, HW, C) operands: the fused CPU kernel instead of the 3x slower math path
+    q, k, v = qkv.reshape(n, 3, 1, c, h * w).transpose(-1, -2).contiguous().unbind(1)
+    out = F.scaled_dot_product_attention(q, k, v)[:, 0]
+    return out.transpose(-1, -2).reshape(n, c, h, w)
+
+
+def _windows(size: int, window: int) -> list[tuple[int, int]]:
+    """``size`` cut into the fewest near-equal spans of at most ``window``."""
+    count = -(-size // window)
+    edges = [round(i * size / count) for i in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 class Downsample(nn.Module):
@@ -165,6 +191,8 @@ class UNet(nn.Module):
         }
         self.in_channels = in_channels
         self.multiple = 2 ** (len(channel_mults) - 1)
+        # a dtype runs the torso under torch.autocast (diffusion.precision); None: float32
+        self.autocast: torch.dtype | None = None
         emb_ch = 4 * base_channels
         self.time_embed = nn.Sequential(nn.Linear(base_channels, emb_ch), nn.SiLU(),
                                         nn.Linear(emb_ch, emb_ch))
@@ -196,11 +224,41 @@ class UNet(nn.Module):
         self.norm_out = _norm(ch)
         self.conv_out = _zero(nn.Conv2d(ch, in_channels, 3, padding=1))
         self.base_channels = base_channels
+        self._attention_window: int | None = None
 
     @staticmethod
     def _block(in_ch: int, out_ch: int, emb_ch: int, dropout: float, attn: bool) -> nn.Module:
         res = ResBlock(in_ch, out_ch, emb_ch, dropout)
         return _ResAttn(res, AttnBlock(out_ch)) if attn else _ResAttn(res, None)
+
+    @property
+    def attention_window(self) -> int | None:
+        """Self-attention within windows of this many *input* pixels a side (None: global).
+
+        Global attention costs the square of the pixel count; a prior trained on small patches
+        never saw more tokens than a patch holds, so windows at least the patch size change
+        little and make large tiles linear in their pixels (``docs/diffusion.md``)."""
+        return self._attention_window
+
+    @attention_window.setter
+    def attention_window(self, pixels: int | None) -> None:
+        if pixels is not None and (isinstance(pixels, bool) or not isinstance(pixels, int)
+                                   or pixels < self.multiple):
+            raise ValueError(f"attention_window: expected None or an int >= {self.multiple} "
+                             f"(pixels), got {pixels!r}")
+        self._attention_window = pixels
+        factor = 1
+        for block in self.down:
+            if isinstance(block, Downsample):
+                factor *= 2
+            elif block.attn is not None:
+                block.attn.window = None if pixels is None else max(pixels // factor, 1)
+        self.mid[1].window = None if pixels is None else max(pixels // factor, 1)
+        for block in self.up:
+            if isinstance(block, Upsample):
+                factor //= 2
+            elif block.attn is not None:
+                block.attn.window = None if pixels is None else max(pixels // factor, 1)
 
     def _timesteps(self, t: int | float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -224,18 +282,25 @@ class UNet(nn.Module):
                               .to(x.dtype))
         # at least 2x2 at the coarsest level: GroupNorm needs more than one value per group
         x = pad_to_multiple(x, self.multiple, 2 * self.multiple)
-        h = self.conv_in(x)
-        hs = [h]
-        for block in self.down:
-            h = block(h, emb) if isinstance(block, _ResAttn) else block(h)
-            hs.append(h)
-        h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
-        for block in self.up:
-            if isinstance(block, _ResAttn):
-                h = block(torch.cat([h, hs.pop()], dim=1), emb)
-            else:
-                h = block(h)
-        h = self.conv_out(F.silu(self.norm_out(h)))
+        torso = (torch.autocast(x.device.type, dtype=self.autocast) if self.autocast is not None
+                 else contextlib.nullcontext())
+        with torso:
+            h = self.conv_in(x)
+            hs = [h]
+            for block in self.down:
+                h = block(h, emb) if isinstance(block, _ResAttn) else block(h)
+                hs.append(h)
+            h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+            for block in self.up:
+                if isinstance(block, _ResAttn):
+                    h = block(torch.cat([h, hs.pop()], dim=1), emb)
+                else:
+                    h = block(h)
+        if self.autocast is not None:  # the output layer in the input's dtype, as ADMUNet's
+            with torch.autocast(x.device.type, enabled=False):
+                h = self.conv_out(F.silu(self.norm_out(h.to(x.dtype))))
+        else:
+            h = self.conv_out(F.silu(self.norm_out(h)))
         return h[..., :h_in, :w_in]
 
 
