@@ -20,8 +20,9 @@ import torch
 from dipprior import dip
 from dipprior.diffusion import load_pretrained
 from dipprior.dip import DIPConfig
-from dipprior.experiments import degrade, make_task
+from dipprior.experiments import degrade
 from dipprior.io import sample_image
+from dipprior.operators import make_task
 from dipprior.pipeline import DIPInitializedSampler
 from dipprior.pipeline.presets import FRONT, method_configs
 

@@ -23,9 +23,10 @@ import torch
 from dipprior.diffusion import adm_unet, load_pretrained
 from dipprior.diffusion.adm_checkpoint import adm_scheduler
 from dipprior.dip import DIPConfig
-from dipprior.experiments import degrade, make_task
+from dipprior.experiments import degrade
 from dipprior.io import load_image, sample_image
 from dipprior.metrics import psnr
+from dipprior.operators import make_task
 from dipprior.pipeline import ClassicalBaseline, DIPBaseline, DIPInitializedSampler
 from dipprior.pipeline.presets import method_configs, recommended_config
 

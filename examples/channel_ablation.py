@@ -39,9 +39,10 @@ from dipprior import dip as dip_module
 from dipprior._atomic import atomic_write_bytes, atomic_write_text
 from dipprior._tensor import default_device
 from dipprior.dip import DIPConfig, build_network
-from dipprior.experiments import degrade, load_folder, make_task
+from dipprior.experiments import degrade, load_folder
 from dipprior.io import sample_image
 from dipprior.metrics import evaluate, results_table
+from dipprior.operators import make_task
 from dipprior.pipeline import DIPInitializedSampler, parse_t0
 from dipprior.pipeline.presets import method_configs
 

@@ -27,6 +27,7 @@ from dipprior._atomic import atomic_write_text
 from dipprior._tensor import default_device
 from dipprior.diffusion import load
 from dipprior.dip import DIPConfig
+from dipprior.operators import make_task  # noqa: E402
 from dipprior.pipeline import SamplerConfig, parse_t0
 
 
@@ -130,7 +131,7 @@ def main() -> None:
     out = Path(args.out)
     for task in args.tasks:
         start = time.perf_counter()
-        operator = ex.make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
+        operator = make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
         table = ex.compare(images, operator, methods, seed=args.seed, dip_cache=args.dip_cache,
                            progress=rank == 0)
         if rank != 0:

@@ -17,8 +17,9 @@ import argparse
 import torch
 
 from dipprior.diffusion import load_pretrained
-from dipprior.experiments.data import degrade, load_folder, make_task
+from dipprior.experiments.data import degrade, load_folder
 from dipprior.metrics import psnr
+from dipprior.operators import make_task
 from dipprior.pipeline import DIPInitializedSampler
 from dipprior.pipeline.presets import method_configs
 

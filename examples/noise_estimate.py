@@ -19,9 +19,9 @@ import torch
 
 from dipprior.diffusion import load_pretrained
 from dipprior.estimators import estimate_noise_sigma
-from dipprior.experiments.data import degrade, load_folder, make_task
+from dipprior.experiments.data import degrade, load_folder
 from dipprior.metrics import psnr
-from dipprior.operators import Denoise
+from dipprior.operators import Denoise, make_task
 from dipprior.pipeline import DIPInitializedSampler
 
 

@@ -22,6 +22,7 @@ from compare_methods import header, parse_args, sampler_config, setup, write  # 
 
 from dipprior import experiments as ex  # noqa: E402
 from dipprior.metrics import ResultsTable  # noqa: E402
+from dipprior.operators import make_task  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     out = Path(args.out)
     for task in args.tasks:
         start = time.perf_counter()
-        operator = ex.make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
+        operator = make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
         rows = ex.quality_vs_nfe(images, operator, model, scheduler, steps=steps,
                                  sampler=sampler_config(args), dip=dip, seed=args.seed,
                                  dip_cache=args.dip_cache, device=args.device,

@@ -34,12 +34,11 @@ from time_to_quality import timed  # noqa: E402  (examples/ on sys.path)
 
 from dipprior import dip, metrics
 from dipprior._atomic import atomic_write_text
-from dipprior.classical import classical_start
 from dipprior.diffusion import load_pretrained
 from dipprior.dip import DIPConfig
 from dipprior.experiments import CLASSICAL_LABELS, plot_psnr_vs_seconds
-from dipprior.experiments.data import TASKS, degrade, load_folder, make_task
-from dipprior.operators import Denoise
+from dipprior.experiments.data import degrade, load_folder
+from dipprior.operators import TASKS, Denoise, classical_start, make_task
 from dipprior.pipeline import ClassicalBaseline, DIPInitializedSampler
 from dipprior.pipeline.presets import method_configs
 

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_methods import header, parse_args, sampler_config, setup, write  # noqa: E402
 
 from dipprior import experiments as ex  # noqa: E402
+from dipprior.operators import make_task  # noqa: E402
 from dipprior.pipeline import parse_t0  # noqa: E402
 
 
@@ -33,7 +34,7 @@ def main() -> None:
     out = Path(args.out)
     for task in args.tasks:
         start = time.perf_counter()
-        operator = ex.make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
+        operator = make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
         table = ex.t0_ablation(images, operator, model, scheduler, t0s=t0s,
                                sampler=sampler_config(args), dip=dip, seed=args.seed,
                                dip_cache=args.dip_cache, device=args.device, progress=rank == 0)

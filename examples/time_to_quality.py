@@ -33,9 +33,9 @@ from dipprior import dip, metrics
 from dipprior._atomic import atomic_write_text
 from dipprior.diffusion import load_pretrained
 from dipprior.dip import DIPConfig, ReferenceDistance
-from dipprior.experiments.data import TASKS, degrade, load_folder, make_task
+from dipprior.experiments.data import degrade, load_folder
 from dipprior.experiments.plots import plot_psnr_vs_seconds
-from dipprior.operators import Denoise
+from dipprior.operators import TASKS, Denoise, make_task
 from dipprior.pipeline import DIPInitializedSampler
 from dipprior.pipeline.presets import method_configs
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from dipprior import metrics
-from dipprior.classical import classical_start
 from dipprior.diffusion import load_pretrained
-from dipprior.experiments.data import degrade, make_task
+from dipprior.experiments.data import degrade
 from dipprior.io import IMAGE_SUFFIXES, center_crop, load_image
+from dipprior.operators import classical_start, make_task
 from dipprior.pipeline import DIPInitializedSampler, SamplerConfig
 from dipprior.pipeline.presets import method_configs
 

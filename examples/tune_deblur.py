@@ -23,7 +23,8 @@ from tune_classical_start import validation_crops  # noqa: E402  (examples/ on s
 
 from dipprior import metrics
 from dipprior.diffusion import load_pretrained
-from dipprior.experiments.data import degrade, make_task
+from dipprior.experiments.data import degrade
+from dipprior.operators import make_task
 from dipprior.pipeline import DIPInitializedSampler, SamplerConfig
 
 

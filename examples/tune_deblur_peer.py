@@ -23,8 +23,8 @@ import torch
 from tune_classical_start import validation_crops  # noqa: E402  (examples/ on sys.path)
 
 from dipprior import metrics
-from dipprior.experiments.data import degrade, make_task
-from dipprior.operators import Blur
+from dipprior.experiments.data import degrade
+from dipprior.operators import Blur, make_task
 
 
 def per_channel(fn, y: torch.Tensor) -> torch.Tensor:

@@ -30,10 +30,10 @@ from time_to_quality import timed  # noqa: E402  (examples/ on sys.path)
 from tune_classical_start import validation_crops  # noqa: E402
 
 from dipprior import dip, metrics
-from dipprior.classical import classical_start
 from dipprior.diffusion import load_pretrained
 from dipprior.dip import DIPConfig
-from dipprior.experiments.data import degrade, make_task
+from dipprior.experiments.data import degrade
+from dipprior.operators import classical_start, make_task
 from dipprior.pipeline import DIPInitializedSampler
 from dipprior.pipeline.presets import method_configs
 

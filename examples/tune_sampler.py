@@ -28,6 +28,7 @@ from compare_methods import header, parse_args, setup, write  # noqa: E402
 
 from dipprior import experiments as ex  # noqa: E402
 from dipprior.metrics import psnr  # noqa: E402
+from dipprior.operators import make_task  # noqa: E402
 from dipprior.pipeline import (  # noqa: E402
     DIPInitializedSampler,
     SamplerConfig,
@@ -77,7 +78,7 @@ def main() -> None:
     cache = ex.DIPCache.of(args.dip_cache)
     for task in args.tasks:
         start = time.perf_counter()
-        operator = ex.make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
+        operator = make_task(task, sigma=args.sigma, keep=args.keep, factor=args.factor)
 
         def work(case: ex.Case, task: str = task, start: float = start) -> list[dict]:
             dip_image, _ = ex.fit_dip_cached(case.observation, case.operator, dip, case.seed,

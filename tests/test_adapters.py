@@ -21,6 +21,7 @@ from dipprior.diffusion import (
     scheduler_from_diffusers,
 )
 from dipprior.diffusion.sampling import model_output
+from dipprior.pipeline import SamplerConfig
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -268,7 +269,7 @@ def test_loaded_pair_runs_in_the_sampler(tmp_path):
     op = Denoise(25 / 255)
     g = torch.Generator().manual_seed(0)
     y = op.degrade(torch.rand(3, 16, 16, generator=g), g)
-    result = DIPInitializedSampler(model, scheduler, init="observation", steps=2,
+    result = DIPInitializedSampler(model, scheduler, SamplerConfig(init="observation", steps=2),
                                    progress=False)(y, op, seed=0)
     assert result.image.shape == (3, 16, 16) and result.nfe == 2
     assert torch.isfinite(result.image).all()
@@ -355,6 +356,11 @@ def test_denoiser_prior_runs_in_the_sampler():
     y = op.degrade(clean, g)
     prior = DenoiserPrior(GaussianPosteriorMean(), Scheduler(prediction_type="sample"),
                           sigma_range=(0.0, 0.5))
-    result = DIPInitializedSampler(prior, prior.scheduler, init="observation", steps=2,
-                                   device="cpu", progress=False)(y, op, seed=0)
+    result = DIPInitializedSampler(
+        prior,
+        prior.scheduler,
+        SamplerConfig(init="observation", steps=2),
+        device="cpu",
+        progress=False,
+    )(y, op, seed=0)
     assert result.image.shape == (3, 16, 16) and torch.isfinite(result.image).all()

@@ -19,7 +19,7 @@ from dipprior.diffusion import (
 )
 from dipprior.diffusion.adm_checkpoint import _matching_preset, infer_adm_config, read_state_dict
 from dipprior.operators import Denoise, Inpaint, random_pixel_mask
-from dipprior.pipeline import DIPInitializedSampler
+from dipprior.pipeline import DIPInitializedSampler, SamplerConfig
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "adm_reference.json").read_text())
 TINY = dict(model_channels=32, num_res_blocks=1, channel_mult=(1, 2, 2), attention_ds=(4,),
@@ -281,8 +281,9 @@ def test_the_sampler_runs_an_adm_prior(tmp_path, task):
         calls.append(int(t[0]))
         return model(x, t)
 
-    r = DIPInitializedSampler(counted, scheduler, init="observation", t0=200, steps=4,
-                              progress=False)(y, op, seed=0)
+    r = DIPInitializedSampler(
+        counted, scheduler, SamplerConfig(init="observation", t0=200, steps=4), progress=False
+    )(y, op, seed=0)
     # one batched call per step, both images at the same timestep
     assert r.nfe == [4, 4] and calls == r.timesteps[0] == r.timesteps[1] and len(calls) == 4
     assert r.image.shape == clean.shape and torch.isfinite(r.image).all()

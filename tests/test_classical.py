@@ -7,17 +7,21 @@ import pytest
 import torch
 
 from dipprior._tensor import to_model_scale
-from dipprior.classical import bicubic, biharmonic, classical_start
 from dipprior.diffusion import Scheduler
 from dipprior.operators import (
+    CLASSICAL_T0,
     Denoise,
     Inpaint,
     SuperResolution,
+    bicubic,
+    biharmonic,
     center_box_mask,
+    classical_start,
+    hole_scale,
     random_pixel_mask,
 )
-from dipprior.pipeline import ClassicalBaseline, DIPInitializedSampler, noise_seed
-from dipprior.pipeline.start import CLASSICAL_T0, classical_t0, hole_scale
+from dipprior.pipeline import ClassicalBaseline, DIPInitializedSampler, SamplerConfig, noise_seed
+from dipprior.pipeline.start import classical_t0
 
 
 def _photo(size: int = 24, seed: int = 0) -> torch.Tensor:
@@ -125,7 +129,7 @@ def test_a_callable_start_is_used_as_given_and_classical_is_the_same_as_biharmon
         return own
 
     model = Recording()
-    r = DIPInitializedSampler(model, scheduler, init=start, steps=2, zeta=1.0,
+    r = DIPInitializedSampler(model, scheduler, SamplerConfig(init=start, steps=2, zeta=1.0),
                               progress=False)(y, op, seed=5)
     assert seen["args"][1] is op and torch.equal(seen["args"][0], y)
     assert r.t0 == classical_t0(op) and r.dip_image is None and r.nfe == 2
@@ -133,10 +137,12 @@ def test_a_callable_start_is_used_as_given_and_classical_is_the_same_as_biharmon
     expected = scheduler.add_noise(to_model_scale(own)[None], noise, r.t0)
     torch.testing.assert_close(model.inputs[0], expected)
 
-    a = DIPInitializedSampler(Recording(), scheduler, init="classical", steps=2, zeta=1.0,
-                              progress=False)(y, op, seed=5)
-    b = DIPInitializedSampler(Recording(), scheduler, init=biharmonic, steps=2, zeta=1.0,
-                              progress=False)(y, op, seed=5)
+    a = DIPInitializedSampler(
+        Recording(), scheduler, SamplerConfig(init="classical", steps=2, zeta=1.0), progress=False
+    )(y, op, seed=5)
+    b = DIPInitializedSampler(
+        Recording(), scheduler, SamplerConfig(init=biharmonic, steps=2, zeta=1.0), progress=False
+    )(y, op, seed=5)
     torch.testing.assert_close(a.image, b.image, rtol=0, atol=0)
     assert a.seconds["dip"] == 0 and a.dip_image is None
 
@@ -144,8 +150,12 @@ def test_a_callable_start_is_used_as_given_and_classical_is_the_same_as_biharmon
 def test_a_callable_start_of_the_wrong_shape_is_refused():
     op = Inpaint(torch.ones(16, 16))
     y = op.degrade(_photo(16))
-    sampler = DIPInitializedSampler(Recording(), Scheduler(), init=lambda y, op: y[:, :8],
-                                    steps=1, progress=False)
+    sampler = DIPInitializedSampler(
+        Recording(),
+        Scheduler(),
+        SamplerConfig(init=lambda y, op: y[:, :8], steps=1),
+        progress=False,
+    )
     with pytest.raises(ValueError, match="init"):
         sampler(y, op)
 
@@ -271,7 +281,7 @@ def test_samples_average_chains_of_their_own_noise(model):
     torch.testing.assert_close(batch.image[0], r.image, rtol=0, atol=1e-6)
     torch.testing.assert_close(batch.image[1], two(y, op, seed=5).image, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="samples"):
-        DIPInitializedSampler(model, scheduler, samples=0)
+        DIPInitializedSampler(model, scheduler, SamplerConfig(samples=0), )
 
 
 def test_a_numeric_budget_scales_with_the_restored_images_pixels():
@@ -297,16 +307,21 @@ def test_dip_observation_is_ignored_without_a_start_and_used_on_a_classical_one(
     scheduler = Scheduler()
     op = Inpaint(center_box_mask((16, 16), 6))
     y = op.degrade(_photo(16))
-    noise = DIPInitializedSampler(model, scheduler, init="noise", steps=2,
-                                  dip_observation=True, progress=False)(y, op, seed=0)
-    plain = DIPInitializedSampler(model, scheduler, init="noise", steps=2,
+    noise = DIPInitializedSampler(
+        model, scheduler, SamplerConfig(init="noise", steps=2, dip_observation=True), progress=False
+    )(y, op, seed=0)
+    plain = DIPInitializedSampler(model, scheduler, SamplerConfig(init="noise", steps=2),
                                   progress=False)(y, op, seed=0)
     torch.testing.assert_close(noise.image, plain.image, rtol=0, atol=0)
     dip_image = torch.full((3, 16, 16), 0.5)
-    second = DIPInitializedSampler(model, scheduler, init="classical", t0=60, steps=2,
-                                   dip_observation=True, progress=False)
+    second = DIPInitializedSampler(
+        model,
+        scheduler,
+        SamplerConfig(init="classical", t0=60, steps=2, dip_observation=True),
+        progress=False,
+    )
     r = second(y, op, seed=0, dip_image=dip_image)
-    alone = DIPInitializedSampler(model, scheduler, init="classical", t0=60, steps=2,
+    alone = DIPInitializedSampler(model, scheduler, SamplerConfig(init="classical", t0=60, steps=2),
                                   progress=False)(y, op, seed=0)
     assert r.dip_image is not None and r.error_std is not None
     assert float((r.image - alone.image).abs().max()) > 1e-4  # the second observation acts

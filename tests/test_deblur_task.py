@@ -4,16 +4,24 @@ import numpy as np
 import pytest
 import torch
 
-from dipprior.classical import WIENER_BALANCE, classical_start, wiener
 from dipprior.cli import main
-from dipprior.experiments import make_task
 from dipprior.experiments.data import degrade
 from dipprior.io import load_image, load_kernel, sample_image, save_image
 from dipprior.metrics import psnr
-from dipprior.operators import Blur, Inpaint, gaussian_kernel, motion_kernel
+from dipprior.operators import (
+    CLASSICAL_T0,
+    WIENER_BALANCE,
+    Blur,
+    Inpaint,
+    classical_start,
+    gaussian_kernel,
+    make_task,
+    motion_kernel,
+    wiener,
+)
 from dipprior.pipeline import DIPInitializedSampler
 from dipprior.pipeline.presets import budget_config, method_configs, recommended_config
-from dipprior.pipeline.start import CLASSICAL_T0, classical_t0
+from dipprior.pipeline.start import classical_t0
 from dipprior.pipeline.tasks import DIP_BUDGET, default_dip_config
 
 

@@ -19,7 +19,10 @@ from dipprior.dip import DIPConfig
 from dipprior.experiments import runner
 from dipprior.io import save_image
 from dipprior.metrics import psnr
-from dipprior.operators import Denoise
+from dipprior.operators import (
+    Denoise,
+    make_task,  # noqa: E402
+)
 from dipprior.pipeline import SamplerConfig, SampleResult
 
 DIP = DIPConfig(channels=8, depth=3, iterations=8, progress=False)
@@ -78,7 +81,7 @@ def test_compare_operator_factory_and_cbm3d_only_for_denoising():
     masks = []
 
     def factory(image, generator):
-        op = ex.make_task("inpaint", keep=0.5)(image, generator)
+        op = make_task("inpaint", keep=0.5)(image, generator)
         masks.append(op.mask)
         return op
 
@@ -125,7 +128,7 @@ def test_the_classical_peer_and_start_run_through_the_runner(model):
     methods = ex.standard_methods(model, Scheduler(), sampler=SamplerConfig(steps=3, t0=50),
                                   ddpm_steps=4, dip=DIP, cbm3d=False, task="inpaint")
     assert "Biharmonic" in methods and "Classical->DDPM" in methods
-    factory = ex.make_task("inpaint")
+    factory = make_task("inpaint")
     table = ex.compare(_images(1), factory, methods, seed=0, progress=False)
     rows = {r["Method"]: r for r in table.rows if r["Image"] == "img0"}
     assert rows["Biharmonic"]["NFE"] == 0 and rows["Classical->DDPM"]["NFE"] == 3
@@ -167,7 +170,7 @@ def test_compare_bad_input():
     with pytest.raises(TypeError, match="operator"):
         ex.compare(_images(1), "denoise", {"x": identity}, progress=False)
     with pytest.raises(ValueError, match="task"):
-        ex.make_task("dehaze")
+        make_task("dehaze")
 
 
 # ----------------------------------------------------------------------------- sharding

@@ -274,8 +274,8 @@ def test_operators_used_under_inference_mode_still_work_with_autograd(make):
 
 
 def test_center_box_mask_and_the_box_task():
-    from dipprior.experiments.data import degrade, make_task
-    from dipprior.operators import center_box_mask
+    from dipprior.experiments.data import degrade
+    from dipprior.operators import center_box_mask, make_task
 
     mask = center_box_mask((3, 10, 12), 4)
     assert mask.shape == (3, 10, 12)

@@ -81,8 +81,9 @@ class Counting:
 def test_nfe_equals_model_calls(model, scheduler, noisy, dip_image, init, t0, steps):
     op, y = noisy
     counter = Counting(model)
-    sampler = DIPInitializedSampler(counter, scheduler, init=init, t0=t0, steps=steps,
-                                    dip=DIP, progress=False)
+    sampler = DIPInitializedSampler(
+        counter, scheduler, SamplerConfig(init=init, t0=t0, steps=steps), dip=DIP, progress=False
+    )
     r = sampler(y, op, seed=0, dip_image=dip_image if init == "dip" else None)
     assert isinstance(r, SampleResult)
     assert r.nfe == counter.calls == steps == len(r.timesteps)
@@ -97,7 +98,7 @@ def test_auto_t0_clamps_steps_and_counts(model, scheduler, noisy, clean):
     op, y = noisy
     good = clean + 0.02 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     counter = Counting(model)
-    r = DIPInitializedSampler(counter, scheduler, steps=1000, progress=False)(
+    r = DIPInitializedSampler(counter, scheduler, SamplerConfig(steps=1000), progress=False)(
         y, op, dip_image=good)
     assert r.t0 == auto_t0(scheduler, r.error_std) < 100
     assert r.nfe == counter.calls == r.t0 + 1
@@ -107,7 +108,9 @@ def test_auto_t0_clamps_steps_and_counts(model, scheduler, noisy, clean):
 def test_full_dip_run_counts_and_times(model, scheduler, noisy):
     op, y = noisy
     counter = Counting(model)
-    r = DIPInitializedSampler(counter, scheduler, dip=DIP, t0=30, steps=3, progress=False)(y, op)
+    r = DIPInitializedSampler(
+        counter, scheduler, SamplerConfig(t0=30, steps=3), dip=DIP, progress=False
+    )(y, op)
     assert r.nfe == counter.calls == 3
     assert r.dip_image is not None and r.dip_image.shape == y.shape
     assert r.dip_iterations == DIP.iterations
@@ -136,7 +139,7 @@ def test_resolve_t0():
 
 def test_t0_zero_is_one_step_at_t0(model, scheduler, noisy, dip_image):
     op, y = noisy
-    r = DIPInitializedSampler(model, scheduler, t0=0, steps=1, progress=False)(
+    r = DIPInitializedSampler(model, scheduler, SamplerConfig(t0=0, steps=1), progress=False)(
         y, op, dip_image=dip_image)
     assert (r.t0, r.nfe, r.timesteps) == (0, 1, [0])
     # at t=0 almost no noise is added and the prior barely moves the DIP image
@@ -145,7 +148,7 @@ def test_t0_zero_is_one_step_at_t0(model, scheduler, noisy, dip_image):
 
 def test_t0_last_timestep(model, scheduler, noisy, dip_image):
     op, y = noisy
-    r = DIPInitializedSampler(model, scheduler, t0=999, steps=2, progress=False)(
+    r = DIPInitializedSampler(model, scheduler, SamplerConfig(t0=999, steps=2), progress=False)(
         y, op, dip_image=dip_image)
     assert r.timesteps == [999, 0]
 
@@ -154,11 +157,13 @@ def test_strength_one_equals_noise_init_in_distribution(model, scheduler, noisy,
     """t0 = 1.0 starts at T-1, where x_t is 0.6% image and 99.99% noise: with the same seed
     (same noise draws) it lands next to init="noise", far closer than another seed does."""
     op, y = noisy
-    kw = dict(steps=4, eta=1.0, progress=False)
-    from_dip = DIPInitializedSampler(model, scheduler, t0=1.0, **kw)(y, op, seed=3,
-                                                                    dip_image=dip_image)
-    from_noise = DIPInitializedSampler(model, scheduler, init="noise", **kw)(y, op, seed=3)
-    other_seed = DIPInitializedSampler(model, scheduler, init="noise", **kw)(y, op, seed=4)
+    cfg = SamplerConfig(steps=4, eta=1.0)
+    from_dip = DIPInitializedSampler(model, scheduler, cfg, t0=1.0, progress=False)(
+        y, op, seed=3, dip_image=dip_image)
+    from_noise = DIPInitializedSampler(model, scheduler, cfg, init="noise", progress=False)(
+        y, op, seed=3)
+    other_seed = DIPInitializedSampler(model, scheduler, cfg, init="noise", progress=False)(
+        y, op, seed=4)
     assert from_dip.t0 == from_noise.t0 == scheduler.num_train_timesteps - 1
     assert from_dip.timesteps == from_noise.timesteps
     same = float((from_dip.image - from_noise.image).abs().mean())
@@ -169,7 +174,7 @@ def test_strength_one_equals_noise_init_in_distribution(model, scheduler, noisy,
 def test_observation_init_denoise_starts_at_matching_noise_level(model, scheduler, noisy):
     op, y = noisy
     counter = Counting(model)
-    r = DIPInitializedSampler(counter, scheduler, init="observation", steps=3,
+    r = DIPInitializedSampler(counter, scheduler, SamplerConfig(init="observation", steps=3),
                               progress=False)(y, op)
     assert r.t0 == scheduler.timestep_for_noise_level(2 * SIGMA)
     abar = float(scheduler.alphas_cumprod[r.t0])
@@ -182,8 +187,12 @@ def test_observation_init_denoise_starts_at_matching_noise_level(model, schedule
 def test_renoise_of_the_dip_start(model, scheduler, noisy, dip_image, renoise):
     op, y = noisy
     counter = Counting(model)
-    r = DIPInitializedSampler(counter, scheduler, init="dip", t0=150, steps=2, renoise=renoise,
-                              progress=False)(y, op, seed=3, dip_image=dip_image)
+    r = DIPInitializedSampler(
+        counter,
+        scheduler,
+        SamplerConfig(init="dip", t0=150, steps=2, renoise=renoise),
+        progress=False,
+    )(y, op, seed=3, dip_image=dip_image)
     abar = float(scheduler.alphas_cumprod[150])
     noise = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(noise_seed(3)))
     e = estimate_error_std(dip_image, y, op)
@@ -195,14 +204,14 @@ def test_renoise_of_the_dip_start(model, scheduler, noisy, dip_image, renoise):
     torch.testing.assert_close(counter.inputs[0][0], expected, rtol=0, atol=1e-5)
     assert (r.error_std is not None) == missing
     with pytest.raises(ValueError, match="renoise"):
-        DIPInitializedSampler(model, scheduler, renoise="some")
+        DIPInitializedSampler(model, scheduler, SamplerConfig(renoise="some"), )
 
 
 def test_renoise_auto_is_full_for_noise_free_inpainting(model, scheduler, clean):
     op = Inpaint(random_pixel_mask((16, 16), 0.5, torch.Generator().manual_seed(0)))
     y = op.degrade(clean)
     counter = Counting(model)
-    r = DIPInitializedSampler(counter, scheduler, init="dip", t0=150, steps=1,
+    r = DIPInitializedSampler(counter, scheduler, SamplerConfig(init="dip", t0=150, steps=1),
                               progress=False)(y, op, seed=3, dip_image=clean)
     noise = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(noise_seed(3)))
     expected = scheduler.add_noise(2 * clean[None] - 1, noise, 150)
@@ -213,8 +222,9 @@ def test_renoise_auto_is_full_for_noise_free_inpainting(model, scheduler, clean)
 def test_renoise_missing_at_auto_t0_adds_almost_nothing(model, scheduler, noisy, dip_image):
     op, y = noisy
     counter = Counting(model)
-    r = DIPInitializedSampler(counter, scheduler, init="dip", steps=1, renoise="missing",
-                              progress=False)(y, op, dip_image=dip_image)
+    r = DIPInitializedSampler(
+        counter, scheduler, SamplerConfig(init="dip", steps=1, renoise="missing"), progress=False
+    )(y, op, dip_image=dip_image)
     assert r.t0 == auto_t0(scheduler, r.error_std)
     abar = float(scheduler.alphas_cumprod[r.t0])
     added = counter.inputs[0][0] / abar ** 0.5 - (2 * dip_image - 1)
@@ -232,7 +242,7 @@ def test_start_noise_is_independent_of_a_degradation_with_the_same_seed(model, s
     op = Denoise(SIGMA)
     y = op.degrade(clean, torch.Generator().manual_seed(7))
     counter = Counting(model)
-    DIPInitializedSampler(counter, scheduler, init="observation", t0=300, steps=1,
+    DIPInitializedSampler(counter, scheduler, SamplerConfig(init="observation", t0=300, steps=1),
                           progress=False)(y, op, seed=7)
     abar = float(scheduler.alphas_cumprod[300])
     added = (counter.inputs[0][0][0] / abar ** 0.5 - (2 * y - 1)).flatten()
@@ -258,8 +268,9 @@ def test_observation_init_inpaint_adds_noise(model, scheduler, clean):
     op = Inpaint(mask)
     y = op.degrade(clean)
     counter = Counting(model)
-    r = DIPInitializedSampler(counter, scheduler, init="observation", t0=200, steps=2,
-                              progress=False)(y, op, seed=5)
+    r = DIPInitializedSampler(
+        counter, scheduler, SamplerConfig(init="observation", t0=200, steps=2), progress=False
+    )(y, op, seed=5)
     noise = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(noise_seed(5)))
     expected = scheduler.add_noise(2 * op.pseudo_inverse(y)[None] - 1, noise, 200)
     torch.testing.assert_close(counter.inputs[0][0], expected, rtol=0, atol=1e-6)
@@ -274,9 +285,9 @@ def test_one_proximal_step_matches_closed_form(model, scheduler, noisy, dip_imag
     [0, 1] scale with the official code's rho_t = lam sigma_n^2 / sigma_t^2."""
     op, y = noisy
     t0, lam, seed = 80, 8.0, 7
-    r = DIPInitializedSampler(model, scheduler, t0=t0, steps=1, lam=lam,
-                              renoise="full", progress=False)(y, op, seed=seed,
-                                                              dip_image=dip_image)
+    r = DIPInitializedSampler(
+        model, scheduler, SamplerConfig(t0=t0, steps=1, lam=lam, renoise="full"), progress=False
+    )(y, op, seed=seed, dip_image=dip_image)
     abar = float(scheduler.alphas_cumprod[t0])
     eps = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(noise_seed(seed)))
     x_t = abar ** 0.5 * (2 * dip_image[None] - 1) + (1 - abar) ** 0.5 * eps
@@ -308,8 +319,12 @@ def test_dip_as_second_observation_is_the_three_term_proximal(model, scheduler, 
 
     op, y = noisy
     t0, lam, seed, err = 80, 8.0, 7, 0.05
-    sampler = DIPInitializedSampler(model, scheduler, t0=t0, steps=1, lam=lam,
-                                    renoise="full", dip_observation=True, progress=False)
+    sampler = DIPInitializedSampler(
+        model,
+        scheduler,
+        SamplerConfig(t0=t0, steps=1, lam=lam, renoise="full", dip_observation=True),
+        progress=False,
+    )
     monkeypatch.setattr("dipprior.pipeline.start.estimate_error_std", lambda *a: err)
     r = sampler(y, op, seed=seed, dip_image=dip_image, return_intermediates=True)
     assert r.error_std == err
@@ -331,8 +346,12 @@ def test_proximal_guidance_keeps_known_pixels(model, scheduler, clean, init):
     op = Inpaint(mask)  # sigma_y = 0: the data term is a hard constraint
     y = op.degrade(clean)
     dip_image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
-    sampler = DIPInitializedSampler(model, scheduler, init=init, t0=999 if init == "noise"
-                                    else 150, steps=4, eta=0.5, progress=False)
+    sampler = DIPInitializedSampler(
+        model,
+        scheduler,
+        SamplerConfig(init=init, t0=999 if init == "noise" else 150, steps=4, eta=0.5),
+        progress=False,
+    )
     r = sampler(y, op, dip_image=dip_image if init == "dip" else None,
                 return_intermediates=True)
     known = mask.bool().expand(3, -1, -1)
@@ -349,7 +368,7 @@ def test_sdedit_without_guidance_ignores_observation(model, scheduler, clean):
     op = Inpaint(mask)
     y = op.degrade(clean)
     dip_image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
-    kw = dict(t0=150, steps=3, guidance=None, progress=False)
+    kw = dict(config=SamplerConfig(t0=150, steps=3, guidance=None), progress=False)
     r = DIPInitializedSampler(model, scheduler, **kw)(y, op, dip_image=dip_image)
     known = mask.bool().expand(3, -1, -1)
     assert float((r.image[known] - clean[known]).abs().max()) > 1e-3
@@ -362,7 +381,7 @@ def test_sdedit_without_guidance_ignores_observation(model, scheduler, clean):
 def test_super_resolution_runs_with_cg_proximal(model, scheduler, clean):
     op = SuperResolution(2)
     y = op.degrade(clean)
-    r = DIPInitializedSampler(model, scheduler, init="observation", t0=100, steps=2,
+    r = DIPInitializedSampler(model, scheduler, SamplerConfig(init="observation", t0=100, steps=2),
                               progress=False)(y, op)
     assert r.image.shape == clean.shape and y.shape == (3, 8, 8)
     # sigma_y = 0: the result reproduces the low-resolution observation (up to CG tolerance and
@@ -374,7 +393,9 @@ def test_super_resolution_runs_with_cg_proximal(model, scheduler, clean):
 def test_super_resolution_from_dip_returns_high_resolution(model, scheduler, clean):
     op = SuperResolution(2)
     y = op.degrade(clean)
-    r = DIPInitializedSampler(model, scheduler, dip=DIP, t0=20, steps=2, progress=False)(y, op)
+    r = DIPInitializedSampler(
+        model, scheduler, SamplerConfig(t0=20, steps=2), dip=DIP, progress=False
+    )(y, op)
     assert r.image.shape == clean.shape and r.dip_image.shape == clean.shape
     baseline = DIPBaseline(DIP, progress=False)(y, op)
     assert baseline.image.shape == clean.shape
@@ -385,8 +406,13 @@ def test_super_resolution_from_dip_returns_high_resolution(model, scheduler, cle
 
 def test_same_seed_same_result_different_seed_differs(model, scheduler, noisy):
     op, y = noisy
-    sampler = DIPInitializedSampler(model, scheduler, dip=DIP.replace(iterations=4), t0=100,
-                                    steps=3, eta=1.0, progress=False)
+    sampler = DIPInitializedSampler(
+        model,
+        scheduler,
+        SamplerConfig(t0=100, steps=3, eta=1.0),
+        dip=DIP.replace(iterations=4),
+        progress=False,
+    )
     a, b, c = sampler(y, op, seed=11), sampler(y, op, seed=11), sampler(y, op, seed=12)
     assert torch.equal(a.image, b.image) and torch.equal(a.dip_image, b.dip_image)
     assert not torch.equal(a.image, c.image) and not torch.equal(a.dip_image, c.dip_image)
@@ -394,8 +420,9 @@ def test_same_seed_same_result_different_seed_differs(model, scheduler, noisy):
 
 def test_batched_observation_keeps_rank(model, scheduler, noisy):
     op, y = noisy
-    r = DIPInitializedSampler(model, scheduler, init="observation", steps=2, progress=False)(
-        y[None], op)
+    r = DIPInitializedSampler(
+        model, scheduler, SamplerConfig(init="observation", steps=2), progress=False
+    )(y[None], op)
     assert r.image.shape == (1, 3, 16, 16) and r.t0 == [r.t0[0]] and r.nfe == [2]
 
 
@@ -406,8 +433,9 @@ def test_batch_of_two_equals_two_single_calls(model, scheduler, clean, init):
     ops = [Inpaint(random_pixel_mask((16, 16), keep, torch.Generator().manual_seed(1)))
            for keep in (0.5, 0.7)]
     ys = torch.stack([ops[0](clean), ops[1](other)])
-    sampler = DIPInitializedSampler(model, scheduler, init=init, dip=DIP, steps=4, eta=0.7,
-                                    progress=False)
+    sampler = DIPInitializedSampler(
+        model, scheduler, SamplerConfig(init=init, steps=4, eta=0.7), dip=DIP, progress=False
+    )
     batch = sampler(ys, ops, seed=3)
     singles = [sampler(ys[i], ops[i], seed=3 + i) for i in range(2)]
     assert batch.image.shape == (2, 3, 16, 16)
@@ -424,15 +452,16 @@ def test_batch_with_different_t0_runs_each_chain(model, scheduler, clean, dip_im
     op = Denoise(SIGMA)
     ys = torch.stack([op.degrade(clean, torch.Generator().manual_seed(i)) for i in range(2)])
     dips = torch.stack([dip_image, clean])  # the second start is much better: lower auto t0
-    r = DIPInitializedSampler(model, scheduler, steps=50, progress=False)(
+    r = DIPInitializedSampler(model, scheduler, SamplerConfig(steps=50), progress=False)(
         ys, op, seed=0, dip_image=dips)
     assert r.t0[0] != r.t0[1] and r.nfe == [min(50, t + 1) for t in r.t0]
 
 
 def test_generator_gives_the_same_image(model, scheduler, noisy):
     op, y = noisy
-    sampler = DIPInitializedSampler(model, scheduler, init="observation", steps=3, eta=1.0,
-                                    progress=False)
+    sampler = DIPInitializedSampler(
+        model, scheduler, SamplerConfig(init="observation", steps=3, eta=1.0), progress=False
+    )
     a = sampler(y, op, generator=torch.Generator().manual_seed(7))
     b = sampler(y, op, generator=torch.Generator().manual_seed(7))
     c = sampler(y, op, generator=torch.Generator().manual_seed(8))
@@ -444,14 +473,20 @@ def test_generator_gives_the_same_image(model, scheduler, noisy):
 def test_bf16_model_runs(scheduler, noisy, make_unet):
     net = make_unet(perturb=0.05).to(torch.bfloat16)
     op, y = noisy
-    r = DIPInitializedSampler(net, scheduler, init="observation", steps=2, progress=False)(y, op)
+    r = DIPInitializedSampler(
+        net, scheduler, SamplerConfig(init="observation", steps=2), progress=False
+    )(y, op)
     assert r.image.dtype == torch.float32 and torch.isfinite(r.image).all()
 
 
 def test_nan_model_output_names_the_timestep(scheduler, noisy):
     op, y = noisy
-    sampler = DIPInitializedSampler(lambda x, t: torch.full_like(x, float("nan")), scheduler,
-                                    init="observation", t0=40, steps=2, progress=False)
+    sampler = DIPInitializedSampler(
+        lambda x, t: torch.full_like(x, float("nan")),
+        scheduler,
+        SamplerConfig(init="observation", t0=40, steps=2),
+        progress=False,
+    )
     with pytest.raises(FloatingPointError, match="timestep 40"):
         sampler(y, op)
 
@@ -459,7 +494,7 @@ def test_nan_model_output_names_the_timestep(scheduler, noisy):
 def test_one_steps_rule_for_fixed_and_auto_t0(model, scheduler, noisy, dip_image):
     """A chain from t0 runs min(steps, t0 + 1) steps, whether t0 is fixed or automatic."""
     op, y = noisy
-    fixed = DIPInitializedSampler(model, scheduler, t0=4, steps=50, progress=False)(
+    fixed = DIPInitializedSampler(model, scheduler, SamplerConfig(t0=4, steps=50), progress=False)(
         y, op, dip_image=dip_image)
     assert fixed.nfe == 5 and fixed.timesteps == [4, 3, 2, 1, 0]
     assert SamplerConfig(steps=50).steps_from(4) == 5
@@ -479,7 +514,9 @@ def test_sampler_config_is_passed_whole(model, scheduler):
 def test_model_mode_restored(scheduler, noisy):
     op, y = noisy
     net = UNet(base_channels=8, channel_mults=(1,), num_res_blocks=1).train()
-    DIPInitializedSampler(net, scheduler, init="observation", steps=1, progress=False)(y, op)
+    DIPInitializedSampler(
+        net, scheduler, SamplerConfig(init="observation", steps=1), progress=False
+    )(y, op)
     assert net.training
 
 
@@ -553,21 +590,21 @@ def test_cbm3d_baseline_denoises_only(clean):
 
 def test_bad_arguments(model, scheduler):
     with pytest.raises(ValueError, match="init"):
-        DIPInitializedSampler(model, scheduler, init="pinv")
+        DIPInitializedSampler(model, scheduler, SamplerConfig(init="pinv"), )
     with pytest.raises(ValueError, match="guidance"):
-        DIPInitializedSampler(model, scheduler, guidance="dps")
+        DIPInitializedSampler(model, scheduler, SamplerConfig(guidance="dps"), )
     with pytest.raises(ValueError, match="steps"):
-        DIPInitializedSampler(model, scheduler, steps=0)
+        DIPInitializedSampler(model, scheduler, SamplerConfig(steps=0), )
     with pytest.raises(ValueError, match="t0"):
-        DIPInitializedSampler(model, scheduler, t0=1000)
+        DIPInitializedSampler(model, scheduler, SamplerConfig(t0=1000), )
     with pytest.raises(ValueError, match="t0"):
-        DIPInitializedSampler(model, scheduler, t0="best")
+        DIPInitializedSampler(model, scheduler, SamplerConfig(t0="best"), )
     with pytest.raises(ValueError, match="t0"):
-        DIPInitializedSampler(model, scheduler, init="noise", t0=100)
+        DIPInitializedSampler(model, scheduler, SamplerConfig(init="noise", t0=100), )
     with pytest.raises(ValueError, match="eta"):
-        DIPInitializedSampler(model, scheduler, eta=-1)
+        DIPInitializedSampler(model, scheduler, SamplerConfig(eta=-1), )
     with pytest.raises(ValueError, match="lam"):
-        DIPInitializedSampler(model, scheduler, lam=0)
+        DIPInitializedSampler(model, scheduler, SamplerConfig(lam=0), )
     with pytest.raises(TypeError, match="lam = 4 \\* guidance_scale"):
         DIPInitializedSampler(model, scheduler, guidance_scale=10)
     with pytest.raises(TypeError, match="lam = 4 \\* guidance_scale"):
@@ -577,13 +614,13 @@ def test_bad_arguments(model, scheduler):
     # the wrapper keeps the fields' signature (docs, IDEs)
     assert "lam" in inspect.signature(SamplerConfig).parameters
     with pytest.raises(ValueError, match="zeta"):
-        DIPInitializedSampler(model, scheduler, zeta=1.5)
+        DIPInitializedSampler(model, scheduler, SamplerConfig(zeta=1.5), )
     with pytest.raises(ValueError, match="zeta"):
-        DIPInitializedSampler(model, scheduler, zeta=0.2, eta=0.5)
+        DIPInitializedSampler(model, scheduler, SamplerConfig(zeta=0.2, eta=0.5), )
     with pytest.raises(ValueError, match="spacing"):
-        DIPInitializedSampler(model, scheduler, spacing="log")
+        DIPInitializedSampler(model, scheduler, SamplerConfig(spacing="log"), )
     with pytest.raises(ValueError, match="error_estimate"):
-        DIPInitializedSampler(model, scheduler, error_estimate="oracle")
+        DIPInitializedSampler(model, scheduler, SamplerConfig(error_estimate="oracle"), )
     with pytest.raises(TypeError, match="model"):
         DIPInitializedSampler("unet", scheduler)
     with pytest.raises(TypeError, match="scheduler"):
@@ -591,7 +628,7 @@ def test_bad_arguments(model, scheduler):
 
 
 def test_bad_observations(model, scheduler, clean):
-    sampler = DIPInitializedSampler(model, scheduler, init="observation", steps=1,
+    sampler = DIPInitializedSampler(model, scheduler, SamplerConfig(init="observation", steps=1),
                                     progress=False)
     op = Inpaint(torch.ones(16, 16))
     with pytest.raises(ValueError, match="observation"):
@@ -609,10 +646,10 @@ def test_bad_observations(model, scheduler, clean):
     with pytest.raises(TypeError, match="operator"):
         sampler(clean, lambda x: x)
     with pytest.raises(ValueError, match="dip_image"):
-        DIPInitializedSampler(model, scheduler, t0=10, steps=1, progress=False)(
+        DIPInitializedSampler(model, scheduler, SamplerConfig(t0=10, steps=1), progress=False)(
             clean, Denoise(0.1), dip_image=torch.rand(3, 8, 8))
     with pytest.raises(ValueError, match="dip_image"):
-        DIPInitializedSampler(model, scheduler, t0=10, steps=1, progress=False)(
+        DIPInitializedSampler(model, scheduler, SamplerConfig(t0=10, steps=1), progress=False)(
             clean, Denoise(0.1), dip_image=torch.full((3, 16, 16), float("nan")))
 
 
@@ -628,8 +665,12 @@ def test_diffusers_unet_in_one_line(scheduler, noisy):
                        down_block_types=("DownBlock2D", "DownBlock2D"),
                        up_block_types=("UpBlock2D", "UpBlock2D")).eval()
     op, y = noisy
-    sampler = DIPInitializedSampler(lambda x, t: unet(x, t).sample, scheduler,
-                                    init="observation", steps=3, progress=False)
+    sampler = DIPInitializedSampler(
+        lambda x, t: unet(x, t).sample,
+        scheduler,
+        SamplerConfig(init="observation", steps=3),
+        progress=False,
+    )
     r = sampler(y, op, seed=0)
     assert r.nfe == 3 and r.image.shape == y.shape
     assert torch.isfinite(r.image).all()
@@ -646,14 +687,18 @@ def test_auto_init_starts_denoising_from_the_observation_and_the_rest_from_class
     from dipprior.pipeline.sampler import resolve_init
 
     op, y = noisy
-    auto = DIPInitializedSampler(model, scheduler, init="auto", steps=2, progress=False)
-    obs = DIPInitializedSampler(model, scheduler, init="observation", steps=2, progress=False)
+    auto = DIPInitializedSampler(
+        model, scheduler, SamplerConfig(init="auto", steps=2), progress=False
+    )
+    obs = DIPInitializedSampler(
+        model, scheduler, SamplerConfig(init="observation", steps=2), progress=False
+    )
     torch.testing.assert_close(auto(y, op, seed=3).image, obs(y, op, seed=3).image,
                                rtol=0, atol=0)
     mask = random_pixel_mask((16, 16), 0.5, torch.Generator().manual_seed(0))
     inp = Inpaint(mask)
     yi = inp.degrade(clean)
-    classical = DIPInitializedSampler(model, scheduler, init="classical", steps=2,
+    classical = DIPInitializedSampler(model, scheduler, SamplerConfig(init="classical", steps=2),
                                       progress=False)
     torch.testing.assert_close(auto(yi, inp, seed=3).image, classical(yi, inp, seed=3).image,
                                rtol=0, atol=0)
@@ -686,13 +731,13 @@ def test_reference_stopping_inside_the_sampler_uses_the_priors_restoration(model
         seen["reference"] = k.get("reference")
         return real_fit(*a, **k)
 
-    sampler = DIPInitializedSampler(model, scheduler, steps=2, progress=False,
+    sampler = DIPInitializedSampler(model, scheduler, SamplerConfig(steps=2), progress=False,
                                     dip=DIPConfig(iterations=20, channels=8, depth=3,
                                                   early_stopping="reference",
                                                   reference_patience=5, progress=False))
     monkeypatch.setattr(sampler_module, "fit_dip", spy)
     r = sampler(y, op, seed=1)
-    obs = DIPInitializedSampler(model, scheduler, init="observation", steps=2,
+    obs = DIPInitializedSampler(model, scheduler, SamplerConfig(init="observation", steps=2),
                                 progress=False)(y, op, seed=1)
     torch.testing.assert_close(seen["reference"], obs.image, rtol=0, atol=0)
     assert r.nfe == len(r.timesteps) + obs.nfe  # the reference chain's evaluations count
@@ -753,7 +798,7 @@ def test_no_config_runs_the_recommended_preset_of_each_task(model, scheduler, no
     torch.testing.assert_close(r.image, expected.image, rtol=0, atol=0)
     assert r.dip_image is None and r.seconds["dip"] == 0
     # a config or a keyword means the user's settings, not the preset
-    assert not DIPInitializedSampler(model, scheduler, steps=3).recommended
+    assert not DIPInitializedSampler(model, scheduler, SamplerConfig(steps=3), ).recommended
 
 
 def test_reference_error_estimate_and_spacing_reach_the_chain(model, scheduler, noisy,

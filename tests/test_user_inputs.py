@@ -5,6 +5,7 @@ import torch
 
 from dipprior.estimators import estimate_noise_sigma
 from dipprior.io import sample_image, save_image
+from dipprior.pipeline import SamplerConfig
 
 
 def _grey(size: int = 128) -> torch.Tensor:
@@ -34,7 +35,9 @@ def test_a_dip_image_on_the_wrong_scale_is_refused(model):
     from dipprior.pipeline import DIPInitializedSampler
 
     y = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
-    sampler = DIPInitializedSampler(model, Scheduler(), init="dip", steps=2, progress=False)
+    sampler = DIPInitializedSampler(
+        model, Scheduler(), SamplerConfig(init="dip", steps=2), progress=False
+    )
     with pytest.raises(ValueError, match="dip_image: values span.*0..255"):
         sampler(y, Denoise(0.1), dip_image=torch.rand(3, 16, 16) * 255)
 

@@ -50,10 +50,10 @@ from typing import Any
 import torch
 
 from dipprior._tensor import default_device
-from dipprior.experiments import COLUMNS, Case, compare, make_task, save_figure
+from dipprior.experiments import COLUMNS, Case, compare, save_figure
 from dipprior.metrics import SSIM_MIN_SIZE, ResultsTable, results_table
 from dipprior.metrics import psnr as psnr_of
-from dipprior.operators import Inpaint, parse_blur
+from dipprior.operators import Inpaint, make_task, parse_blur
 from dipprior.operators.blur import DEBLUR_BLUR, DEBLUR_SIGMA
 from dipprior.pipeline.presets import method_configs
 

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dipprior.operators.blur import DEBLUR_BLUR, DEBLUR_SIGMA
 from dipprior.pipeline.config import SamplerConfig, parse_t0
 
 
@@ -30,41 +29,52 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-#: the noise std (0..255) of simulated denoising when --sigma is not given
-SIMULATED_SIGMA = 25.0
-
-
 def add_task(p: argparse.ArgumentParser, required: bool = True, real_images: bool = False
              ) -> None:
-    """``--task`` and its parameters; ``real_images``: the command also restores real noisy
-    images, whose sigma is estimated when ``--sigma`` is not given."""
-    p.add_argument("--task", required=required,
-                   choices=["denoise", "inpaint", "box", "sr", "deblur"],
-                   help="the degradation", **({} if required else {"default": "denoise"}))
-    p.add_argument("--sigma", type=float,
-                   help=f"denoise/deblur: noise std, 0..255 units (default: {SIMULATED_SIGMA:g} "
-                   f"for simulated denoising, {DEBLUR_SIGMA:g} for simulated deblurring"
-                   + ("; for a real image, estimated from it" if real_images else "") + ")")
-    p.add_argument("--keep", type=float, default=0.5,
-                   help="inpaint (simulated): fraction of pixels kept")
-    p.add_argument("--factor", type=int, default=4, help="sr: down-sampling factor")
-    p.add_argument("--blur", metavar="SPEC", default=DEBLUR_BLUR,
-                   help="deblur: the kernel, gaussian:STD (size 2*ceil(3 STD)+1) or motion:SIZE "
-                   "(a random camera shake drawn from --seed)")
-    p.add_argument("--kernel", metavar="NPY_OR_PNG",
-                   help="deblur: the kernel from a file (a 2D .npy array or a grey image; odd "
-                   "sizes; normalised to sum 1), instead of --blur")
+    """``--task`` and the parameters of every registered task (``operators.TASKS``), one option
+    per parameter name; tasks that share an option (``--sigma``) each keep their own default.
+    ``real_images``: the command also restores real observations, whose noise level is
+    estimated when not given."""
+    from dipprior.operators import TASKS
+
+    p.add_argument("--task", required=required, choices=list(TASKS),
+                   help="the degradation: " + "; ".join(f"{t.name}: {t.title}"
+                                                        for t in TASKS.values()),
+                   **({} if required else {"default": "denoise"}))
+    by_flag: dict[str, list[tuple[str, Any]]] = {}
+    for task in TASKS.values():
+        for param in task.params:
+            by_flag.setdefault(param.flag, []).append((task.name, param))
+    for flag, uses in by_flag.items():
+        helps = []
+        for name, param in uses:
+            text = param.help if real_images or not param.estimate else \
+                param.help.split("; for a real image")[0]
+            default = "" if param.default is None else f" (default {param.default})"
+            helps.append(f"{name}: {text}{default}")
+        p.add_argument(flag, type=uses[0][1].type, dest=_dest(flag), default=None,
+                       help="; ".join(helps))
 
 
-def simulated_sigma(args: argparse.Namespace) -> float:
-    """``--sigma`` for simulated noise (its default when not given), checked in the user's own
-    units."""
-    if args.sigma is not None:
-        if not 0 <= args.sigma <= 255:
-            raise ValueError(f"--sigma: expected a noise std in 0..255 (8-bit pixel units), got "
-                             f"{args.sigma:g}")
-        return args.sigma
-    return DEBLUR_SIGMA if getattr(args, "task", None) == "deblur" else SIMULATED_SIGMA
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def task_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The chosen task's parameters as given on the command line (None: not given)."""
+    from dipprior.operators.registry import get_task
+
+    return {param.name: getattr(args, _dest(param.flag), None)
+            for param in get_task(args.task).params}
+
+
+def in_user_terms(exc: Exception, task: Any) -> ValueError:
+    """A task's error with its parameter named as the option the user typed (``--sigma``)."""
+    text = str(exc)
+    for param in task.params:
+        if text.startswith(param.name + ":"):
+            return ValueError(param.flag + text[len(param.name):])
+    return ValueError(text)
 
 
 def check_output_folder(path: str | None, option: str = "--out") -> None:
@@ -79,26 +89,6 @@ def check_output_folder(path: str | None, option: str = "--out") -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{option}: cannot write into {path!r} ({str(existing)!r} is not a "
                          "writable folder)")
-
-
-def blur_kernel(args: argparse.Namespace) -> Any:
-    """``--kernel`` (a file) or ``--blur`` (a spec; a motion kernel is drawn from ``--seed``),
-    checked before any work."""
-    import torch
-
-    from dipprior.io import load_kernel
-    from dipprior.operators import Blur, parse_blur
-
-    try:
-        if args.kernel:
-            kernel = load_kernel(args.kernel)
-        else:
-            kernel = parse_blur(args.blur, torch.Generator().manual_seed(getattr(args, "seed", 0)))
-        Blur(kernel)  # refuses a bad kernel now, with its reason
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        option = "--kernel" if args.kernel else "--blur"
-        raise ValueError(f"{option}: {exc}") from None
-    return kernel
 
 
 def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:
@@ -153,22 +143,31 @@ def add_dip(p: argparse.ArgumentParser, iterations: int | None = None) -> None:
                    "restoration; default: the task's default DIP stage)")
 
 
-def sampler_config(args: argparse.Namespace, base: SamplerConfig | None = None,
-                   **fields: Any) -> SamplerConfig | None:
-    """``base`` (default ``SamplerConfig()``) with the sampler options given (``fields`` with a
-    value override), or None when no option and no field was given: the sampler then runs the
-    task's preset.  A given ``--eta`` replaces a ``zeta`` of ``base`` (they exclude each other)."""
+def sampler_fields(args: argparse.Namespace, **fields: Any) -> dict[str, Any]:
+    """The :class:`SamplerConfig` fields given as options (and ``fields`` with a value),
+    parsed and checked: keyword settings for the sampler."""
     names = [f.name for f in dataclasses.fields(SamplerConfig)]
     given = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     given |= {k: v for k, v in fields.items() if v is not None}
     if getattr(args, "adapt_lr", None) is not None and "adapt" not in given:
         raise ValueError("--adapt-lr: needs --adapt ITERATIONS")
-    if not given:
-        return None
     if "t0" in given:
         given["t0"] = parse_t0(given["t0"])
     if "adapt" in given:
         given["adapt"] = adapt_config(given["adapt"], getattr(args, "adapt_lr", None))
+    SamplerConfig().replace(**{k: v for k, v in given.items()
+                               if not (k == "eta" and "zeta" in given)})  # each field valid
+    return given
+
+
+def sampler_config(args: argparse.Namespace, base: SamplerConfig | None = None,
+                   **fields: Any) -> SamplerConfig | None:
+    """``base`` (default ``SamplerConfig()``) with the sampler options given (``fields`` with a
+    value override), or None when no option and no field was given: the sampler then runs the
+    task's preset.  A given ``--eta`` replaces a ``zeta`` of ``base`` (they exclude each other)."""
+    given = sampler_fields(args, **fields)
+    if not given:
+        return None
     base = base or SamplerConfig()
     if "eta" in given and "zeta" not in given:
         base = base.replace(zeta=None)

@@ -24,20 +24,19 @@ from dipprior.cli.options import (
     check_output,
     check_output_folder,
     load_prior,
-    parse_budget,
 )
 from dipprior.cli.restore_setup import (
     check_size,
     degrade_like,
-    dip_settings,
     like_input,
+    make_sampler,
     plan_cost,
     real_operator,
     sampler_settings,
     task_from,
     tile_size,
-    uses_dip,
 )
+from dipprior.pipeline.plan import settings_use_dip
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -57,8 +56,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_task(p, real_images=True)
     add_sampler(p)
     add_dip(p)
-    p.add_argument("--mask", metavar="PNG", help="inpaint: mask image, white = known pixel "
-                   "(with a folder: the same mask for every image)")
     p.add_argument("--simulate", action="store_true",
                    help="IMAGE is clean: degrade it (--sigma/--keep/--factor/--blur) and report "
                    "PSNR")
@@ -93,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
         return _run_folder(args)
     from dipprior.io import load_image, save_image
     from dipprior.metrics import evaluate
-    from dipprior.pipeline import DIPInitializedSampler
 
     check_output(args.out, "--out")
     if Path(args.out).resolve() == Path(args.image).resolve():
@@ -104,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
                                              Path(args.image).resolve()):
             raise ValueError(f"--save-dip: {args.save_dip!r} is --out or the input image")
     task = task_from(args)
-    config = sampler_settings(args, task)
-    dip = dip_settings(args, task)
+    settings = sampler_settings(args)
     image = load_image(args.image)
     check_size(image, "IMAGE")
     clean = None
@@ -114,14 +109,12 @@ def run(args: argparse.Namespace) -> int:
         clean = image
         op, observation = degrade_like(clean, task, args.seed)
     else:
-        (op, note), observation = real_operator(task, image), image
-    model, scheduler = load_prior(args)
+        (op, note), observation = real_operator(task, image, args.seed), image
     tile = tile_size(args, image, op)
     if tile and args.save_dip:
         raise ValueError("--save-dip: not available when the image is restored in tiles")
-    print(plan_cost(args, observation, op, config, dip, model, tile), flush=True)
-    sampler = DIPInitializedSampler(model, scheduler, config, budget=parse_budget(args), dip=dip,
-                                    device=args.device, progress=not args.no_progress and not tile)
+    sampler = make_sampler(args, settings, *load_prior(args), progress=not tile)
+    print(plan_cost(args, observation, op, sampler, tile), flush=True)
     if tile:
         return _run_tiled(args, sampler, observation, op, image, clean, note, tile)
     result = sampler(observation, op, seed=args.seed)
@@ -251,7 +244,6 @@ def _run_folder(args: argparse.Namespace) -> int:
 
     from dipprior.io import load_image, save_image
     from dipprior.metrics import evaluate
-    from dipprior.pipeline import DIPInitializedSampler
     from dipprior.pipeline.checks import check_observation
     from dipprior.pipeline.result import SampleResult
     from dipprior.pipeline.tiles import restore_tiled
@@ -264,9 +256,8 @@ def _run_folder(args: argparse.Namespace) -> int:
         raise ValueError("--save-dip: only for a single IMAGE; for a folder the DIP images are "
                          "written to --out as <name>_dip.png")
     task = task_from(args)
-    config = sampler_settings(args, task)
-    dip = dip_settings(args, task)
-    names = _output_names(paths, dip=uses_dip(config, task, parse_budget(args)))
+    settings = sampler_settings(args)
+    names = _output_names(paths, dip=settings_use_dip(None, settings))
     metrics = out / METRICS
     rows = _read_metrics(metrics) if args.simulate else {}
     seeds = {path: args.seed + i for i, path in enumerate(paths)}
@@ -279,17 +270,17 @@ def _run_folder(args: argparse.Namespace) -> int:
             if args.simulate:
                 (op, observation), note = degrade_like(image, task, seeds[path]), ""
             else:
-                (op, note), observation = real_operator(task, image), image
+                (op, note), observation = real_operator(task, image, seeds[path]), image
             check_observation(observation, op)
             tile = tile_size(args, image, op)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"IMAGE: {path.name}: {exc}") from None
         prepared[path] = (image if args.simulate else None, op, observation, note, image, tile)
-    model, scheduler = load_prior(args) if todo else (None, None)
+    sampler = make_sampler(args, settings, *load_prior(args)) if todo else None
     for path in todo:  # expected seconds and memory of each image, before any work
         _, op, observation, _, image, tile = prepared[path]
         try:
-            plan = plan_cost(args, observation, op, config, dip, model, tile)
+            plan = plan_cost(args, observation, op, sampler, tile)
         except ValueError as exc:
             raise ValueError(f"IMAGE: {path.name}: {exc}") from None
         if tile:
@@ -297,9 +288,6 @@ def _run_folder(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     order = [p.name for p in paths]
-    if todo:
-        sampler = DIPInitializedSampler(model, scheduler, config, budget=parse_budget(args),
-                                        dip=dip, device=args.device, progress=not args.no_progress)
     bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="images", unit="image",
                disable=args.no_progress or not todo)
     for path in todo:

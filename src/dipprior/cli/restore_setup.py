@@ -3,61 +3,52 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import Any
 
 from dipprior.cli.options import (
-    blur_kernel,
-    dip_config,
+    in_user_terms,
     parse_budget,
-    sampler_config,
-    simulated_sigma,
+    sampler_fields,
+    task_params,
 )
-
-#: ``task_from``'s answer for real noisy images without ``--sigma``: estimate sigma per image
-ESTIMATE_SIGMA = object()
+from dipprior.pipeline.plan import settings_use_dip
 
 
-class _BlurredEstimate:
-    """``task_from``'s answer for real blurred images without ``--sigma``: the kernel is known,
-    the noise level is estimated per image."""
+@dataclass(frozen=True)
+class TaskChoice:
+    """The task of the command line, its parameters as given (None: the default, or for a
+    real observation estimated where the task says so) and whether images are simulated."""
 
-    def __init__(self, kernel: Any) -> None:
-        self.kernel = kernel
+    task: Any
+    params: dict[str, Any]
+    simulate: bool
 
+    def make(self, **values: Any) -> Any:
+        from dipprior.operators import make_task
 
-def task_from(args: argparse.Namespace) -> Any:
-    """The operator (or operator factory) the options describe."""
-    from dipprior.experiments import make_task
-    from dipprior.operators import Inpaint, mask_from_image
-
-    if args.task == "inpaint" and args.mask:
-        return Inpaint(mask_from_image(args.mask))
-    if args.task == "inpaint" and not args.simulate:
-        raise ValueError("--mask PNG is required to inpaint real images (or use --simulate "
-                         "to drop random pixels of clean ones)")
-    if args.task == "box" and not args.simulate:
-        raise ValueError("--task box cuts a centred 32x32 hole into a clean image and needs "
-                         "--simulate; to fill holes of a real image use --task inpaint --mask "
-                         "PNG")
-    if args.task == "denoise" and args.sigma is None and not args.simulate:
-        return ESTIMATE_SIGMA
-    if args.task == "deblur":
-        from dipprior.operators import Blur
-
-        kernel = blur_kernel(args)
-        if args.sigma is None and not args.simulate:
-            return _BlurredEstimate(kernel)
-        return Blur(kernel, simulated_sigma(args) / 255)
-    return make_task(args.task, sigma=simulated_sigma(args), keep=args.keep,
-                     factor=args.factor)
+        try:
+            return make_task(self.task.name, real=not self.simulate, **{**self.params, **values})
+        except (ValueError, TypeError, FileNotFoundError) as exc:
+            raise in_user_terms(exc, self.task) from None
 
 
-def degrade_like(clean: Any, task: Any, seed: int) -> tuple[Any, Any]:
-    """``experiments.degrade``; a grey image (identical channels) is degraded as one channel, as
-    a grey camera would: the same noise in every channel."""
+def task_from(args: argparse.Namespace) -> TaskChoice:
+    """The task the options describe, checked before any work."""
+    from dipprior.operators.registry import get_task
+
+    choice = TaskChoice(get_task(args.task), task_params(args), bool(args.simulate))
+    choice.make()  # refuses bad parameters now (an estimated level: its default meanwhile)
+    return choice
+
+
+def degrade_like(clean: Any, choice: TaskChoice, seed: int) -> tuple[Any, Any]:
+    """``experiments.degrade`` with the task's operator; a grey image (identical channels) is
+    degraded as one channel, as a grey camera would: the same noise in every channel."""
     from dipprior.experiments import degrade
     from dipprior.pipeline.grey import is_grey
 
+    task = choice.make()
     if not is_grey(clean):
         return degrade(clean, task, seed)
     op, y = degrade(clean[:1], task, seed)
@@ -71,83 +62,78 @@ def like_input(restored: Any, image: Any) -> Any:
     return restored.mean(0, keepdim=True) if is_grey(image) else restored
 
 
-def real_operator(task: Any, image: Any) -> tuple[Any, str]:
-    """The operator for a real observation, and a note on its estimated noise level."""
-    if task is not ESTIMATE_SIGMA and not isinstance(task, _BlurredEstimate):
-        return task, ""
+def real_operator(choice: TaskChoice, image: Any, seed: int = 0) -> tuple[Any, str]:
+    """The operator of a real observation, and a note on a noise level estimated from it (a
+    parameter the task lets the image tell; a per-image factory draws from ``seed``)."""
+    import torch
+
     from dipprior.estimators import estimate_noise_sigma
-    from dipprior.operators import Blur, Denoise
 
-    sigma = float(estimate_noise_sigma(image[None])[0])
-    op = Blur(task.kernel, sigma) if isinstance(task, _BlurredEstimate) else Denoise(sigma)
-    return op, f" (sigma estimated: {255 * sigma:.1f})"
-
-
-#: the preset each --init starts from (``pipeline.presets.method_configs``)
-PRESET_OF_INIT = {"noise": "DDPM", "observation": "Observation->DDPM", "dip": "DIP->DDPM",
-                  "classical": "Classical->DDPM"}
-
-
-def _kind(task: Any) -> Any:
-    """An operator of the task's kind (presets and the default DIP stage depend on nothing
-    else): the operator itself, or a noise-free stand-in for a factory of masks."""
-    from dipprior.operators import Denoise
-
-    if task is ESTIMATE_SIGMA:
-        return Denoise(1 / 255)  # any sigma > 0: Gaussian denoising
-    if isinstance(task, _BlurredEstimate):
-        from dipprior.operators import Blur
-
-        return Blur(task.kernel, 0.01)
-    return task if hasattr(task, "proximal") else Denoise(0.0)
+    values, note = {}, ""
+    for param in choice.task.params:
+        if param.estimate and choice.params.get(param.name) is None:
+            sigma = float(estimate_noise_sigma(image[None])[0])
+            values[param.name] = 255 * sigma
+            note = f" (sigma estimated: {255 * sigma:.1f})"
+    task = choice.make(**values)
+    op = task if hasattr(task, "proximal") else task(image, torch.Generator().manual_seed(seed))
+    return op, note
 
 
-def sampler_settings(args: argparse.Namespace, task: Any) -> Any:
-    """The sampler settings: None (no option given) runs the task's recommended preset, or
-    with ``--budget`` the front's point for it; options given change the task's preset for the
-    chosen ``--init`` (the recommended one without it)."""
-    from dipprior.pipeline.presets import method_configs, recommended_config
-
+def sampler_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampler options given, as keyword settings: they refine each image's tuned preset
+    (for ``--init``: that start's preset), as ``DIPInitializedSampler(**settings)`` does; none
+    given (or ``--budget``) runs the presets as they are."""
     if args.budget is not None:
         dip_options = (args.dip_iterations, args.dip_channels, args.early_stopping,
                        args.save_dip)
-        if sampler_config(args, init=args.init) is not None or args.no_guidance or any(
+        if sampler_fields(args, init=args.init) or args.no_guidance or any(
                 v is not None for v in dip_options):
-            raise ValueError("--budget: picks the start and the chain itself; leave out the "
+            raise ValueError("--budget: picks the start and chain itself; leave out the "
                              "sampler and DIP options (--init, --steps, --t0, "
                              "--dip-iterations, --save-dip, ...) or --budget")
         parse_budget(args)
-        return None
-
-    if args.init in (None, "auto"):
-        base = recommended_config(_kind(task))
-    else:
-        base = method_configs(args.task)[PRESET_OF_INIT[args.init]]
-    config = sampler_config(args, base, init=args.init)
+        return {}
+    settings = sampler_fields(args, init=None if args.init == "auto" else args.init)
     if args.no_guidance:
-        config = (config or base).replace(guidance=None)
-    return config
+        settings["guidance"] = None
+    return settings
 
 
-def dip_settings(args: argparse.Namespace, task: Any) -> Any:
-    """The DIP stage: None (no option given) is the default stage for the task; options given
-    change that default stage."""
-    from dipprior.pipeline.sampler import default_dip_config
+def dip_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The DIP options given, as fields that refine the task's default DIP stage; None when
+    none was given."""
+    given = {"iterations": args.dip_iterations, "channels": args.dip_channels,
+             "early_stopping": args.early_stopping}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return None
+    return {**given, "device": args.device, "progress": not args.no_progress}
 
-    return dip_config(args, default_dip_config(_kind(task)))
+
+def make_sampler(args: argparse.Namespace, settings: dict[str, Any], model: Any,
+                 scheduler: Any, progress: bool = True) -> Any:
+    """The sampler of ``restore``: each image's tuned preset refined by ``settings`` (or the
+    ``--budget``'s point), the DIP options refining the task's default DIP stage."""
+    from dipprior.pipeline import DIPInitializedSampler
+
+    dip = dip_settings(args)
+    if dip is not None and not settings_use_dip(None, settings):
+        raise ValueError(f"{dip_option(args)}: the settings of --task {args.task} fit no DIP; "
+                         "add --init dip (or --dip-observation) to fit one")
+    return DIPInitializedSampler(model, scheduler, budget=parse_budget(args), dip=dip,
+                                 device=args.device, progress=progress and not args.no_progress,
+                                 **settings)
 
 
-def uses_dip(config: Any, task: Any, args_budget: float | str | None = None) -> bool:
-    """Whether the run fits DIP: as the start, or as the second observation on top of another
-    start (the presets and init="auto" skip it)."""
-    from dipprior.pipeline.presets import budget_config, recommended_config
-    from dipprior.pipeline.tasks import resolve_init
-
-    if config is None:
-        config = (recommended_config(_kind(task)) if args_budget is None
-                  else budget_config(_kind(task), args_budget))
-    init = resolve_init([_kind(task)]) if config.init == "auto" else config.init
-    return init == "dip" or (config.dip_observation and init != "noise")
+def dip_option(args: argparse.Namespace) -> str:
+    """The first DIP option given, for messages."""
+    for flag, value in (("--dip-iterations", args.dip_iterations),
+                        ("--dip-channels", args.dip_channels),
+                        ("--early-stopping", args.early_stopping)):
+        if value is not None:
+            return flag
+    return "--dip-iterations"
 
 
 #: the smallest image restored (the noise estimate and the networks' down-sampling need some)
@@ -176,7 +162,6 @@ OVERHEAD = 1.7
 def tile_size(args: argparse.Namespace, image: Any, op: Any) -> int | None:
     """``--tile``: None (one pass) or the tile side, checked with ``--overlap`` and the task;
     ``auto`` tiles images above :data:`TILE_ABOVE` pixels in 512-pixel tiles."""
-    from dipprior.operators import Denoise, Inpaint
 
     h, w = image.shape[-2:]
     if args.tile == "auto":
@@ -194,7 +179,7 @@ def tile_size(args: argparse.Namespace, image: Any, op: Any) -> int | None:
     if not 0 <= args.overlap < tile // 2:
         raise ValueError(f"--overlap: expected 0 to {tile // 2 - 1} for tiles of {tile}, got "
                          f"{args.overlap}")
-    if not isinstance(op, (Denoise, Inpaint)):
+    if op.crop(0, 0, tile, tile) is None:
         raise ValueError(f"--task {args.task}: {type(op).__name__} couples pixels across tile "
                          f"borders; a {w}x{h} image needs tiles of {tile} (--tile): crop or "
                          "downscale it first")
@@ -204,30 +189,29 @@ def tile_size(args: argparse.Namespace, image: Any, op: Any) -> int | None:
     return tile
 
 
-def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: Any,
-              model: Any, tile: int | None) -> str:
-    """Estimated seconds and memory of the restoration, printed before any work; refuses (one
-    line, naming the options that help) what does not fit in memory or in ``--time-limit``."""
+def plan_cost(args: argparse.Namespace, observation: Any, op: Any, sampler: Any,
+              tile: int | None) -> str:
+    """Estimated seconds and memory of the restoration (the sampler's own :meth:`plan` of an
+    image, or of its first tile), printed before any work; refuses (one line, naming the
+    options that help) what does not fit in memory or in ``--time-limit``."""
     import os
 
-    from dipprior.pipeline.presets import budget_config, recommended_config
-    from dipprior.pipeline.tasks import default_dip_config
     from dipprior.pipeline.tiles import tile_starts
 
-    h, w = op.input_shape(tuple(image.shape))[-2:]  # the restored image (sr: the large one)
+    h, w = op.input_shape(tuple(observation.shape))[-2:]  # the restored image (sr: the large one)
     side = tile or max(h, w)
     tile_pixels = min(side, h) * min(side, w)
-    budget = parse_budget(args)  # the sampler picks the budget's point per call: per tile
-    cfg = config or (budget_config(op, budget, tile_pixels) if budget is not None
-                     else recommended_config(op))
-    nfe = cfg.samples * cfg.steps
-    iterations = (dip or default_dip_config(op)).iterations if uses_dip(cfg, op) else 0
-    adapt_nfe, copy_bytes, backward_per_pixel = 0, 0.0, 0.0
-    if cfg.adapt is not None:  # an iteration: a forward and a backward pass (~3 NFE) per image
-        a = cfg.adapt
-        adapt_nfe = 3 * a.iterations * a.batch * -(-cfg.steps // a.every)
+    if tile:  # the sampler plans each tile as a call of its own
+        th, tw = min(side, h), min(side, w)
+        plan = sampler.plan(observation[..., :th, :tw], op.crop(0, 0, th, tw))[0]
+    else:
+        plan = sampler.plan(observation, op)[0]
+    model, cfg = sampler.model, plan.config
+    nfe, iterations, adapt_nfe = plan.nfe, plan.dip_iterations, plan.adapt_passes
+    copy_bytes, backward_per_pixel = 0.0, 0.0
+    if cfg.adapt is not None:
         copy_bytes = 4.0 * sum(t.numel() for t in model.parameters())  # the adapted copy
-        backward_per_pixel = 3 * TILE_BYTES_PER_PIXEL * a.batch  # activations kept for backward
+        backward_per_pixel = 3 * TILE_BYTES_PER_PIXEL * cfg.adapt.batch  # kept for backward
     n_tiles = len(tile_starts(h, side, args.overlap)) * len(tile_starts(w, side, args.overlap))
     # a DIP iteration costs about one NFE; OVERHEAD: the sampler's own work per tile, blending
     # and writing (measured on the 12 MP photo: 506 s where the model calls alone read 300 s)

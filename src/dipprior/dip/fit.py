@@ -226,7 +226,7 @@ class _Fit:
             sigma = torch.full((self.n,), float(cfg.noise_sigma))
         elif op.noise_sigma > 0:
             sigma = torch.full((self.n,), op.noise_sigma)
-        elif blind or isinstance(op, Denoise):
+        elif blind or op.identity:
             sigma = estimate_noise_sigma(y).cpu()
         else:
             raise ValueError("early_stopping: 'discrepancy' needs the noise level; give "

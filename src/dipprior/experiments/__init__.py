@@ -26,7 +26,7 @@ from dipprior._distributed import gather, shard
 from dipprior.experiments.ablations import best_fixed_t0, t0_ablation
 from dipprior.experiments.compare import COLUMNS, compare, paired_difference
 from dipprior.experiments.curves import quality_vs_nfe
-from dipprior.experiments.data import degrade, load_folder, make_task, prepare_images
+from dipprior.experiments.data import degrade, load_folder, prepare_images
 from dipprior.experiments.methods import (
     CLASSICAL_LABELS,
     METHOD_LABELS,
@@ -57,7 +57,6 @@ __all__ = [
     "gather",
     "init_distributed",
     "load_folder",
-    "make_task",
     "paired_difference",
     "plot_psnr_vs_seconds",
     "plot_quality_vs_nfe",

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 from dipprior.io import IMAGE_SUFFIXES, center_crop, load_image
-from dipprior.operators import (
-    DEBLUR_BLUR,
-    DEBLUR_SIGMA,
-    Blur,
-    Denoise,
-    Inpaint,
-    Operator,
-    SuperResolution,
-    center_box_mask,
-    parse_blur,
-    random_pixel_mask,
-)
+from dipprior.operators import Operator
+from dipprior.operators.registry import OperatorFactory
 
-__all__ = ["Images", "OperatorFactory", "TASKS", "degrade", "load_folder", "make_task",
-           "prepare_images"]
+__all__ = ["Images", "degrade", "load_folder", "prepare_images"]
 
-OperatorFactory = Callable[[torch.Tensor, torch.Generator], Operator]
 Images = Mapping[str, torch.Tensor] | Sequence[torch.Tensor]
 
 
@@ -73,50 +61,6 @@ def load_folder(folder: str | os.PathLike, n_images: int | None = None,
         img = load_image(p)
         images[p.stem] = center_crop(img, size) if size is not None else img
     return images
-
-
-TASKS = ("denoise", "inpaint", "box", "sr", "deblur")
-
-
-def make_task(task: str, *, sigma: float = 25.0, keep: float = 0.5, factor: int = 4,
-              kernel: str = "bicubic", box: int = 32, blur: str = DEBLUR_BLUR,
-              blur_sigma: float = DEBLUR_SIGMA) -> Operator | OperatorFactory:
-    """The degradation of a named task for :func:`compare` and friends.
-
-    ``"denoise"``: :class:`~dipprior.operators.Denoise` with ``sigma`` in 0..255 units;
-    ``"inpaint"``: a factory drawing a fresh random pixel mask keeping the fraction ``keep`` per
-    image (noise-free observation); ``"box"``: a centred ``box`` x ``box`` hole (noise-free);
-    ``"sr"``: :class:`~dipprior.operators.SuperResolution` by ``factor`` (noise-free);
-    ``"deblur"``: :class:`~dipprior.operators.Blur` by ``blur`` (``"gaussian:STD"``, a fixed
-    kernel, or ``"motion:SIZE"``, a fresh camera-shake kernel per image) with noise of
-    ``blur_sigma`` in 0..255 units (2.55 = 0.01 on [0, 1], the deblurring benchmarks' level).
-    """
-    if task == "denoise":
-        return Denoise(sigma / 255.0)
-    if task == "inpaint":
-        if not 0.0 < keep <= 1.0:
-            raise ValueError(f"keep: expected a fraction in (0, 1], got {keep}")
-
-        def factory(image: torch.Tensor, generator: torch.Generator) -> Operator:
-            return Inpaint(random_pixel_mask(image.shape[-2:], keep, generator))
-
-        return factory
-    if task == "box":
-        def box_factory(image: torch.Tensor, generator: torch.Generator) -> Operator:
-            return Inpaint(center_box_mask(image.shape[-2:], box))
-
-        return box_factory
-    if task == "sr":
-        return SuperResolution(factor, kernel)
-    if task == "deblur":
-        parse_blur(blur)  # checked now, not per image
-        if blur.startswith("motion"):
-            def blur_factory(image: torch.Tensor, generator: torch.Generator) -> Operator:
-                return Blur(parse_blur(blur, generator), blur_sigma / 255.0)
-
-            return blur_factory
-        return Blur(parse_blur(blur), blur_sigma / 255.0)
-    raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
 
 
 def degrade(image: torch.Tensor, operator: Operator | OperatorFactory, seed: int

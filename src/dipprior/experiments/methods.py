@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from dipprior.experiments.runner import Case, DIPCache, fit_dip_cached
-from dipprior.operators import Denoise
 from dipprior.pipeline import (
     CBM3DBaseline,
     ClassicalBaseline,
@@ -73,9 +72,9 @@ def applies(method: Method, operator: Any) -> bool:
     """CBM3D only denoises, the classical peer never does (its peer there is CBM3D); every
     other method takes any operator."""
     if isinstance(method, CBM3DBaseline):
-        return isinstance(operator, Denoise)
+        return operator.identity
     if isinstance(method, ClassicalBaseline):
-        return not isinstance(operator, Denoise)
+        return not operator.identity
     return True
 
 

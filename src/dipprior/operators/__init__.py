@@ -1,4 +1,5 @@
-"""Linear degradation operators: denoising, inpainting, super-resolution and deblurring.
+"""Linear degradation operators: denoising, inpainting, super-resolution and deblurring, and
+the registry of tasks by name (:func:`make_task`).
 
 Every operator ``A`` maps a clean image ``x`` to an observation ``y = A x + n`` with Gaussian noise
 of standard deviation :attr:`Operator.noise_sigma` (on the [0, 1] scale). All methods take
@@ -21,23 +22,35 @@ Example:
     True
 """
 
-from dipprior.operators.base import Denoise, Operator, check_image, conjugate_gradient
+from dipprior.operators.base import (
+    CLASSICAL_T0,
+    Denoise,
+    Operator,
+    check_image,
+    classical_start,
+    conjugate_gradient,
+)
 from dipprior.operators.blur import (
     DEBLUR_BLUR,
     DEBLUR_SIGMA,
+    WIENER_BALANCE,
     Blur,
     gaussian_kernel,
     motion_kernel,
     parse_blur,
+    wiener,
 )
 from dipprior.operators.inpaint import (
     Inpaint,
+    biharmonic,
     center_box_mask,
+    hole_scale,
     mask_from_image,
     random_box_mask,
     random_pixel_mask,
 )
-from dipprior.operators.superres import SuperResolution, bicubic_taps
+from dipprior.operators.registry import TASKS, Task, make_task
+from dipprior.operators.superres import SuperResolution, bicubic, bicubic_taps
 
 __all__ = [
     "DEBLUR_BLUR",
@@ -57,4 +70,14 @@ __all__ = [
     "gaussian_kernel",
     "motion_kernel",
     "parse_blur",
+    "TASKS",
+    "Task",
+    "make_task",
+    "CLASSICAL_T0",
+    "WIENER_BALANCE",
+    "biharmonic",
+    "bicubic",
+    "wiener",
+    "classical_start",
+    "hole_scale",
 ]

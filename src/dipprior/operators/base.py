@@ -9,9 +9,19 @@ import numpy as np
 import torch
 
 from dipprior._tensor import randn
+from dipprior.operators.registry import Param, Task, register
 
 Tensor = torch.Tensor
 Rho = float | Tensor
+
+#: DIP iterations before the chain takes over on noise-free tasks (:meth:`Operator.dip_stage`)
+DIP_BUDGET = 1000
+
+#: ``t0`` of a classical start, tuned on held-out CBSD432 crops (T = 1000, 25 steps, zeta 1):
+#: for holes at two hole scales (:func:`hole_scale`: 50% random pixels, a centred 32x32 box),
+#: for blur (a Wiener start; Gaussian std 2 and motion size 15, noise 0.01) and for every
+#: other operator (tuned on bicubic x4 super-resolution)
+CLASSICAL_T0 = {"holes": ((1.03, 100), (5.84, 200)), "blur": 200, "other": 100}
 
 
 # ----------------------------------------------------------------------------- validation
@@ -117,13 +127,67 @@ def conjugate_gradient(
 
 
 class Operator:
-    """A linear degradation ``y = A x + noise_sigma * n``.
+    """A linear degradation ``y = A x + noise_sigma * n``, and what the library knows of its task.
 
     Subclasses implement :meth:`_forward` and :meth:`_adjoint` on (N, C, H, W) tensors and, where
-    a closed form exists, :meth:`_prox` (the solution of ``(A^T A + lam I) x = A^T y + lam x0``).
+    a closed form exists, :meth:`_prox` (the solution of ``(A^T A + lam I) x = A^T y + lam x0``);
+    an operator that changes the image size also implements :meth:`output_shape` and
+    :meth:`input_shape`.  That is all a user's own operator needs: the rest of the task contract
+    has defaults that serve any linear operator, and the built-in tasks override them --
+
+    * :attr:`task`: the key of its tuned sampler settings (``pipeline.presets``);
+    * :meth:`classical`: its classical restoration, the start of the default chain and the
+      peer in tables (:attr:`classical_name`), deepinv's ``A_dagger`` in spirit;
+    * :meth:`classical_t0`: where a chain from that restoration starts;
+    * :meth:`dip_stage`: the DIP fit it gets when none is given;
+    * :meth:`crop`: the operator of a window of the image, for tiles (None: it couples pixels
+      across any cut);
+    * :attr:`identity`: ``A = I`` (with noise: Gaussian denoising, whose grey photos are
+      whitened and whose adaptation loss is recorrupted-to-recorrupted).
     """
 
     noise_sigma: float = 0.0
+    #: the key of the tuned settings (``pipeline.presets``): a new operator gets the noise-free
+    #: settings tuned on holes, which need no knowledge of the operator
+    task: str = "custom"
+    #: the name of :meth:`classical` in tables
+    classical_name: str = "Pseudo-inverse"
+    #: ``A = I``: denoising (Gaussian when :attr:`noise_sigma` > 0)
+    identity: bool = False
+
+    # -- the task contract
+    @property
+    def is_denoising(self) -> bool:
+        """Gaussian denoising: ``A = I`` and a noise level > 0."""
+        return self.identity and self.noise_sigma > 0
+
+    def classical(self, y: Tensor) -> Tensor:
+        """The classical restoration of one observation ``y`` (C, H, W) -> an image of
+        :meth:`input_shape`; the default is the minimum-norm least-squares
+        :meth:`pseudo_inverse`."""
+        _check_one(y)
+        return self.pseudo_inverse(y)
+
+    def classical_t0(self, num_train_timesteps: int = 1000) -> int:
+        """``t0="auto"`` of a chain from :meth:`classical` (or a caller's own start): tuned, not
+        estimated, since a classical restoration's errors are smooth and a residual estimate
+        barely sees them.  The default is the value tuned on bicubic x4 super-resolution (100
+        of T = 1000), scaled to other ``T``."""
+        return scaled_t0(CLASSICAL_T0["other"], num_train_timesteps)
+
+    def dip_stage(self) -> dict[str, object]:
+        """The :class:`~dipprior.dip.DIPConfig` fields of the DIP fit this task gets when none
+        is given: a fixed 1000 iterations on noise-free tasks (the chain completes the image),
+        up to 2000 stopped by the prior's reference restoration on noisy ones."""
+        if self.noise_sigma > 0:
+            return {"iterations": 2000, "early_stopping": "reference"}
+        return {"iterations": DIP_BUDGET}
+
+    def crop(self, top: int, left: int, height: int, width: int) -> Operator | None:
+        """The operator of the window ``[top:top + height, left:left + width]`` of the image,
+        so that the window restores on its own (tiles); None where ``A`` couples pixels across
+        any cut (the default: a user's own operator is never tiled unless it says how)."""
+        return None
 
     # -- to implement
     def _forward(self, x: Tensor) -> Tensor:
@@ -243,6 +307,28 @@ class Operator:
         return f"{type(self).__name__}(noise_sigma={self.noise_sigma:g})"
 
 
+def scaled_t0(t0: float, num_train_timesteps: int) -> int:
+    """A ``t0`` tuned for T = 1000, scaled to another ``T`` (and kept below it)."""
+    return min(round(t0 * num_train_timesteps / 1000), num_train_timesteps - 1)
+
+
+def _check_one(y: Tensor, name: str = "observation") -> None:
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(y).__name__}")
+    if y.dim() != 3:
+        raise ValueError(f"{name}: expected one image (C, H, W), got shape {tuple(y.shape)}")
+
+
+def classical_start(observation: torch.Tensor, operator: Operator) -> torch.Tensor:
+    """The classical restoration of ``observation`` for ``operator``'s task
+    (:meth:`~dipprior.operators.Operator.classical`): biharmonic for holes, bicubic for low
+    resolution, Wiener deconvolution for blur, the observation itself for Gaussian denoising,
+    and the pseudo-inverse for any other operator."""
+    _check_one(observation)
+    return operator.classical(observation)
+
+
+
 def _check_sigma(sigma: float) -> float:
     if (isinstance(sigma, torch.Tensor) and sigma.numel() == 1) or (
             isinstance(sigma, (np.ndarray, np.generic)) and np.size(sigma) == 1):
@@ -269,6 +355,13 @@ class Denoise(Operator):
     ``Denoise(0.0)`` is the identity, used for fitting without a known noise level.
     """
 
+    task = "denoise"
+    classical_name = "Observation"  # its peer in tables is CBM3D (dipprior.denoisers)
+    identity = True
+
+    def crop(self, top: int, left: int, height: int, width: int) -> Operator:
+        return self
+
     def __init__(self, sigma: float) -> None:
         self.noise_sigma = _check_sigma(sigma)
 
@@ -280,3 +373,19 @@ class Denoise(Operator):
 
     def _prox(self, x0: Tensor, y: Tensor, lam: Tensor) -> Tensor:
         return x0 + (y - x0) / (1.0 + lam)
+
+
+# ----------------------------------------------------------------------------- its task
+
+def _make_denoise(*, real: bool, sigma: float) -> Denoise:
+    if not 0 <= sigma <= 255:
+        raise ValueError(f"sigma: expected a noise std in 0..255 (8-bit pixel units), got "
+                         f"{sigma:g}")
+    return Denoise(sigma / 255.0)
+
+
+register(Task(
+    "denoise", "Gaussian denoising", _make_denoise,
+    (Param("sigma", float, 25.0, "noise std, 0..255 units; for a real image estimated from it "
+           "when not given", estimate=True),),
+    label=lambda p: f"sigma {p['sigma']:g}"))

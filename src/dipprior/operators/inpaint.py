@@ -9,7 +9,16 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dipprior.operators.base import Operator, Tensor, _check_sigma, _usable
+from dipprior.operators.base import (
+    CLASSICAL_T0,
+    Operator,
+    Tensor,
+    _check_one,
+    _check_sigma,
+    _usable,
+    scaled_t0,
+)
+from dipprior.operators.registry import OperatorFactory, Param, Task, register
 
 # Bounds on the sizes the mask helpers are asked for: 2**28 entries is a 16384 x 16384 mask
 # (1 GiB of float32); a typo beyond that would allocate until the machine gives up.
@@ -45,6 +54,9 @@ class Inpaint(Operator):
     observation are 0. See :func:`random_pixel_mask`, :func:`random_box_mask`,
     :func:`mask_from_image`.
     """
+
+    task = "inpaint"
+    classical_name = "Biharmonic"
 
     def __init__(self, mask: Tensor | np.ndarray, sigma: float = 0.0) -> None:
         self.mask = _mask_tensor(mask)
@@ -82,6 +94,19 @@ class Inpaint(Operator):
     def _prox(self, x0: Tensor, y: Tensor, lam: Tensor) -> Tensor:
         # (M + lam) x = M y + lam x0 with M in {0, 1}; the unknown pixels keep x0, also at lam = 0.
         return x0 + self._m(x0) * (y - x0) / (1.0 + lam)
+
+    def classical(self, y: Tensor) -> Tensor:
+        return biharmonic(y, self)
+
+    def classical_t0(self, num_train_timesteps: int = 1000) -> int:
+        return holes_t0(self.mask, num_train_timesteps)
+
+    def crop(self, top: int, left: int, height: int, width: int) -> Inpaint:
+        mask = self.mask[..., top:top + height, left:left + width]
+        if not bool(mask.any()):
+            raise ValueError(f"operator: the tile at ({top}, {left}) has no known pixel (a hole "
+                             f"larger than the {height}x{width} tiles); use larger tiles")
+        return Inpaint(mask, self.noise_sigma)
 
     def __repr__(self) -> str:
         return (f"Inpaint(mask={tuple(self.mask.shape)}, known={self.known_fraction:.3f}, "
@@ -188,3 +213,103 @@ def mask_from_image(path: str | os.PathLike, threshold: float = 0.5) -> Tensor:
     if array.ndim != 2:
         raise ValueError(f"path: {str(path)!r} is not a 2-D mask image (shape {array.shape})")
     return torch.from_numpy((array > threshold).astype(np.float32))
+
+
+# -------------------------------------------------------------- its classical restoration
+
+def biharmonic(observation: torch.Tensor, operator: Inpaint) -> torch.Tensor:
+    """Fill the unknown pixels of an inpainting observation with
+    ``skimage.restoration.inpaint_biharmonic`` (known pixels are kept as observed).
+
+    >>> from dipprior.operators import Inpaint
+    >>> op = Inpaint(torch.tensor([[1.0, 0.0, 1.0]]))
+    >>> biharmonic(torch.tensor([[[0.2, 0.0, 0.4]]] * 3), op)[0]
+    tensor([[0.2000, 0.3000, 0.4000]])
+    """
+    from skimage.restoration import inpaint_biharmonic
+
+    if not isinstance(operator, Inpaint):
+        raise TypeError(f"operator: biharmonic fills the holes of an Inpaint operator, got "
+                        f"{type(operator).__name__}")
+    _check_one(observation)
+    y = observation
+    operator.forward(y)  # checks that the mask matches
+    image = y.detach().cpu().double().numpy()
+    missing = (operator.mask.cpu().numpy() == 0)
+    missing = np.broadcast_to(missing, image.shape).copy()
+    out = np.empty_like(image)
+    if all((missing[c] == missing[0]).all() for c in range(1, image.shape[0])):
+        out[:] = inpaint_biharmonic(np.moveaxis(image, 0, -1).copy(), missing[0],
+                                    channel_axis=-1).transpose(2, 0, 1)
+    else:  # a mask per channel: one channel at a time
+        for c in range(image.shape[0]):
+            out[c] = inpaint_biharmonic(image[c], missing[c])
+    return torch.from_numpy(out).to(y.device, torch.float32)
+
+
+def hole_scale(mask: torch.Tensor) -> float:
+    """The mean distance (pixels) from a missing pixel to the nearest known one, over all
+    missing pixels of a (C, H, W) or (H, W) mask (1 = known); 0 without holes.
+
+    It tells scattered missing pixels (about 1) from a large hole (a 32x32 box: 5.8), whose
+    interpolated middle is far less certain.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    m = mask.detach().cpu().reshape(-1, *mask.shape[-2:]).numpy()
+    missing = m == 0
+    if not missing.any():
+        return 0.0
+    distances = [distance_transform_edt(c)[c] for c in missing if c.any()]
+    total = sum(float(d.sum()) for d in distances)
+    return total / sum(d.size for d in distances)
+
+
+def holes_t0(mask: torch.Tensor, num_train_timesteps: int = 1000) -> int:
+    """The classical start's ``t0`` for holes: it grows with :func:`hole_scale`, linear in its
+    logarithm between the two tuned anchors of :data:`CLASSICAL_T0` and constant beyond them."""
+    (d0, t_small), (d1, t_large) = CLASSICAL_T0["holes"]
+    d = min(max(hole_scale(mask), d0), d1)
+    return scaled_t0(t_small + (t_large - t_small) * math.log(d / d0) / math.log(d1 / d0),
+                     num_train_timesteps)
+
+# ----------------------------------------------------------------------------- its tasks
+
+def _make_inpaint(*, real: bool, keep: float, mask: str | None) -> Inpaint | OperatorFactory:
+    if mask is not None:
+        return Inpaint(mask_from_image(mask))
+    if real:
+        raise ValueError("mask: a mask image (white = known pixel) is required to inpaint a "
+                         "real image (or simulate: drop random pixels of a clean one)")
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep: expected a fraction in (0, 1], got {keep}")
+
+    def factory(image: Tensor, generator: torch.Generator) -> Inpaint:
+        return Inpaint(random_pixel_mask(image.shape[-2:], keep, generator))
+
+    return factory
+
+
+def _make_box(*, real: bool, box: int) -> OperatorFactory:
+    if real:
+        raise ValueError(f"box: the task cuts a centred {box}x{box} hole into a clean image "
+                         "(simulate); to fill the holes of a real image use the inpaint task "
+                         "with a mask image")
+    if isinstance(box, bool) or not isinstance(box, int) or box < 1:
+        raise ValueError(f"box: expected a side >= 1 (pixels), got {box!r}")
+
+    def factory(image: Tensor, generator: torch.Generator) -> Inpaint:
+        return Inpaint(center_box_mask(image.shape[-2:], box))
+
+    return factory
+
+
+register(Task(
+    "inpaint", "inpainting (missing pixels)", _make_inpaint,
+    (Param("keep", float, 0.5, "simulated holes: the fraction of pixels kept (at random)"),
+     Param("mask", str, None, "the mask image of a real observation, white = known pixel")),
+    label=lambda p: "mask" if p["mask"] else f"{100 * (1 - p['keep']):g}% missing"))
+register(Task(
+    "box", "inpainting (a centred box)", _make_box,
+    (Param("box", int, 32, "side of the centred hole (pixels)"),),
+    label=lambda p: f"{p['box']}px box"))

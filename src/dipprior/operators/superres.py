@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dipprior.operators.base import Operator, Tensor, _check_sigma, _usable
+from dipprior.operators.base import Operator, Tensor, _check_one, _check_sigma, _usable
+from dipprior.operators.registry import Param, Task, register
 
 # The largest factor accepted: x64 already turns a 4K image into 64x36 pixels, and the bicubic
 # taps grow with the factor (a typo such as 10**9 would ask for tens of GiB).
@@ -79,6 +80,9 @@ class SuperResolution(Operator):
     ``imresize(x, 1/factor)`` (the usual SR benchmark degradation); ``kernel="box"`` averages
     ``factor x factor`` blocks. The height and width of ``x`` must be multiples of ``factor``.
     """
+
+    task = "sr"
+    classical_name = "Bicubic"
 
     def __init__(self, factor: int, kernel: str = "bicubic", sigma: float = 0.0) -> None:
         factor = _check_factor(factor)
@@ -154,6 +158,46 @@ class SuperResolution(Operator):
         f2 = float(self.factor**2) if self.kernel == "box" else 1.0
         return x0 + self._adjoint((y - self._forward(x0)) / (1.0 / f2 + lam))
 
+    def classical(self, y: Tensor) -> Tensor:
+        return bicubic(y, self)
+
     def __repr__(self) -> str:
         return (f"SuperResolution(factor={self.factor}, kernel={self.kernel!r}, "
                 f"noise_sigma={self.noise_sigma:g})")
+
+
+# -------------------------------------------------------------- its classical restoration
+
+def bicubic(observation: torch.Tensor, operator: SuperResolution) -> torch.Tensor:
+    """Up-sample a low-resolution observation by the operator's factor with Pillow's bicubic
+    (cubic convolution, a = -0.5: MATLAB's ``imresize(y, factor)``), not clamped.
+
+    >>> from dipprior.operators import SuperResolution
+    >>> bicubic(torch.full((3, 4, 4), 0.25), SuperResolution(2)).shape
+    torch.Size([3, 8, 8])
+    """
+    from PIL import Image
+
+    if not isinstance(operator, SuperResolution):
+        raise TypeError(f"operator: bicubic up-samples for a SuperResolution operator, got "
+                        f"{type(operator).__name__}")
+    _check_one(observation)
+    y = observation
+    h, w = operator.input_shape(y.shape)[-2:]
+    channels = [np.asarray(Image.fromarray(c, mode="F").resize((w, h), Image.Resampling.BICUBIC))
+                for c in y.detach().cpu().float().numpy()]
+    return torch.from_numpy(np.stack(channels)).to(y.device, torch.float32)
+
+
+# ----------------------------------------------------------------------------- its task
+
+def _make_sr(*, real: bool, factor: int, downsample: str) -> SuperResolution:
+    return SuperResolution(factor, downsample)
+
+
+register(Task(
+    "sr", "super-resolution", _make_sr,
+    (Param("factor", int, 4, "the down-sampling factor"),
+     Param("downsample", str, "bicubic", "the down-sampling kernel: bicubic (MATLAB's imresize) "
+           "or box")),
+    label=lambda p: f"x{p['factor']}"))

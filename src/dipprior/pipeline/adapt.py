@@ -36,7 +36,6 @@ from torch.nn.utils import parametrize
 
 from dipprior._tensor import to_model_scale
 from dipprior.diffusion.sampling import model_output
-from dipprior.operators import Denoise
 from dipprior.pipeline.consistency import observation_to_model_scale
 
 __all__ = ["AdaptConfig", "Adaptation", "LOSSES", "LoRA", "measurement_loss", "r2r_loss",
@@ -179,8 +178,8 @@ class Adaptation:
             self.y = y.detach().clone()  # image scale, on the model's device
         self.sigma = float(getattr(operator, "noise_sigma", 0.0))
         if loss == "r2r":
-            if not (isinstance(operator, Denoise) and self.sigma > 0):
-                raise ValueError(f"adapt: loss 'r2r' is for Gaussian denoising (Denoise with "
+            if not operator.is_denoising:
+                raise ValueError(f"adapt: loss 'r2r' is for Gaussian denoising (A = I with "
                                  f"noise_sigma > 0), got {type(operator).__name__} with "
                                  f"noise_sigma {self.sigma}")
             level = 2.0 * self.sigma * math.sqrt(1.0 + config.alpha ** 2)

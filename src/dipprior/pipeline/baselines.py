@@ -9,9 +9,8 @@ from typing import Any
 import torch
 
 from dipprior._tensor import default_device
-from dipprior.classical import classical_start
 from dipprior.denoisers import cbm3d
-from dipprior.operators import Denoise, Operator
+from dipprior.operators import Operator
 from dipprior.pipeline.checks import check_initial_image, check_observation, check_operator
 from dipprior.pipeline.result import SampleResult
 from dipprior.pipeline.sampler import fit_dip
@@ -78,7 +77,7 @@ class CBM3DBaseline:
     def __call__(self, observation: torch.Tensor, operator: Operator, seed: int = 0,
                  ground_truth: torch.Tensor | None = None) -> SampleResult:
         check_operator(operator)
-        if not isinstance(operator, Denoise):
+        if not operator.identity:
             raise ValueError(f"operator: CBM3D only denoises, got {operator!r}")
         check_observation(observation, operator)
         start = time.perf_counter()
@@ -90,10 +89,11 @@ class CBM3DBaseline:
 
 
 class ClassicalBaseline:
-    """The classical restoration alone (:func:`~dipprior.classical.classical_start`):
-    scikit-image's biharmonic inpainting for holes, bicubic up-sampling for low resolution.
-    NFE 0, clamped to [0, 1].  Gaussian denoising has CBM3D (:class:`CBM3DBaseline`) instead:
-    a :class:`Denoise` operator raises ``ValueError``.
+    """The classical restoration alone (the operator's
+    :meth:`~dipprior.operators.Operator.classical`): scikit-image's biharmonic inpainting for
+    holes, bicubic up-sampling for low resolution, Wiener deconvolution for blur.  NFE 0,
+    clamped to [0, 1].  Denoising has CBM3D (:class:`CBM3DBaseline`) instead: an operator with
+    ``A = I`` raises ``ValueError``.
     """
 
     def __repr__(self) -> str:
@@ -102,12 +102,12 @@ class ClassicalBaseline:
     def __call__(self, observation: torch.Tensor, operator: Operator, seed: int = 0,
                  ground_truth: torch.Tensor | None = None) -> SampleResult:
         check_operator(operator)
-        if isinstance(operator, Denoise):
+        if operator.identity:
             raise ValueError("operator: the classical peer of Gaussian denoising is CBM3D "
                              "(CBM3DBaseline), not the noisy observation")
         check_observation(observation, operator)
         start = time.perf_counter()
-        image = classical_start(observation.reshape(observation.shape[-3:]).float(), operator)
+        image = operator.classical(observation.reshape(observation.shape[-3:]).float())
         seconds = time.perf_counter() - start
         image = image.clamp(0, 1)
         if observation.dim() == 4:

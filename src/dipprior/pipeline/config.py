@@ -54,7 +54,7 @@ class SamplerConfig:
     Attributes:
         init: ``"dip"`` (the method), ``"noise"`` (DDPM from pure noise at ``T - 1``),
             ``"observation"`` (the pseudo-inverse of the observation), ``"classical"`` (the
-            classical restoration, :func:`~dipprior.classical.classical_start`: biharmonic
+            classical restoration, :meth:`~dipprior.operators.Operator.classical`: biharmonic
             for holes, bicubic for low resolution, the observation for denoising), any callable
             ``(observation, operator) -> image`` (a start of the caller's own, used as given),
             or ``"auto"`` (``"observation"`` for Gaussian denoising, where it measured best,

@@ -34,7 +34,7 @@ def whiten_grey(ys: list[torch.Tensor], ops: list[Operator], seeds: list[int]
     ``sqrt(3)`` times the std (see the module docstring), their operators, and which they were;
     every other observation is passed through."""
     # (white noise of sqrt(3) s must stay a valid noise level, s <= 1 / sqrt(3))
-    grey = [isinstance(op, Denoise) and 0 < math.sqrt(y.shape[0]) * op.noise_sigma <= 1
+    grey = [op.is_denoising and math.sqrt(y.shape[0]) * op.noise_sigma <= 1
             and is_grey(y) for y, op in zip(ys, ops, strict=True)]
     if not any(grey):
         return ys, ops, grey

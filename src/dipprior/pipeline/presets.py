@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 
-from dipprior.operators import Blur
+from dipprior.operators import TASKS
 from dipprior.pipeline.config import SamplerConfig
 from dipprior.pipeline.tasks import DIP_BUDGET, is_denoising
 
 __all__ = ["CLASSICAL_MEAN", "DIP_BUDGET", "EFFORTS", "FRONT", "budget_config",
-           "method_configs", "recommended_config"]
+           "method_configs", "method_configs_for", "recommended_config"]
 
 _NOISE_FREE = {
     # DiffPIR from pure noise (its lam does not matter: noise-free data is a hard constraint)
@@ -33,6 +33,8 @@ _NOISE_FREE = {
 # docs/results/deblur/tuning/chains.jsonl)
 _DEBLUR_DATA = {"lam": 3.0, "zeta": 1.0}
 _DEBLUR = {name: config.replace(**_DEBLUR_DATA) for name, config in _NOISE_FREE.items()}
+# the data settings a task adds to the noise-free front's points
+_TASK_DATA = {"deblur": _DEBLUR_DATA}
 _TUNED: dict[str, dict[str, SamplerConfig]] = {
     "denoise": {
         "DDPM": SamplerConfig(init="noise", steps=100, lam=7.0, zeta=0.3),
@@ -52,12 +54,24 @@ _TUNED: dict[str, dict[str, SamplerConfig]] = {
 
 def method_configs(task: str) -> dict[str, SamplerConfig]:
     """``{"DDPM", "Observation->DDPM", "DIP->DDPM", "Classical->DDPM"}`` -> their tuned
-    :class:`SamplerConfig` for ``task`` (``"denoise"``, ``"inpaint"``, ``"box"``, ``"sr"`` or
-    ``"deblur"``)."""
-    if task not in _TUNED:
+    :class:`SamplerConfig` for the registered task called ``task`` (a task without settings of
+    its own gets the noise-free ones)."""
+    if task in _TUNED:
+        return dict(_TUNED[task])
+    if task not in TASKS:
         raise ValueError(f"task: no tuned settings for {task!r}; expected one of "
-                         f"{sorted(_TUNED)}")
-    return dict(_TUNED[task])
+                         f"{sorted(TASKS)}")
+    return {name: config.replace(**_TASK_DATA.get(task, {}))
+            for name, config in _NOISE_FREE.items()}
+
+
+def method_configs_for(operator: object) -> dict[str, SamplerConfig]:
+    """The tuned :class:`SamplerConfig` of each method for ``operator``'s task: its own when
+    tuned (:attr:`~dipprior.operators.Operator.task`), the Gaussian-denoising ones for
+    ``A = I`` with noise, else the noise-free ones (with the task's own data settings)."""
+    if is_denoising([operator]):
+        return dict(_TUNED["denoise"])
+    return {name: _for_task(operator, config) for name, config in _NOISE_FREE.items()}
 
 
 #: the noise-free default: the classical start, the mean of 4 chains of 25 steps (100 NFE, as
@@ -77,9 +91,9 @@ def recommended_config(operator: object) -> SamplerConfig:
 
 
 def _for_task(operator: object, config: SamplerConfig) -> SamplerConfig:
-    """A noise-free setting as ``operator``'s task runs it: deblurring with its own data weight
-    and fresh-noise fraction."""
-    return config.replace(**_DEBLUR_DATA) if isinstance(operator, Blur) else config
+    """A noise-free setting as ``operator``'s task runs it (deblurring with its own data weight
+    and fresh-noise fraction)."""
+    return config.replace(**_TASK_DATA.get(getattr(operator, "task", ""), {}))
 
 
 #: the named efforts of :func:`budget_config`, cheapest first

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["SampleResult"]
+__all__ = ["SampleResult", "stack_results"]
 
 
 @dataclass
@@ -52,3 +52,31 @@ class SampleResult:
     intermediates: list[dict[str, Any]] | None = None
     dip_iterations: Any = None
     adapt_iterations: Any = None
+
+    def to(self, device: Any) -> SampleResult:
+        """The result with its images on ``device``."""
+        self.image = self.image.to(device)
+        if self.dip_image is not None:
+            self.dip_image = self.dip_image.to(device)
+        return self
+
+
+#: the per-image fields of a :class:`SampleResult` (lists for a batch)
+PER_IMAGE = ("t0", "nfe", "error_std", "timesteps", "dip_iterations", "adapt_iterations",
+             "intermediates")
+
+
+def stack_results(results: list[SampleResult], batched: bool) -> SampleResult:
+    """Single-image results -> one result as a batched call returns it (seconds added up)."""
+    if not batched:
+        return results[0]
+    dips = [r.dip_image for r in results]
+    out = SampleResult(
+        image=torch.stack([r.image.cpu() for r in results]),
+        dip_image=torch.stack([d.cpu() for d in dips]) if all(d is not None for d in dips)
+        else None,
+        seconds={k: sum(r.seconds.get(k, 0.0) for r in results) for k in results[0].seconds})
+    for key in PER_IMAGE:
+        values = [getattr(r, key) for r in results]
+        setattr(out, key, None if all(v is None for v in values) else values)
+    return out

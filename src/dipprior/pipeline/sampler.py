@@ -15,14 +15,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from dipprior._seeds import ADAPT, stream_seed
 from dipprior._tensor import Model, model_device, randn, to_image_scale, to_model_scale
-from dipprior.classical import classical_start
 from dipprior.diffusion.sampling import reverse_diffusion
 from dipprior.estimators import estimate_error_std
 from dipprior.operators import Denoise, Operator
@@ -39,8 +38,17 @@ from dipprior.pipeline.inputs import (
     seeds_for,
     split,
 )
-from dipprior.pipeline.presets import budget_config, recommended_config
-from dipprior.pipeline.result import SampleResult
+from dipprior.pipeline.plan import (
+    Plan,
+    dip_stage,
+    make_plan,
+    resolve_settings,
+    same_settings,
+    settings_use_dip,
+    uses_dip,
+)
+from dipprior.pipeline.presets import budget_config
+from dipprior.pipeline.result import SampleResult, stack_results
 from dipprior.pipeline.start import (
     Start,
     forward_diffuse,
@@ -68,19 +76,22 @@ class DIPInitializedSampler:
             object is unwrapped), in any floating dtype.  Its output type (epsilon, x0, v) is
             the scheduler's ``prediction_type``.
         scheduler: a :class:`~dipprior.diffusion.Scheduler`.
-        config: a :class:`SamplerConfig`; keyword arguments (``steps=10``, ``t0=40``, ...)
-            override its fields, so ``DIPInitializedSampler(model, scheduler, steps=10)`` works
-            (starting from ``SamplerConfig()``).  Neither a config nor keywords: each call runs
-            the setting measured best for its task (:func:`~dipprior.pipeline.presets.
-            recommended_config`: the prior's one step from the observation for Gaussian
-            denoising, the classical start with the mean of 4 chains otherwise).
+        config: a :class:`SamplerConfig` used as given for every call (keyword arguments
+            change its fields).  Without it each image runs its task's tuned preset
+            (:mod:`~dipprior.pipeline.presets`: the prior's one step from the observation for
+            Gaussian denoising, the classical start with the mean of 4 chains otherwise), and
+            keyword arguments refine that preset: ``steps=10`` is the task's preset with 10
+            steps, ``init="dip"`` the task's tuned DIP start.  :meth:`plan` says what a call
+            runs per image.
         budget: without a config, pick the start and chain from the measured quality-time
             front (:func:`~dipprior.pipeline.presets.budget_config`): seconds per image (scaled
             from 128x128 by the pixel count) or an effort, ``"fast"``, ``"balanced"`` or
             ``"best"``; None: the recommended setting.
-        dip: the :class:`~dipprior.dip.DIPConfig` of the DIP fit (``init="dip"``); None:
-            :func:`default_dip_config` for the operator (a short fit on noise-free tasks, a fit
-            stopped by the prior's reference on noisy ones).
+        dip: the DIP stage, where the settings fit DIP: a :class:`~dipprior.dip.DIPConfig`
+            used as given, or a mapping of its fields that refines the operator's default stage
+            (:meth:`~dipprior.operators.Operator.dip_stage`: a short fit on noise-free tasks,
+            one stopped by the prior's reference on noisy ones); None: that default stage.
+            Given for settings that fit no DIP, it is an error.
         device: where the diffusion runs (None: the model's device, else CUDA if available).
         progress: show tqdm bars.
 
@@ -91,8 +102,9 @@ class DIPInitializedSampler:
         >>> from dipprior.operators import Denoise
         >>> op = Denoise(25 / 255)
         >>> y = op.degrade(torch.rand(3, 16, 16), torch.Generator().manual_seed(0))
-        >>> sampler = DIPInitializedSampler(UNet(base_channels=8), Scheduler(), steps=3,
-        ...                                 dip=DIPConfig(iterations=5), t0=40, progress=False)
+        >>> sampler = DIPInitializedSampler(UNet(base_channels=8), Scheduler(), init="dip",
+        ...                                 steps=3, dip=DIPConfig(iterations=5), t0=40,
+        ...                                 progress=False)
         >>> result = sampler(y, op, seed=0)
         >>> result.image.shape, result.nfe, result.t0
         (torch.Size([3, 16, 16]), 3, 40)
@@ -124,24 +136,56 @@ class DIPInitializedSampler:
                                  "(or keyword settings), not both")
             budget_config(Denoise(0.0), budget)  # a valid budget, checked before any work
         self.budget = budget
-        config = (config or SamplerConfig()).replace(**overrides)
         T = scheduler.num_train_timesteps
-        if config.init == "noise" and config.t0 != "auto" \
-                and resolve_t0(config.t0, T) != T - 1:
+        checked = (config or SamplerConfig()).replace(**overrides)  # each field valid
+        if checked.init == "noise" and checked.t0 != "auto" \
+                and resolve_t0(checked.t0, T) != T - 1:
             raise ValueError(f"t0: init='noise' starts from pure noise at T - 1 = {T - 1}; got "
-                             f"t0={config.t0!r} (use init='dip' or 'observation' to start lower)")
-        if config.t0 != "auto":
-            resolve_t0(config.t0, T)  # in range for this schedule
-        self.model, self.scheduler, self.config = model, scheduler, config
-        self.dip = dip  # None: default_dip_config(operator) at fit time
+                             f"t0={checked.t0!r} (use init='dip' or 'observation' to start lower)")
+        if checked.t0 != "auto":
+            resolve_t0(checked.t0, T)  # in range for this schedule
+        if dip is not None and not isinstance(dip, Mapping) and not callable(
+                getattr(dip, "replace", None)):
+            raise TypeError(f"dip: expected a DIPConfig or a mapping of its fields, got "
+                            f"{type(dip).__name__}")
+        self.model, self.scheduler = model, scheduler
+        # a config given whole runs as given; else presets per image, refined by overrides
+        self.config = config.replace(**overrides) if config is not None else None
+        self.overrides = dict(overrides) if config is None else {}
+        self.dip = dip
         self.device, self.progress = device, progress
 
     def __repr__(self) -> str:
-        return f"DIPInitializedSampler({self.config!r})"
+        if self.config is not None:
+            return f"DIPInitializedSampler({self.config!r})"
+        given = {"budget": self.budget} if self.budget is not None else self.overrides
+        return f"DIPInitializedSampler(preset of each task, {given})"
 
     @property
     def init(self) -> str:
-        return self.config.init
+        """The start asked for: the config's, the keyword's, or ``"auto"`` (the task's)."""
+        if self.config is not None:
+            return self.config.init_kind
+        init = self.overrides.get("init", "auto")
+        return "callable" if callable(init) else init
+
+    # -------------------------------------------------------------------- plan
+    def plan(self, observation: torch.Tensor, operator: Operator | Sequence[Operator]
+             ) -> list[Plan]:
+        """What a call on ``observation`` runs, per image (:class:`~dipprior.pipeline.plan.
+        Plan`: settings, DIP stage, ``t0``, NFE), without running it."""
+        ys, ops, _ = split(observation, operator)
+        return [self._plan(y, op) for y, op in zip(ys, ops, strict=True)]
+
+    def _plan(self, y: torch.Tensor, op: Operator) -> Plan:
+        pixels = math.prod(op.input_shape(y.shape)[-2:])  # the restored image's
+        config = resolve_settings(self.config, self.overrides, self.budget, op, pixels)
+        fits = uses_dip(config)
+        if self.dip is not None and not fits and self.config is None:  # a keyword switched
+            raise ValueError(f"dip: a DIP stage was given, but the settings for {op!r} fit no "
+                             f"DIP (init={config.init_kind!r}); pass init='dip' (or "
+                             "dip_observation=True) to use it")
+        return make_plan(config, dip_stage(self.dip, op) if fits else None, self.scheduler, op)
 
     # -------------------------------------------------------------------- call
     def __call__(self, observation: torch.Tensor, operator: Operator | Sequence[Operator],
@@ -159,22 +203,14 @@ class DIPInitializedSampler:
         or pass a ``generator`` (it then draws the per-image seeds).  ``ground_truth`` only
         feeds the DIP fit's PSNR history (it never steers fitting, stopping or ``t0``).
         ``dip_image`` reuses earlier DIP reconstructions of the same observations (their
-        seconds count as 0).
+        seconds count as 0).  Images whose tasks need different settings (a batch mixing
+        operators) run each with their own plan (:meth:`plan`).
         """
         ys, ops, batched = split(observation, operator)
-        if self.recommended or self.config.init == "auto":
-            if self.budget is not None:
-                is_denoising(ops)  # one kind of task per call
-                pixels = math.prod(ops[0].input_shape(ys[0].shape)[-2:])  # the restored image's
-                config = budget_config(ops[0], self.budget, pixels)
-            elif self.recommended:
-                config = recommended_config(ops[0])
-            else:
-                config = self.config.replace(init=resolve_init(ops))  # one task per call
-            resolved = DIPInitializedSampler(self.model, self.scheduler, config, dip=self.dip,
-                                             device=self.device, progress=self.progress)
-            return resolved(observation, operator, seed, ground_truth, return_intermediates,
-                            generator=generator, dip_image=dip_image)
+        plans = [self._plan(y, op) for y, op in zip(ys, ops, strict=True)]
+        if not self._resolved:
+            return self._run_plans(plans, observation, operator, ys, ops, batched, seed,
+                                   ground_truth, return_intermediates, generator, dip_image)
         n, cfg = len(ys), self.config
         seeds = seeds_for(seed, generator, n)
         ys, ops, grey = whiten_grey(ys, ops, seeds)  # grey photos: noise the prior knows
@@ -265,19 +301,53 @@ class DIPInitializedSampler:
             setattr(result, key, values if batched or values is None else values[0])
         return result
 
+    @property
+    def _resolved(self) -> bool:
+        """Whether this sampler's settings are fixed (a whole config, a concrete DIP stage)."""
+        return (self.config is not None and self.config.init != "auto"
+                and not isinstance(self.dip, Mapping))
+
+    def _fixed(self, plan: Plan) -> DIPInitializedSampler:
+        return DIPInitializedSampler(self.model, self.scheduler, plan.config, dip=plan.dip,
+                                     device=self.device, progress=self.progress)
+
+    def _run_plans(self, plans: list[Plan], observation: torch.Tensor, operator: Any,
+                   ys: list[torch.Tensor], ops: list[Operator], batched: bool, seed: int,
+                   ground_truth: torch.Tensor | None, return_intermediates: bool,
+                   generator: torch.Generator | None, dip_image: torch.Tensor | None
+                   ) -> SampleResult:
+        """Run each image's plan: one batch when they agree, else image by image (image ``i``
+        with its own seed, so the result equals N single calls)."""
+        if all(same_settings(p, plans[0]) for p in plans):
+            return self._fixed(plans[0])(observation, operator, seed, ground_truth,
+                                         return_intermediates, generator=generator,
+                                         dip_image=dip_image)
+        shapes = {tuple(op.input_shape(y.shape)) for y, op in zip(ys, ops, strict=True)}
+        if len(shapes) > 1:
+            raise ValueError(f"operator: the images of this batch restore to different shapes "
+                             f"{sorted(shapes)}; one kind of task per call, or separate calls")
+        if len({p.uses_dip for p in plans}) > 1:
+            raise ValueError("operator: in this batch some images' settings fit DIP and others "
+                             "do not; restore them in separate calls")
+        n = len(ys)
+        seeds = seeds_for(seed, generator, n)
+        truths = per_image(ground_truth, n, "ground_truth")
+        given = per_image(dip_image, n, "dip_image")
+        results = [self._fixed(plans[i])(ys[i], ops[i], seeds[i], truths[i],
+                                         return_intermediates, dip_image=given[i])
+                   for i in range(n)]
+        return stack_results(results, batched).to(observation.device)
+
     # ---------------------------------------------------------------- stages
     def _dip_config(self, op: Operator) -> Any:
-        return self.dip if self.dip is not None else default_dip_config(op)
+        return dip_stage(self.dip, op)
 
     @property
     def uses_dip(self) -> bool:
         """Whether a call fits DIP (or takes ``dip_image``): as the start, or as the second
-        observation on top of another start.  A sampler without settings (or with a budget)
-        resolves them per call: none of its presets uses DIP."""
-        if self.recommended:
-            return False
-        return self.config.init == "dip" or (self.config.dip_observation
-                                             and self.config.init != "noise")
+        observation on top of another start.  Without a config the presets decide per task:
+        only an ``init="dip"`` or ``dip_observation=True`` asked for fits DIP."""
+        return settings_use_dip(self.config, self.overrides)
 
     def _stops_by_reference(self, op: Operator) -> bool:
         """Whether the DIP fit for ``op`` stops by the prior's reference restoration."""
@@ -303,7 +373,7 @@ class DIPInitializedSampler:
         if init == "observation":
             return op.pseudo_inverse(y)
         if init == "classical":
-            return classical_start(y, op)
+            return op.classical(y)
         image = init(y, op)  # a caller's own start
         return check_initial_image(image, tuple(op.input_shape(y.shape)), "init").float()
 

@@ -10,18 +10,10 @@ from typing import Any
 import torch
 
 from dipprior.estimators import estimate_error_std
-from dipprior.operators import Blur, Denoise, Inpaint
 from dipprior.pipeline.config import SamplerConfig, is_int
 
-__all__ = ["CLASSICAL_T0", "Start", "auto_t0", "classical_t0", "forward_diffuse",
-           "hole_scale", "plan_start", "reference_error_std", "resolve_t0"]
-
-#: ``t0`` of a classical start, tuned on held-out CBSD432 crops (T = 1000, 25 steps, zeta 1):
-#: for holes at two hole scales (:func:`hole_scale`: 50% random pixels, a centred 32x32 box),
-#: for blur (a Wiener start; Gaussian std 2 and motion size 15, noise 0.01) and for every
-#: other operator (tuned on bicubic x4 super-resolution)
-CLASSICAL_T0 = {"holes": ((1.03, 100), (5.84, 200)), "blur": 200, "other": 100}
-
+__all__ = ["Start", "auto_t0", "classical_t0", "forward_diffuse", "plan_start",
+           "reference_error_std", "resolve_t0"]
 
 def resolve_t0(t0: int | float, num_train_timesteps: int) -> int:
     """An int timestep or a float strength in (0, 1] -> the int start timestep.
@@ -55,45 +47,16 @@ def auto_t0(scheduler: Any, error_std: float) -> int:
     return int(scheduler.timestep_for_noise_level(2.0 * float(error_std)))
 
 
-def hole_scale(mask: torch.Tensor) -> float:
-    """The mean distance (pixels) from a missing pixel to the nearest known one, over all
-    missing pixels of a (C, H, W) or (H, W) mask (1 = known); 0 without holes.
-
-    It tells scattered missing pixels (about 1) from a large hole (a 32x32 box: 5.8), whose
-    interpolated middle is far less certain.
-    """
-    from scipy.ndimage import distance_transform_edt
-
-    m = mask.detach().cpu().reshape(-1, *mask.shape[-2:]).numpy()
-    missing = m == 0
-    if not missing.any():
-        return 0.0
-    distances = [distance_transform_edt(c)[c] for c in missing if c.any()]
-    total = sum(float(d.sum()) for d in distances)
-    return total / sum(d.size for d in distances)
-
-
 def classical_t0(operator: Any, num_train_timesteps: int = 1000) -> int:
-    """``t0="auto"`` for a classical (or the caller's own) start: tuned, not estimated.
-
-    A classical restoration's errors are smooth (an interpolated hole, a blurred edge) and the
-    residual estimate that sets a DIP start's ``t0`` sees almost none of them, so the chain
-    would barely move the image.  For holes ``t0`` grows with :func:`hole_scale`, linear in its
-    logarithm between the two tuned anchors of :data:`CLASSICAL_T0` and constant beyond them;
-    blur gets its tuned value and every other operator the tuned super-resolution value.
-    Scaled to schedules with another ``T``.
+    """``t0="auto"`` for a classical (or the caller's own) start: the operator's tuned
+    :meth:`~dipprior.operators.Operator.classical_t0` (for holes it grows with the holes'
+    scale, blur and every other operator have their tuned value), scaled to ``T``.
 
     >>> from dipprior.operators import Inpaint, center_box_mask
     >>> classical_t0(Inpaint(center_box_mask((128, 128), 32)))
     200
     """
-    if isinstance(operator, Inpaint):
-        (d0, t_small), (d1, t_large) = CLASSICAL_T0["holes"]
-        d = min(max(hole_scale(operator.mask), d0), d1)
-        t0 = t_small + (t_large - t_small) * math.log(d / d0) / math.log(d1 / d0)
-    else:
-        t0 = CLASSICAL_T0["blur" if isinstance(operator, Blur) else "other"]
-    return min(round(t0 * num_train_timesteps / 1000), num_train_timesteps - 1)
+    return operator.classical_t0(num_train_timesteps)
 
 
 @dataclass(frozen=True)
@@ -118,8 +81,8 @@ def plan_start(config: SamplerConfig, scheduler: Any, operator: Any, observation
     """Choose ``t0`` and the noise already present for one image (never looks at a clean one).
 
     * pure noise (``init_image`` None): ``T - 1``;
-    * the observation of a :class:`~dipprior.operators.Denoise` task (``init="observation"``
-      or ``"classical"``): it already holds white noise of the known std, so ``t0`` (when
+    * the observation of a denoising task (``A = I``; ``init="observation"`` or
+      ``"classical"``): it already holds white noise of the known std, so ``t0`` (when
       ``"auto"``) is where the noise level matches it;
     * a classical or callable start of any other task: ``"auto"`` is :func:`classical_t0`;
     * otherwise (DIP image, pseudo-inverse): the estimated error (:func:`estimate_error_std`, or
@@ -134,12 +97,12 @@ def plan_start(config: SamplerConfig, scheduler: Any, operator: Any, observation
     if renoise == "auto":
         renoise = "missing" if operator.noise_sigma > 0 else "full"
     kind = config.init_kind
-    if kind in ("observation", "classical") and isinstance(operator, Denoise):
+    if kind in ("observation", "classical") and operator.identity:
         present = 2.0 * operator.noise_sigma
         t0 = fixed if fixed is not None else int(scheduler.timestep_for_noise_level(present))
         return Start(t0, present)
     if kind in ("classical", "callable") and fixed is None \
-            and not (kind == "callable" and isinstance(operator, Denoise)):
+            and not (kind == "callable" and operator.identity):
         fixed = classical_t0(operator, T)
     error_std = None
     if fixed is None or renoise == "missing" or config.dip_observation:

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dipprior._seeds import stream_seed
-from dipprior.operators import Denoise, Inpaint, Operator
+from dipprior.operators import Operator
 
 __all__ = ["TILE_SEEDS", "check_tiles", "restore_tiled", "tile_starts", "tile_weight"]
 
@@ -60,16 +60,11 @@ def tile_weight(tile_h: int, tile_w: int, overlap: int, top: bool, bottom: bool,
 
 
 def _crop_operator(op: Operator, y0: int, x0: int, h: int, w: int) -> Operator:
-    if isinstance(op, Denoise):
-        return op
-    if isinstance(op, Inpaint):
-        mask = op.mask[..., y0:y0 + h, x0:x0 + w]
-        if not bool(mask.any()):
-            raise ValueError(f"operator: the tile at ({y0}, {x0}) has no known pixel (a hole "
-                             f"larger than the {h}x{w} tiles); use larger tiles")
-        return Inpaint(mask, op.noise_sigma)
-    raise ValueError(f"operator: {type(op).__name__} couples pixels across tile borders; only "
-                     "denoising and inpainting are tiled (restore a smaller image, or crop it)")
+    cropped = op.crop(y0, x0, h, w)
+    if cropped is None:
+        raise ValueError(f"operator: {type(op).__name__} couples pixels across tile borders "
+                         "(its crop() is None): restore a smaller image, or crop it")
+    return cropped
 
 
 def restore_tiled(restore: Callable[..., object], observation: torch.Tensor, operator: Operator,
