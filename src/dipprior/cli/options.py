@@ -95,7 +95,7 @@ def blur_kernel(args: argparse.Namespace) -> Any:
         else:
             kernel = parse_blur(args.blur, torch.Generator().manual_seed(getattr(args, "seed", 0)))
         Blur(kernel)  # refuses a bad kernel now, with its reason
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, PermissionError) as exc:
         option = "--kernel" if args.kernel else "--blur"
         raise ValueError(f"{option}: {exc}") from None
     return kernel
