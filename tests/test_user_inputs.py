@@ -127,6 +127,18 @@ def test_tiny_images_are_refused_or_run():
         sample(net, Scheduler(), (1, 3, 0, 16), progress=False)
 
 
+@pytest.mark.parametrize("shape", [(3, 0, 16), (1, 3, 16, 0)])
+def test_an_empty_observation_is_refused_by_the_sampler(model, shape):
+    from dipprior.diffusion import Scheduler
+    from dipprior.operators import Denoise
+    from dipprior.pipeline import DIPInitializedSampler
+
+    sampler = DIPInitializedSampler(model, Scheduler(), init="observation", steps=1,
+                                    progress=False)
+    with pytest.raises(ValueError, match=r"observation: empty image of shape .* H, W >= 1"):
+        sampler(torch.rand(shape), Denoise(0.1))  # was min() of an empty tensor
+
+
 def test_restore_of_a_one_pixel_image(tmp_path, capsys):
     save_image(torch.rand(3, 1, 1), tmp_path / "p.png")
     err = _cli_error(capsys, ["restore", str(tmp_path / "p.png"), "--task", "denoise",
