@@ -139,14 +139,22 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
 
 def assign_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str,
                    *, copy: bool = True) -> None:
-    """Finite weights, as float32 (copies unless ``copy=False``: never keep views of a
+    """Finite weights, cast to the model's own dtypes (float32; integer and bool tensors too, as
+    ``load_state_dict`` used to copy them; copies unless ``copy=False``: never keep views of a
     memory-mapped file), become the parameters of ``model`` (built on the meta device); a
     ``ValueError`` names the bad keys."""
+    def names(keys: list[str]) -> str:
+        return f"{', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+
+    complex_ = [k for k, v in tensors.items() if v.is_complex()]
+    if complex_:
+        raise ValueError(f"weights in {source} hold complex tensors ({names(complex_)}); "
+                         "expected real numbers")
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise ValueError(f"weights in {source} contain NaN or inf "
-                         f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
-    load_state_into(model, {k: v.to(torch.float32, copy=copy) if v.is_floating_point() else v
+        raise ValueError(f"weights in {source} contain NaN or inf ({names(bad)})")
+    own = model.state_dict()
+    load_state_into(model, {k: v.to(own[k].dtype if k in own else torch.float32, copy=copy)
                             for k, v in tensors.items()}, source, assign=True)
 
 
