@@ -9,7 +9,12 @@ import torch
 
 from dipprior.operators import check_image
 
-__all__ = ["check_observation", "check_operator"]
+__all__ = ["CHAIN_BYTES_PER_PIXEL", "check_chains_fit", "check_observation", "check_operator"]
+
+#: bytes per image pixel of one chain while the shipped prior runs on it (its activations,
+#: measured on CPU; larger priors such as ADM need more): what ``samples`` chains are checked
+#: against before a call allocates them
+CHAIN_BYTES_PER_PIXEL = 4096
 
 
 def check_operator(operator: Any) -> None:
@@ -73,3 +78,32 @@ def check_initial_image(image: Any, shape: tuple[int, ...], name: str = "dip_ima
     image = image.detach().reshape(shape)
     check_image(image, name)  # finite, and [0, 1]: a 0..255 image would run and score 16 dB
     return image.float()
+
+
+def device_memory(device: torch.device) -> float:
+    """The memory of ``device`` in bytes: a GPU's own, else the machine's RAM (inf where it
+    cannot be read)."""
+    import os
+
+    if device.type == "cuda":
+        return float(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no check
+        return float("inf")
+
+
+def check_chains_fit(samples: int, images: int, pixels: int, device: torch.device) -> None:
+    """Refuse, before any work, ``samples`` chains for each of ``images`` images of ``pixels``
+    pixels (one batch of model calls) that could not fit in ``device``'s memory even at
+    :data:`CHAIN_BYTES_PER_PIXEL`."""
+    per_sample = CHAIN_BYTES_PER_PIXEL * images * pixels
+    available = device_memory(device)
+    if samples * per_sample > available:
+        fit = max(int(available // per_sample), 0)
+        raise ValueError(f"samples: {samples} chains for each of {images} image(s) of {pixels} "
+                         f"pixels need at least {samples * per_sample / 2**30:.1f} GiB "
+                         f"({CHAIN_BYTES_PER_PIXEL} bytes per pixel per chain), more than the "
+                         f"{available / 2**30:.1f} GiB of {device}; "
+                         + (f"use samples <= {fit}" if fit else "restore it in tiles "
+                            "(dipprior.pipeline.tiles.restore_tiled)"))

@@ -26,8 +26,8 @@ from dipprior.classical import classical_start
 from dipprior.diffusion.sampling import reverse_diffusion
 from dipprior.estimators import estimate_error_std
 from dipprior.operators import Denoise, Operator
-from dipprior.pipeline.adapt import Adaptation
-from dipprior.pipeline.checks import check_initial_image
+from dipprior.pipeline.adapt import Adaptation, check_rank
+from dipprior.pipeline.checks import check_chains_fit, check_initial_image
 from dipprior.pipeline.config import RENAMED, SamplerConfig
 from dipprior.pipeline.consistency import merge_gaussian, observation_to_model_scale
 from dipprior.pipeline.grey import whiten_grey
@@ -132,6 +132,8 @@ class DIPInitializedSampler:
                              f"t0={config.t0!r} (use init='dip' or 'observation' to start lower)")
         if config.t0 != "auto":
             resolve_t0(config.t0, T)  # in range for this schedule
+        if config.adapt is not None:
+            check_rank(model, config.adapt.rank)  # against the model, before anything is copied
         self.model, self.scheduler, self.config = model, scheduler, config
         self.dip = dip  # None: default_dip_config(operator) at fit time
         self.device, self.progress = device, progress
@@ -176,9 +178,11 @@ class DIPInitializedSampler:
             return resolved(observation, operator, seed, ground_truth, return_intermediates,
                             generator=generator, dip_image=dip_image)
         n, cfg = len(ys), self.config
+        dev = model_device(self.model, self.device)
+        check_chains_fit(cfg.samples, n, max(math.prod(op.input_shape(y.shape)[-2:])
+                                             for y, op in zip(ys, ops, strict=True)), dev)
         seeds = seeds_for(seed, generator, n)
         ys, ops, grey = whiten_grey(ys, ops, seeds)  # grey photos: noise the prior knows
-        dev = model_device(self.model, self.device)
         truths = per_image(ground_truth, n, "ground_truth")
         given = per_image(dip_image, n, "dip_image")
         began = time.perf_counter()
