@@ -258,3 +258,18 @@ def test_a_config_with_a_dropout_of_the_wrong_type_names_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"config.json has an invalid model config: dropout must "
                                          r"be a number in \[0, 1\), got 'x'"):
         load(tmp_path, device="cpu")
+
+
+def test_an_unreadable_checkpoint_file_is_named(tmp_path, monkeypatch):
+    """A mode-000 config.json (for a user who is not root) gave a raw PermissionError (#30)."""
+    from pathlib import Path
+
+    save(_model(), Scheduler(), tmp_path / "c")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(PermissionError, match=r"checkpoint file .*config.json is not readable "
+                                              r"\(permission denied\)"):
+        load(tmp_path / "c", device="cpu")

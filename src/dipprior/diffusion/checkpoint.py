@@ -51,11 +51,18 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     atomic_write_bytes(path, st_save(cpu, metadata=metadata))
 
 
+def _unreadable(path: Path) -> PermissionError:
+    return PermissionError(f"checkpoint file {path} is not readable (permission denied)")
+
+
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a safetensors file; a missing, truncated or corrupt file raises ``ValueError``."""
     if not path.is_file():
         raise ValueError(f"checkpoint file {path} is missing")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise _unreadable(path) from None
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
@@ -69,7 +76,11 @@ def read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     """``{name: (dtype, shape)}`` of a safetensors file, read from its header only."""
     if not path.is_file():
         raise ValueError(f"checkpoint file {path} is missing")
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except PermissionError:
+        raise _unreadable(path) from None
+    with f:
         head = f.read(8)
         size = int.from_bytes(head, "little") if len(head) == 8 else -1
         if not 0 < size <= min(100 * 2**20, path.stat().st_size - 8):
@@ -87,6 +98,8 @@ def read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"checkpoint file {path} is missing")
     try:
         obj = json.loads(path.read_text())
+    except PermissionError:
+        raise _unreadable(path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON (truncated or corrupt?): {exc}") from None
     if not isinstance(obj, dict):
