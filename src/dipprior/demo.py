@@ -50,7 +50,7 @@ from typing import Any
 import torch
 
 from dipprior._tensor import default_device
-from dipprior.experiments import COLUMNS, Case, compare, make_task, save_figure
+from dipprior.experiments import COLUMNS, Case, check_levels, compare, make_task, save_figure
 from dipprior.metrics import SSIM_MIN_SIZE, ResultsTable, results_table
 from dipprior.metrics import psnr as psnr_of
 from dipprior.operators import Inpaint, parse_blur
@@ -114,22 +114,12 @@ class DemoConfig:
         if unknown:
             raise ValueError(f"images: unknown sample images {unknown}; choose from "
                              f"{SAMPLE_IMAGES}")
-        for name in ("size", "dip_iterations", "dip_channels", "ddpm_steps", "steps", "factor",
-                     "box"):
+        for name in ("size", "dip_iterations", "dip_channels", "ddpm_steps", "factor", "box",
+                     *(("steps",) if self.steps is not None else ())):  # steps: None or an int
             value = getattr(self, name)
-            if name == "steps" and value is None:
-                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
-        for name in ("sigma", "blur_sigma"):  # in the user's 0..255 units, before any work
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0 <= value <= 255:
-                raise ValueError(f"{name}: expected a noise std in 0..255 (8-bit pixel units), "
-                                 f"got {_shown(value)}")
-        if isinstance(self.keep, bool) or not isinstance(self.keep, (int, float)) \
-                or not 0 < self.keep <= 1:
-            raise ValueError(f"keep: expected a fraction in (0, 1], got {_shown(self.keep)}")
+        check_levels(sigma=self.sigma, keep=self.keep, blur_sigma=self.blur_sigma)  # 0..255
         if self.size < SSIM_MIN_SIZE:
             raise ValueError(f"size: expected at least {SSIM_MIN_SIZE} (SSIM's 11x11 window), "
                              f"got {self.size}")
@@ -141,13 +131,6 @@ class DemoConfig:
         if "box" in tasks and self.box >= self.size:
             raise ValueError(f"box: a {self.box}-pixel hole does not fit a {self.size}-pixel "
                              f"crop")
-
-
-def _shown(value: object) -> str:
-    """A number as the user typed it (``-1``, not ``-1.0``), anything else as its repr."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value:g}"
-    return repr(value)
 
 
 # the `--quick` budget: about a minute on 2 CPU cores

@@ -26,7 +26,13 @@ from dipprior._distributed import gather, shard
 from dipprior.experiments.ablations import best_fixed_t0, t0_ablation
 from dipprior.experiments.compare import COLUMNS, compare, paired_difference
 from dipprior.experiments.curves import quality_vs_nfe
-from dipprior.experiments.data import degrade, load_folder, make_task, prepare_images
+from dipprior.experiments.data import (
+    check_levels,
+    degrade,
+    load_folder,
+    make_task,
+    prepare_images,
+)
 from dipprior.experiments.methods import (
     CLASSICAL_LABELS,
     METHOD_LABELS,
@@ -51,6 +57,7 @@ __all__ = [
     "Case",
     "DIPCache",
     "best_fixed_t0",
+    "check_levels",
     "compare",
     "degrade",
     "fit_dip_cached",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,8 +23,8 @@ from dipprior.operators import (
     random_pixel_mask,
 )
 
-__all__ = ["Images", "OperatorFactory", "TASKS", "degrade", "load_folder", "make_task",
-           "prepare_images"]
+__all__ = ["Images", "OperatorFactory", "TASKS", "check_levels", "degrade", "load_folder",
+           "make_task", "prepare_images"]
 
 OperatorFactory = Callable[[torch.Tensor, torch.Generator], Operator]
 Images = Mapping[str, torch.Tensor] | Sequence[torch.Tensor]
@@ -78,6 +79,20 @@ def load_folder(folder: str | os.PathLike, n_images: int | None = None,
 TASKS = ("denoise", "inpaint", "box", "sr", "deblur")
 
 
+def check_levels(*, sigma: float = 0.0, keep: float = 1.0, blur_sigma: float = 0.0) -> None:
+    """Refuse, in the user's units, noise stds ``sigma``/``blur_sigma`` outside 0..255 and a
+    ``keep`` fraction outside (0, 1] (as :func:`make_task` and the demo take them)."""
+    for name, value, low, high in (("sigma", sigma, 0, 255), ("blur_sigma", blur_sigma, 0, 255),
+                                   ("keep", keep, 0, 1)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or not low <= value <= high \
+                or (name == "keep" and value == 0):
+            what = ("a fraction in (0, 1]" if name == "keep"
+                    else "a noise std in 0..255 (8-bit pixel units)")
+            raise ValueError(f"{name}: expected {what}, got {value:g}" if number
+                             else f"{name}: expected {what}, got {value!r}")
+
+
 def make_task(task: str, *, sigma: float = 25.0, keep: float = 0.5, factor: int = 4,
               kernel: str = "bicubic", box: int = 32, blur: str = DEBLUR_BLUR,
               blur_sigma: float = DEBLUR_SIGMA) -> Operator | OperatorFactory:
@@ -91,11 +106,10 @@ def make_task(task: str, *, sigma: float = 25.0, keep: float = 0.5, factor: int 
     kernel, or ``"motion:SIZE"``, a fresh camera-shake kernel per image) with noise of
     ``blur_sigma`` in 0..255 units (2.55 = 0.01 on [0, 1], the deblurring benchmarks' level).
     """
+    check_levels(sigma=sigma, keep=keep, blur_sigma=blur_sigma)
     if task == "denoise":
         return Denoise(sigma / 255.0)
     if task == "inpaint":
-        if not 0.0 < keep <= 1.0:
-            raise ValueError(f"keep: expected a fraction in (0, 1], got {keep}")
 
         def factory(image: torch.Tensor, generator: torch.Generator) -> Operator:
             return Inpaint(random_pixel_mask(image.shape[-2:], keep, generator))
