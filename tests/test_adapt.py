@@ -219,6 +219,23 @@ def test_bad_settings_are_named(inpainting):
         run(lambda x, t: torch.zeros_like(x), CHAIN.replace(adapt=AdaptConfig()), y, op)
 
 
+def test_a_rank_beyond_the_smallest_adapted_layer_is_refused_before_copying(inpainting,
+                                                                              monkeypatch):
+    """AdaptConfig(rank=10**9) tried to allocate tens of GB (#30)."""
+    import copy
+
+    def no_copy(*args):
+        raise AssertionError("the model was copied")
+
+    monkeypatch.setattr(copy, "deepcopy", no_copy)
+    _, op, y = inpainting
+    with pytest.raises(ValueError, match=r"rank: 1000000000 is larger than the smallest adapted "
+                                         r"layer .*'time_embed.0'.* use rank <= 8"):
+        run(tiny_unet(), CHAIN.replace(adapt=AdaptConfig(rank=10**9)), y, op)
+    with pytest.raises(ValueError, match="use rank <= 8"):
+        with_lora(tiny_unet(), 9, torch.Generator())
+
+
 def test_a_model_without_layers_to_adapt_is_refused():
     class Tiny(nn.Module):
         def __init__(self):

@@ -245,6 +245,27 @@ def test_bad_checkpoints_are_refused_with_the_reason(tmp_path):
         load_pretrained(tmp_path / "absent.pt", preset="adm-ffhq256")
 
 
+@pytest.mark.parametrize("flags, match", [
+    ({"num_head_channels": 0}, "num_head_channels: expected a positive integer or -1"),
+    ({"num_heads": 0}, "num_heads: expected a positive integer, got 0"),
+    ({"num_heads": 2, "dropout": "x"}, "dropout: expected a number in"),
+])
+def test_bad_head_flags_are_named(tmp_path, flags, match):
+    """num_head_channels=0 was a ZeroDivisionError (#30)."""
+    path = _save_pt(ADMUNet(**TINY).state_dict(), tmp_path / "m.pt")
+    with pytest.raises(ValueError, match=f"m.pt: {match}"):
+        load_pretrained(path, **flags)
+
+
+def test_integer_pt_weights_are_cast_to_float32(tmp_path):
+    net = _randomised(ADMUNet(**TINY))
+    ints = {k: (100 * v).round().to(torch.int32) for k, v in net.state_dict().items()}
+    model, _ = load_pretrained(_save_pt(ints, tmp_path / "i.pt"), device="cpu",
+                               num_head_channels=16)
+    assert all(t.dtype == torch.float32 for t in model.state_dict().values())
+    assert torch.equal(model.out[2].weight, ints["out.2.weight"].float())
+
+
 def test_num_heads_overrides_a_presets_head_width(tmp_path):
     with torch.device("meta"):
         state = adm_unet("adm-ffhq256").state_dict()

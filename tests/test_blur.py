@@ -90,6 +90,11 @@ def test_kernels():
     (-torch.ones(3, 3), "sum to"),
     ("gauss", "expected a 2D tensor"),
     (torch.ones(301, 301), "larger than"),
+    # entries that all but cancel: normalising would scale them by up to 1e15 (issue #30)
+    (torch.tensor([[1, -0.999999, 0]], dtype=torch.float64), "sum to 1e-06 against a magnitude"),
+    (torch.tensor([[0.1, 0.2, -0.3]], dtype=torch.float64), "clear non-zero value"),
+    (np.array([[1, "a", 2]], dtype=object), "array of real numbers, got dtype object"),
+    (torch.ones(3, 3, dtype=torch.complex64), "real numbers"),
 ])
 def test_bad_kernels_are_refused(kernel, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -112,6 +117,33 @@ def test_bad_arguments_are_refused():
     for spec in ("box:3", "gaussian:x", "motion:14", "motion:2.5", "gaussian:-1"):
         with pytest.raises(ValueError, match="blur"):
             parse_blur(spec)
+
+
+def test_a_kernel_with_negative_lobes_that_sums_clearly_is_kept():
+    k = torch.tensor([[-0.1, 1.2, -0.1]], dtype=torch.float64)
+    assert torch.allclose(Blur(k).kernel, k)
+
+
+def test_gaussian_kernels_at_extreme_stds_and_numpy_numbers():
+    """std 1e-200 gave all NaN, 1e200 an OverflowError, np.float32(2) was refused (#30)."""
+    delta = gaussian_kernel(13, 1e-200)  # the limit: no blur
+    assert torch.equal(delta, torch.nn.functional.one_hot(torch.tensor(6 * 13 + 6), 169)
+                       .double().reshape(13, 13))
+    box = gaussian_kernel(13, 1e200)  # the limit: a box
+    assert torch.allclose(box, torch.full((13, 13), 1 / 169, dtype=torch.float64))
+    assert torch.allclose(gaussian_kernel(13, np.float32(2)), gaussian_kernel(13, 2.0))
+    assert torch.equal(parse_blur("gaussian:1e-200"), gaussian_kernel(3, 1e-200))
+    Blur(parse_blur("gaussian:1e-200"))  # a valid (identity) kernel, not "contains NaN"
+    with pytest.raises(ValueError, match="std"):
+        gaussian_kernel(5, np.float64("nan"))
+    with pytest.raises(ValueError, match="std"):
+        gaussian_kernel(5, True)
+
+
+def test_motion_kernel_names_a_bad_generator():
+    with pytest.raises(TypeError, match="generator: expected a torch.Generator or None, got str"):
+        motion_kernel(15, 0.5, "x")
+    assert motion_kernel(15, np.float32(0.5)).shape == (15, 15)
 
 
 def test_a_hard_constraint_with_a_gaussian_blur_stays_bounded():

@@ -231,3 +231,45 @@ def test_absurd_schedule_fails_before_allocating(tmp_path):
     _write_config(tmp_path, scheduler={**config["scheduler"], "num_train_timesteps": 10**9})
     with pytest.raises(ValueError, match="num_train_timesteps"):
         load(tmp_path, device="cpu")
+
+
+def test_integer_weights_are_cast_and_complex_ones_refused(tmp_path):
+    """int32 tensors loaded as float32 once; then "Only Tensors of floating point ... can
+    require gradients" (#30)."""
+    from safetensors.torch import load_file, save_file
+
+    net = _model()
+    save(net, Scheduler(), tmp_path / "c")
+    weights = tmp_path / "c" / "model.safetensors"
+    ints = {k: (100 * v).round().to(torch.int32) for k, v in load_file(weights).items()}
+    save_file(ints, weights)
+    loaded, _ = load(tmp_path / "c", device="cpu")
+    for name, tensor in loaded.state_dict().items():
+        assert tensor.dtype == torch.float32 and torch.equal(tensor, ints[name].float())
+    save_file({**ints, "conv_out.bias": ints["conv_out.bias"].to(torch.complex64)}, weights)
+    with pytest.raises(ValueError, match=r"model.safetensors hold complex tensors \(conv_out"):
+        load(tmp_path / "c", device="cpu")
+
+
+def test_a_config_with_a_dropout_of_the_wrong_type_names_the_file(tmp_path):
+    save(_model(), Scheduler(), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    _write_config(tmp_path, model={**config["model"], "dropout": "x"})
+    with pytest.raises(ValueError, match=r"config.json has an invalid model config: dropout must "
+                                         r"be a number in \[0, 1\), got 'x'"):
+        load(tmp_path, device="cpu")
+
+
+def test_an_unreadable_checkpoint_file_is_named(tmp_path, monkeypatch):
+    """A mode-000 config.json (for a user who is not root) gave a raw PermissionError (#30)."""
+    from pathlib import Path
+
+    save(_model(), Scheduler(), tmp_path / "c")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(PermissionError, match=r"checkpoint file .*config.json is not readable "
+                                              r"\(permission denied\)"):
+        load(tmp_path / "c", device="cpu")

@@ -160,6 +160,25 @@ def test_a_callable_start_of_the_wrong_shape_is_refused():
         sampler(y, op)
 
 
+@pytest.mark.parametrize("start, error, match", [
+    # a 0..255 image was used as is: 16 dB instead of 31 (#30)
+    (lambda y, op: y * 255, ValueError, r"init: values span .*0..255"),
+    (lambda y, op: y.numpy(), TypeError,
+     r"init: .* got a numpy array of dtype float32; convert it with torch.from_numpy"),
+    (lambda y, op: (y * 255).to(torch.uint8), TypeError, "init: .* got dtype torch.uint8"),
+    (lambda y, op: torch.full_like(y, float("nan")), ValueError, "init: contains NaN"),
+    (lambda y, op: None, TypeError, "init: .* got NoneType"),
+])
+def test_a_callable_start_is_checked_as_dip_image_is(start, error, match):
+    op = Inpaint(torch.ones(16, 16))
+    y = op.degrade(_photo(16))
+    model = Recording()
+    sampler = DIPInitializedSampler(model, Scheduler(), init=start, steps=1, progress=False)
+    with pytest.raises(error, match=match):
+        sampler(y, op)
+    assert not model.inputs  # refused before the chain
+
+
 def test_init_rejects_what_is_neither_a_name_nor_a_callable():
     from dipprior.pipeline import SamplerConfig
 

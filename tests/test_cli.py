@@ -86,6 +86,41 @@ def test_train_checks_every_image_before_step_one(tmp_path, capsys):
     assert "broken.png" in err and not (out / "training_state.safetensors").exists()
 
 
+def test_train_refuses_a_read_only_out_before_any_work(tmp_path, capsys, monkeypatch):
+    """It failed at its first checkpoint with a raw Errno 13 on a temporary name (#30); a
+    read-only folder as a user who is not root sees it (os.access says so)."""
+    import os
+
+    data = _photo_folder(tmp_path)
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: os.fspath(path) != str(read_only)
+                        and real_access(path, mode, **kw))
+    err = _one_line_error(capsys, main(["train", str(data), "--out", str(read_only / "run"),
+                                        *TINY_TRAIN]))
+    assert f"--out: cannot write into '{read_only / 'run'}'" in err and "not a writable" in err
+    assert "training UNet" not in err and not (read_only / "run").exists()
+
+
+def test_an_unwritable_folder_is_named_not_the_temporary_file(tmp_path, monkeypatch):
+    import tempfile
+
+    from dipprior._atomic import atomic_folder, atomic_write_bytes
+
+    def denied(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", f"{dir}/.x.tmp-abc")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    monkeypatch.setattr(tempfile, "mkdtemp", denied)
+    with pytest.raises(PermissionError, match=r"path: cannot write '.*out.bin' \(permission "
+                                              r"denied in"):
+        atomic_write_bytes(tmp_path / "out.bin", b"x")
+    with pytest.raises(PermissionError, match=r"path: cannot write '.*run' \(permission"):
+        with atomic_folder(tmp_path / "run"):
+            pass
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["train", "{data}", "--out", "{tmp}/r", "--lr", "1e30"], "lr"),
     (["train", "{data}", "--out", "{tmp}/r", "--threads", "0"], "threads"),

@@ -95,6 +95,24 @@ def test_load_kernel(tmp_path):
     assert png.shape == (5, 5) and np.allclose(png.numpy() / png.numpy().sum(), k, atol=2e-3)
 
 
+def test_load_kernel_refuses_no_path_and_an_empty_file(tmp_path, monkeypatch):
+    with pytest.raises(TypeError, match="kernel: expected a path to a .npy file or an image, "
+                                        "got NoneType"):
+        load_kernel(None)
+    (tmp_path / "empty.npy").write_bytes(b"")  # was a raw EOFError
+    with pytest.raises(ValueError, match="kernel: cannot read .*empty.npy.* as a .npy array"):
+        load_kernel(tmp_path / "empty.npy")
+    np.save(tmp_path / "k.npy", np.ones((3, 3)))
+
+    def denied(*args, **kwargs):  # what a mode-000 file gives a user who is not root
+        raise PermissionError(13, "Permission denied", str(tmp_path / "k.npy"))
+
+    monkeypatch.setattr(np, "load", denied)
+    with pytest.raises(PermissionError,
+                       match=r"kernel: cannot read .*k.npy.* \(permission denied\)"):
+        load_kernel(tmp_path / "k.npy")
+
+
 def _one_line_error(capsys, code):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err
@@ -116,6 +134,25 @@ def test_cli_restore_deblur(tmp_path, capsys):
     err = _one_line_error(capsys, main([*base, "--blur", "motion:8", "--out",
                                         str(tmp_path / "x.png")]))
     assert "--blur" in err
+
+
+@pytest.mark.parametrize("content, needle", [
+    (None, "as a .npy array"),  # a 0-byte file: was a traceback (EOFError)
+    ([[1.0, -0.999999, 0.0]], "sum to 1e-06 against a magnitude of 2"),  # was exit 0, 9 dB
+    ([[0.1, 0.2, -0.3]], "clear non-zero value"),
+])
+def test_cli_refuses_an_empty_or_cancelling_kernel_file(tmp_path, capsys, content, needle):
+    save_image(sample_image("chelsea", 24), tmp_path / "c.png")
+    path = tmp_path / "k.npy"
+    if content is None:
+        path.write_bytes(b"")
+    else:
+        np.save(path, np.array(content))
+    code = main(["restore", str(tmp_path / "c.png"), "--task", "deblur", "--kernel", str(path),
+                 "--budget", "fast", "--out", str(tmp_path / "x.png")])
+    err = _one_line_error(capsys, code)
+    assert err.startswith("dipprior restore: error: --kernel: kernel:") and needle in err
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_demo_config_takes_deblur():

@@ -188,6 +188,42 @@ def test_demo_config_rejects_bad_input():
         DemoConfig(dip_iterations=0)
     with pytest.raises(ValueError, match="divisible"):
         DemoConfig(tasks=("sr",), size=30, factor=4)
+    # noise levels in the user's 0..255 units, before any work (#30)
+    with pytest.raises(ValueError, match=r"sigma: expected a noise std in 0..255 .*got -1$"):
+        DemoConfig(sigma=-1)
+    with pytest.raises(ValueError, match=r"blur_sigma: expected a noise std in 0..255"):
+        DemoConfig(blur_sigma=300.0)
+    with pytest.raises(ValueError, match=r"keep: expected a fraction in \(0, 1\], got 2"):
+        DemoConfig(keep=2)
+    from dipprior.experiments import make_task
+
+    with pytest.raises(ValueError, match=r"sigma: expected a noise std in 0..255 .*got -1$"):
+        make_task("denoise", sigma=-1)  # was refused on the [0, 1] scale (-0.00392)
+
+
+@pytest.mark.parametrize("argv, message", [
+    # was refused in 0..1 units, after 16 s of work on the tasks before denoise
+    (["--sigma", "-1"], "--sigma: expected a noise std in 0..255 (8-bit pixel units), got -1"),
+    (["--task", "deblur", "--blur-sigma", "-1"],
+     "--blur-sigma: expected a noise std in 0..255 (8-bit pixel units), got -1"),
+    (["--task", "deblur", "--blur-sigma", "300"],
+     "--blur-sigma: expected a noise std in 0..255 (8-bit pixel units), got 300"),
+    # was "size: expected a positive int, got 0"
+    (["--task", "sr", "--factor", "32", "--size", "16"],
+     "--factor: 32 needs a --size of at least 32 (a multiple of the factor, and SSIM's 11x11 "
+     "window), got --size 16"),
+])
+def test_cli_demo_names_its_options_before_any_work(tmp_path, capsys, monkeypatch, argv,
+                                                     message):
+    import dipprior.demo
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the demo ran")
+
+    monkeypatch.setattr(dipprior.demo, "run_demo", no_work)
+    assert main(["demo", *argv, "--out", str(tmp_path / "d")]) == 2
+    assert capsys.readouterr().err.strip() == f"dipprior demo: error: {message}"
+    assert not (tmp_path / "d").exists()
 
 
 def test_cli_demo(tmp_path, capsys):

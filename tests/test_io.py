@@ -433,3 +433,18 @@ def test_sample_image_errors():
         sample_image("lena")
     with pytest.raises(ValueError, match="size"):
         sample_image("chelsea", size=1000)
+
+
+def test_an_unreadable_image_names_itself(tmp_path, monkeypatch):
+    """A mode-000 file (for a user who is not root) gave a raw PermissionError (#30)."""
+    from pathlib import Path
+
+    save_image(torch.rand(3, 8, 8), tmp_path / "locked.png")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(PermissionError, match=r"path: cannot read .*locked.png.* \(permission "
+                                              r"denied\)"):
+        load_image(tmp_path / "locked.png")

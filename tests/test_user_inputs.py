@@ -130,6 +130,18 @@ def test_tiny_images_are_refused_or_run():
         sample(net, Scheduler(), (1, 3, 0, 16), progress=False)
 
 
+@pytest.mark.parametrize("shape", [(3, 0, 16), (1, 3, 16, 0)])
+def test_an_empty_observation_is_refused_by_the_sampler(model, shape):
+    from dipprior.diffusion import Scheduler
+    from dipprior.operators import Denoise
+    from dipprior.pipeline import DIPInitializedSampler
+
+    sampler = DIPInitializedSampler(model, Scheduler(), init="observation", steps=1,
+                                    progress=False)
+    with pytest.raises(ValueError, match=r"observation: empty image of shape .* H, W >= 1"):
+        sampler(torch.rand(shape), Denoise(0.1))  # was min() of an empty tensor
+
+
 def test_restore_of_a_one_pixel_image(tmp_path, capsys):
     save_image(torch.rand(3, 1, 1), tmp_path / "p.png")
     err = _cli_error(capsys, ["restore", str(tmp_path / "p.png"), "--task", "denoise",
@@ -270,6 +282,50 @@ def test_restore_plans_tiles_and_refuses_what_it_cannot_do(tmp_path, capsys):
     assert "--task deblur: Blur couples pixels across tile borders" in err
     assert "--overlap: expected 0 to 15" in _cli_error(capsys, [*base, "--task", "denoise",
                                                                "--tile", "32"])
+
+
+@pytest.mark.parametrize("limit", ["nan", "inf", "0", "-5"])
+def test_restore_refuses_a_time_limit_that_is_no_limit(tmp_path, capsys, limit):
+    """--time-limit nan switched the limit off (a 1,011,489 s forecast started; #30)."""
+    save_image(sample_image("chelsea", 16), tmp_path / "c.png")
+    err = _cli_error(capsys, ["restore", str(tmp_path / "c.png"), "--task", "denoise",
+                              "--time-limit", limit, "--out", str(tmp_path / "o.png")])
+    assert f"--time-limit: expected seconds > 0 (a finite number), got {limit}" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_restore_names_samples_that_do_not_fit_in_memory(tmp_path, capsys):
+    """It advised a smaller --tile for --samples 1000000000 (#30)."""
+    save_image(sample_image("chelsea", 16), tmp_path / "c.png")
+    err = _cli_error(capsys, ["restore", str(tmp_path / "c.png"), "--task", "denoise",
+                              "--samples", "1000000000", "--out", str(tmp_path / "o.png")])
+    assert err.startswith("dipprior restore: error: --samples: 1000000000 chains per image")
+    assert "use --samples" in err and "--tile" not in err
+
+
+def test_the_sampler_refuses_chains_that_cannot_fit_before_any_work(model, monkeypatch):
+    """samples=10**9 made the machine's kernel kill the process (#30); here a machine of 1 GiB,
+    so that the code before the fix runs its 2000 tiny chains instead of exhausting memory."""
+    from dipprior.diffusion import Scheduler
+    from dipprior.operators import Denoise
+    from dipprior.pipeline import DIPInitializedSampler, checks
+
+    calls = []
+
+    def counting(x, t):
+        calls.append(x.shape)
+        return model(x, t)
+
+    monkeypatch.setattr(checks, "device_memory", lambda device: 2.0**30)
+    sampler = DIPInitializedSampler(counting, Scheduler(), init="observation", steps=1,
+                                    samples=2000, progress=False)
+    with pytest.raises(ValueError, match=r"samples: 2000 chains for each of 1 image\(s\) of 256 "
+                                         r"pixels need at least 2.0 GiB .* use samples <= 1024"):
+        sampler(torch.rand(3, 16, 16), Denoise(0.1))
+    assert not calls
+    DIPInitializedSampler(counting, Scheduler(), init="observation", steps=1, samples=2,
+                          progress=False)(torch.rand(3, 16, 16), Denoise(0.1))
+    assert calls[0][0] == 2
 
 
 def test_a_folder_tiles_its_large_photos(tmp_path):

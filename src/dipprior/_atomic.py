@@ -33,7 +33,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     if path.is_dir():
         raise ValueError(f"path: {str(path)!r} is a directory")
     _remove_stale(path.parent.glob(f".{_glob_escape(path.name)}.*.tmp"))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except PermissionError:  # name the target, not the temporary file
+        raise PermissionError(f"path: cannot write {str(path)!r} (permission denied in "
+                              f"{str(path.parent)!r})") from None
     try:
         # mkstemp creates the file 0600; give it the mode a plain open() would have.
         os.chmod(tmp, _default_mode(path))
@@ -88,7 +92,11 @@ def atomic_folder(target: str | os.PathLike, keep_others: bool = True) -> Iterat
         raise ValueError(f"path: {str(target)!r} exists and is not a folder")
     recover_folder(target)
     _remove_stale(target.parent.glob(f".{_glob_escape(target.name)}.tmp-*"))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except PermissionError:  # name the target, not the temporary folder
+        raise PermissionError(f"path: cannot write {str(target)!r} (permission denied in "
+                              f"{str(target.parent)!r})") from None
     try:
         yield tmp
         if keep_others and target.is_dir():

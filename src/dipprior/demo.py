@@ -53,16 +53,16 @@ from dipprior._tensor import default_device
 from dipprior.experiments import COLUMNS, Case, compare, save_figure
 from dipprior.metrics import SSIM_MIN_SIZE, ResultsTable, results_table
 from dipprior.metrics import psnr as psnr_of
-from dipprior.operators import Inpaint, make_task, parse_blur
+from dipprior.operators import TASKS as REGISTRY
+from dipprior.operators import make_task
 from dipprior.operators.blur import DEBLUR_BLUR, DEBLUR_SIGMA
-from dipprior.pipeline.presets import method_configs
 
 __all__ = ["DEFAULT_IMAGES", "HOLES", "QUICK", "DemoConfig", "DemoResult", "methods_of",
            "run_demo", "save_figure"]
 
 DEFAULT_IMAGES = ("astronaut", "chelsea", "motorcycle")
 DEMO_COLUMNS = ["Task", *COLUMNS]
-TASKS = ("inpaint", "box", "denoise", "sr", "deblur")
+TASKS = tuple(REGISTRY)  # every registered task (operators.TASKS)
 HOLES = ("inpaint", "box")  # drawn together in demo.png
 
 
@@ -70,10 +70,9 @@ HOLES = ("inpaint", "box")  # drawn together in demo.png
 class DemoConfig:
     """What the demo runs; the defaults take a few minutes on 2 CPU cores.
 
-    ``tasks`` run in order, each with its own table: ``"inpaint"`` (``keep`` is the fraction of
-    known pixels), ``"box"`` (a centred ``box`` x ``box`` hole), ``"denoise"`` (``sigma`` in
-    0..255), ``"sr"`` (by ``factor``) and ``"deblur"`` (``blur``: ``"gaussian:STD"`` or
-    ``"motion:SIZE"``, with noise ``blur_sigma`` in 0..255).  ``images`` are names from
+    ``tasks`` (registered names, ``operators.TASKS``) run in order, each with its own table;
+    the fields named as a task's parameters (``sigma``, ``keep``, ``box``, ``factor``, ``blur``,
+    ``blur_sigma``) set them, the others keep their defaults.  ``images`` are names from
     :data:`dipprior.io.SAMPLE_IMAGES`, center-cropped to ``size``.  DIP: ``dip_iterations`` and
     ``dip_channels`` (per scale).  Diffusion: the task's tuned presets
     (:func:`~dipprior.pipeline.presets.method_configs`) with ``ddpm_steps`` for DiffPIR from
@@ -114,11 +113,9 @@ class DemoConfig:
         if unknown:
             raise ValueError(f"images: unknown sample images {unknown}; choose from "
                              f"{SAMPLE_IMAGES}")
-        for name in ("size", "dip_iterations", "dip_channels", "ddpm_steps", "steps", "factor",
-                     "box"):
+        for name in ("size", "dip_iterations", "dip_channels", "ddpm_steps", "factor", "box",
+                     *(("steps",) if self.steps is not None else ())):  # steps: None or an int
             value = getattr(self, name)
-            if name == "steps" and value is None:
-                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
         if self.size < SSIM_MIN_SIZE:
@@ -127,11 +124,11 @@ class DemoConfig:
         if "sr" in tasks and self.size % self.factor:
             raise ValueError(f"size: {self.size} is not divisible by the SR factor "
                              f"{self.factor}")
-        if "deblur" in tasks and parse_blur(self.blur).shape[0] > self.size:  # checks the spec
-            raise ValueError(f"blur: a {self.blur} kernel does not fit a {self.size}-pixel crop")
         if "box" in tasks and self.box >= self.size:
             raise ValueError(f"box: a {self.box}-pixel hole does not fit a {self.size}-pixel "
                              f"crop")
+        for task in tasks:  # each task's own checks, in its parameters' units
+            task_operator(task, self, torch.zeros(3, self.size, self.size))
 
 
 # the `--quick` budget: about a minute on 2 CPU cores
@@ -173,49 +170,67 @@ def _file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._]+", "-", name).strip("-.") or "image"
 
 
+def task_params(config: DemoConfig) -> dict[str, Any]:
+    """The demo's settings that are task parameters (``operators.TASKS``)."""
+    return {k: v for k, v in dataclasses.asdict(config).items()
+            if any(k == p.name for t in REGISTRY.values() for p in t.params)}
+
+
+def task_operator(task: str, config: DemoConfig, image: torch.Tensor) -> Any:
+    """``task``'s operator for ``image`` (a factory drawn with seed 0), its observation checked:
+    a bad setting is refused before any work, naming it."""
+    source = make_task(task, **task_params(config))
+    op = source if hasattr(source, "proximal") else source(image, torch.Generator().manual_seed(0))
+    op.degrade(image, torch.Generator().manual_seed(0))
+    return op
+
+
 def methods_of(task: str, model: Any, scheduler: Any, config: DemoConfig, dip: Any,
                run: Mapping[str, Any]) -> dict[str, Any]:
-    """The demo's methods for ``task``, labelled; the one the library runs by default is
-    labelled ``"<name> (default)"``."""
-    from dipprior.experiments import CLASSICAL_LABELS
+    """The demo's methods for ``task``, each the sampler a user gets with the same keywords
+    (the task's tuned presets), labelled; the one the library runs by default is labelled
+    ``"<name> (default)"``."""
     from dipprior.pipeline import (
         CBM3DBaseline,
         ClassicalBaseline,
         DIPBaseline,
         DIPInitializedSampler,
     )
-    from dipprior.pipeline.presets import recommended_config
 
-    tuned = method_configs(task)
-    noise = {"eta": config.eta, "zeta": None} if config.eta > 0 else {}
+    image = torch.zeros(3, config.size, config.size)
+    op = task_operator(task, config, image)
+    noise = {"eta": config.eta} if config.eta > 0 else {}
     methods: dict[str, Any] = {}
-    if task == "denoise":
+    if op.identity:
         try:
             methods["CBM3D"] = CBM3DBaseline()
         except ImportError:
             pass
     else:
-        methods[CLASSICAL_LABELS[task]] = ClassicalBaseline()
-    chains = {"DiffPIR (noise)": tuned["DDPM"].replace(steps=config.ddpm_steps, **noise),
+        methods[op.classical_name] = ClassicalBaseline()
+    chains = {"DiffPIR (noise)": {"init": "noise", "steps": config.ddpm_steps, **noise},
               "DIP": None,
-              "Classical->DDPM": tuned["Classical->DDPM"].replace(**noise),
-              "DIP->DDPM": tuned["DIP->DDPM"].replace(
-                  t0=config.t0, **noise, **({} if config.steps is None
-                                            else {"steps": config.steps}))}
-    if task == "denoise":  # the classical start is the observation: the prior's one step
-        chains["Classical->DDPM"] = tuned["Observation->DDPM"].replace(**noise)
-    default = recommended_config(make_task(task) if task in ("denoise", "sr", "deblur")
-                                 else Inpaint(torch.ones(1, 1)))
-    default = default.replace(**noise)
-    if default not in chains.values():
-        chains[f"Classical x{default.samples}"] = default  # the mean of its chains
-    for label, sampler_config in chains.items():
-        if sampler_config is None:
+              "Classical->DDPM": {"init": "classical", **noise},
+              "DIP->DDPM": {"init": "dip", **noise,
+                            **({} if config.t0 == "auto" else {"t0": config.t0}),
+                            **({} if config.steps is None else {"steps": config.steps})}}
+    samplers = {label: DIPInitializedSampler(model, scheduler, **settings, **run,
+                                             **({"dip": dip} if settings["init"] == "dip"
+                                                else {}))
+                for label, settings in chains.items() if settings is not None}
+    default = DIPInitializedSampler(model, scheduler, **noise, **run)
+    y = op.forward(image)
+    planned = {label: s.plan(y, op)[0].config for label, s in samplers.items()}
+    default_config = default.plan(y, op)[0].config
+    if default_config not in planned.values():
+        samplers[f"Classical x{default_config.samples}"] = default  # the mean of its chains
+        planned[f"Classical x{default_config.samples}"] = default_config
+    for label in [*chains, *(k for k in samplers if k not in chains)]:
+        if label == "DIP":
             methods[label] = DIPBaseline(dip, **run)
             continue
-        if sampler_config == default:
-            label += " (default)"
-        methods[label] = DIPInitializedSampler(model, scheduler, sampler_config, dip=dip, **run)
+        name = label + (" (default)" if planned[label] == default_config else "")
+        methods[name] = samplers[label]
     return methods
 
 
@@ -283,10 +298,8 @@ def run_demo(
             say(f"    {method:<28} PSNR {row['psnr']:6.2f} dB  NFE {row['NFE']:4d}  "
                 f"{row['Seconds']:6.1f} s" + (f"  (t0={row['t0']})" if row.get("t0") else ""))
 
-        compare(images, make_task(task, sigma=config.sigma, keep=config.keep,
-                                  factor=config.factor, box=config.box, blur=config.blur,
-                                  blur_sigma=config.blur_sigma),
-                methods, seed=config.seed, on_result=keep, progress=False)
+        compare(images, make_task(task, **task_params(config)), methods, seed=config.seed,
+                on_result=keep, progress=False)
         tables[task] = results_table(rows, COLUMNS)
         task_images[task] = panels
         all_rows += [{"Task": task, **r} for r in tables[task].rows]  # with its averages
@@ -340,7 +353,7 @@ def _write_figures(result: DemoResult, config: DemoConfig, out: Path) -> None:
                 psnr.update({(key, r["Method"]): r["PSNR"]
                              for r in result.tables[task].rows
                              if r["Image"] == name})
-                if task == "denoise":  # the observation is an image of the same size
+                if columns["Degraded"].shape == columns["Ground truth"].shape:  # comparable
                     psnr[(key, "Degraded")] = float(psnr_of(columns["Degraded"],
                                                             columns["Ground truth"]))
         title = "; ".join(_task_label(config, t) for t in tasks)
@@ -363,17 +376,11 @@ def _save_images(panels: Mapping[str, Mapping[str, torch.Tensor]], folder: Path)
 
 
 def _short_label(config: DemoConfig, task: str) -> str:
-    return {"inpaint": f"{100 * (1 - config.keep):g}% missing", "box": f"{config.box}px box",
-            "denoise": f"sigma {config.sigma:g}", "sr": f"x{config.factor}",
-            "deblur": config.blur}[task]
+    return REGISTRY[task].describe(task_params(config))
 
 
 def _task_label(config: DemoConfig, task: str) -> str:
-    return {"denoise": f"denoising sigma={config.sigma:g}/255",
-            "inpaint": f"inpainting, {100 * (1 - config.keep):g}% of pixels missing",
-            "box": f"inpainting, a centred {config.box}x{config.box} hole",
-            "deblur": f"deblurring, {config.blur} blur, noise {config.blur_sigma:g}/255",
-            "sr": f"super-resolution x{config.factor} (bicubic)"}[task]
+    return f"{REGISTRY[task].title}, {_short_label(config, task)}"
 
 
 def _report(result: DemoResult, config: DemoConfig, device: Any) -> str:

@@ -152,7 +152,10 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no such file {str(path)!r}")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise PermissionError(f"path: cannot read {str(path)!r} (permission denied)") from None
     header = _png.read_header(data)
     try:
         if header is not None:
@@ -173,15 +176,21 @@ def load_kernel(path: str | os.PathLike) -> torch.Tensor:
     """A blur kernel from a ``.npy`` file (a 2D array, read without pickle) or an image (its
     mean over colour channels), as float64 (H, W); :class:`~dipprior.operators.Blur` checks and
     normalises it."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"kernel: expected a path to a .npy file or an image, got "
+                        f"{type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"kernel: no such file {str(path)!r}")
     if path.suffix.lower() == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise ValueError(f"kernel: cannot read {str(path)!r} as a .npy array ({exc})"
-                             ) from None
+        except PermissionError:
+            raise PermissionError(f"kernel: cannot read {str(path)!r} (permission denied)"
+                                  ) from None
+        except (ValueError, OSError, EOFError) as exc:  # EOFError: an empty file
+            raise ValueError(f"kernel: cannot read {str(path)!r} as a .npy array "
+                             f"({exc or type(exc).__name__})") from None
         if array.dtype.kind not in "fiu":
             raise ValueError(f"kernel: {str(path)!r} holds {array.dtype} values, not numbers")
         if array.ndim != 2:

@@ -69,6 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from dipprior.demo import QUICK, DemoConfig, run_demo
+    from dipprior.metrics import SSIM_MIN_SIZE
     from dipprior.pipeline import parse_t0
 
     base = dataclasses.asdict(DemoConfig())
@@ -83,8 +84,21 @@ def run(args: argparse.Namespace) -> int:
              "seed": args.seed, "t0": None if args.t0 is None else parse_t0(args.t0)}
     base.update({k: v for k, v in given.items() if v is not None})
     if "sr" in base["tasks"] and base["factor"] >= 1 and base["size"] % base["factor"]:
+        smallest = base["factor"] * -(-SSIM_MIN_SIZE // base["factor"])
+        if base["size"] < smallest:  # rounding down would leave too small a crop (or none)
+            raise ValueError(f"--factor: {base['factor']} needs a --size of at least "
+                             f"{smallest} (a multiple of the factor, and SSIM's "
+                             f"{SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} window), got --size "
+                             f"{base['size']}")
         base["size"] -= base["size"] % base["factor"]
-    config = DemoConfig(**base)
+    try:
+        config = DemoConfig(**base)
+    except ValueError as exc:  # DemoConfig names its fields: name the options instead
+        field, sep, rest = str(exc).partition(": ")
+        if sep and field in base:
+            flag = "--task" if field == "tasks" else "--" + field.replace("_", "-")
+            raise ValueError(f"{flag}: {rest}") from None
+        raise
     check_output_folder(args.out, "--out")
     model = scheduler = None
     if args.model or args.dtype != "float32":

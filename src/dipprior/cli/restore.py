@@ -27,6 +27,7 @@ from dipprior.cli.options import (
 )
 from dipprior.cli.restore_setup import (
     check_size,
+    check_time_limit,
     degrade_like,
     like_input,
     make_sampler,
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from dipprior.metrics import evaluate
 
     check_output(args.out, "--out")
+    check_time_limit(args)
     if Path(args.out).resolve() == Path(args.image).resolve():
         raise ValueError(f"--out: {args.out!r} is the input image; write elsewhere")
     if args.save_dip:
@@ -252,6 +254,7 @@ def _run_folder(args: argparse.Namespace) -> int:
     folder = Path(args.image)
     paths = _folder_images(folder)
     out = _check_output_folder(args.out, folder)
+    check_time_limit(args)
     if args.save_dip:
         raise ValueError("--save-dip: only for a single IMAGE; for a folder the DIP images are "
                          "written to --out as <name>_dip.png")

@@ -29,7 +29,7 @@ class TaskChoice:
 
         try:
             return make_task(self.task.name, real=not self.simulate, **{**self.params, **values})
-        except (ValueError, TypeError, FileNotFoundError) as exc:
+        except (ValueError, TypeError, OSError) as exc:
             raise in_user_terms(exc, self.task) from None
 
 
@@ -136,6 +136,15 @@ def dip_option(args: argparse.Namespace) -> str:
     return "--dip-iterations"
 
 
+def check_time_limit(args: argparse.Namespace) -> None:
+    """``--time-limit``: finite seconds > 0 (``nan`` would switch the limit off)."""
+    import math
+
+    if not (math.isfinite(args.time_limit) and args.time_limit > 0):
+        raise ValueError(f"--time-limit: expected seconds > 0 (a finite number), got "
+                         f"{args.time_limit:g}")
+
+
 #: the smallest image restored (the noise estimate and the networks' down-sampling need some)
 MIN_SIDE = 8
 
@@ -225,6 +234,14 @@ def plan_cost(args: argparse.Namespace, observation: Any, op: Any, sampler: Any,
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no memory check
         available = float("inf")
     what = f"{w}x{h} ({w * h / 1e6:.1f} MP)"
+    chains = TILE_BYTES_PER_PIXEL * tile_pixels  # the memory of one more chain
+    if memory > 0.8 * available and cfg.samples > 1 and memory - (cfg.samples - 1) * chains \
+            <= 0.8 * available:  # the chains are what does not fit
+        fit = int((0.8 * available - memory) // chains) + cfg.samples
+        raise ValueError(f"--samples: {cfg.samples} chains per {'tile' if tile else 'image'} "
+                         f"of {what} need about {memory / 2**30:.1f} GiB, more than this "
+                         f"machine's {available / 2**30:.1f} GiB allows; use --samples {fit} "
+                         "or fewer")
     if memory > 0.8 * available:
         raise ValueError(f"IMAGE: {what} needs about {memory / 2**30:.1f} GiB, more than this "
                          f"machine's {available / 2**30:.1f} GiB allows; use a smaller --tile "

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dipprior.cli.options import HELP, add_runtime
+from dipprior.cli.options import HELP, add_runtime, check_output_folder
 
 _MODEL_DEFAULTS: dict[str, Any] = {"base_channels": 64, "channel_mults": [1, 2, 2],
                                    "num_res_blocks": 2, "attention_resolutions": [],
@@ -127,8 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from dipprior.diffusion import checkpoint as ckpt
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: {args.out!r} exists and is not a folder")
+    check_output_folder(args.out, "--out")  # a folder it can write, before any work
     if (out / ckpt.WEIGHTS_FILE).exists() and not ckpt.is_checkpoint(out) and not args.force:
         raise ValueError(f"--out: {args.out!r} holds a model without training state (written "
                          "by save() or exported); training would start afresh and replace it. "

@@ -204,6 +204,16 @@ class ADMUNet(nn.Module):
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         if not channel_mult or any(m <= 0 for m in channel_mult):
             raise ValueError(f"channel_mult: expected positive multipliers, got {channel_mult}")
+        for name, value in (("num_heads", num_heads), ("num_head_channels", num_head_channels),
+                            ("num_heads_upsample", num_heads_upsample)):
+            allow_unset = name != "num_heads"  # -1: unset (guided-diffusion's convention)
+            if isinstance(value, bool) or not isinstance(value, int) or not (
+                    value >= 1 or (allow_unset and value == -1)):
+                raise ValueError(f"{name}: expected a positive integer"
+                                 f"{' or -1 (unset)' if allow_unset else ''}, got {value!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0 <= dropout < 1:
+            raise ValueError(f"dropout: expected a number in [0, 1), got {dropout!r}")
         self.config: dict[str, Any] = {
             "model_channels": model_channels, "num_res_blocks": num_res_blocks,
             "channel_mult": list(channel_mult), "attention_ds": list(attention_ds),

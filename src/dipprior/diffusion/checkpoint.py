@@ -52,11 +52,18 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     atomic_write_bytes(path, st_save(cpu, metadata=metadata))
 
 
+def _unreadable(path: Path) -> PermissionError:
+    return PermissionError(f"checkpoint file {path} is not readable (permission denied)")
+
+
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a safetensors file; a missing, truncated or corrupt file raises ``ValueError``."""
     if not path.is_file():
         raise ValueError(f"checkpoint file {path} is missing")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise _unreadable(path) from None
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
@@ -70,7 +77,11 @@ def read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     """``{name: (dtype, shape)}`` of a safetensors file, read from its header only."""
     if not path.is_file():
         raise ValueError(f"checkpoint file {path} is missing")
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except PermissionError:
+        raise _unreadable(path) from None
+    with f:
         head = f.read(8)
         size = int.from_bytes(head, "little") if len(head) == 8 else -1
         if not 0 < size <= min(100 * 2**20, path.stat().st_size - 8):
@@ -88,6 +99,8 @@ def read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"checkpoint file {path} is missing")
     try:
         obj = json.loads(path.read_text())
+    except PermissionError:
+        raise _unreadable(path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON (truncated or corrupt?): {exc}") from None
     if not isinstance(obj, dict):
@@ -140,14 +153,22 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
 
 def assign_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str,
                    *, copy: bool = True) -> None:
-    """Finite weights, as float32 (copies unless ``copy=False``: never keep views of a
+    """Finite weights, cast to the model's own dtypes (float32; integer and bool tensors too, as
+    ``load_state_dict`` used to copy them; copies unless ``copy=False``: never keep views of a
     memory-mapped file), become the parameters of ``model`` (built on the meta device); a
     ``ValueError`` names the bad keys."""
+    def names(keys: list[str]) -> str:
+        return f"{', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+
+    complex_ = [k for k, v in tensors.items() if v.is_complex()]
+    if complex_:
+        raise ValueError(f"weights in {source} hold complex tensors ({names(complex_)}); "
+                         "expected real numbers")
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise ValueError(f"weights in {source} contain NaN or inf "
-                         f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
-    load_state_into(model, {k: v.to(torch.float32, copy=copy) if v.is_floating_point() else v
+        raise ValueError(f"weights in {source} contain NaN or inf ({names(bad)})")
+    own = model.state_dict()
+    load_state_into(model, {k: v.to(own[k].dtype if k in own else torch.float32, copy=copy)
                             for k, v in tensors.items()}, source, assign=True)
 
 

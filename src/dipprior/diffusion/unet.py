@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -182,8 +183,9 @@ class UNet(nn.Module):
         if not set(attention_resolutions) <= factors:
             raise ValueError(f"attention_resolutions must be down-sampling factors in "
                              f"{sorted(factors)}, got {attention_resolutions}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
+                or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.config: dict[str, Any] = {
             "in_channels": in_channels, "base_channels": base_channels,
             "channel_mults": list(channel_mults), "num_res_blocks": num_res_blocks,

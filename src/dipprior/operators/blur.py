@@ -4,6 +4,7 @@ and the Gaussian and camera-shake kernels of the deblurring benchmarks."""
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,6 +32,15 @@ DEBLUR_BLUR, DEBLUR_SIGMA = "gaussian:2", 2.55
 
 # kernels larger than this are refused (a typo would ask for a huge FFT of the kernel alone)
 MAX_KERNEL = 255
+#: a kernel's sum must be at least this fraction of its magnitude (the sum of its entries'
+#: absolute values): normalising a kernel whose entries all but cancel would scale it by up to
+#: 1e15 and amplify every frequency but the mean, which is no blur
+MIN_KERNEL_SUM = 0.01
+
+
+def _is_real(value: object) -> bool:
+    """A real number (Python's or numpy's), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_size(size: int, name: str = "size") -> int:
@@ -49,11 +59,12 @@ def gaussian_kernel(size: int, std: float) -> Tensor:
     1.0
     """
     size = _check_size(size)
-    if isinstance(std, bool) or not isinstance(std, (int, float)) or not math.isfinite(std) \
-            or std <= 0:
+    if not _is_real(std) or not math.isfinite(std) or std <= 0:
         raise ValueError(f"std: expected a positive number, got {std!r}")
+    # (r / std)^2, not r^2 / std^2: std^2 under- or overflows for stds far from 1 (a tiny std
+    # gives the identity kernel, a huge one the box it tends to)
     r = torch.arange(size, dtype=torch.float64) - size // 2
-    g = torch.exp(-r**2 / (2 * float(std) ** 2))
+    g = torch.exp(-0.5 * (r / float(std)) ** 2)
     k = g[:, None] * g[None, :]
     return k / k.sum()
 
@@ -69,9 +80,11 @@ def motion_kernel(size: int, intensity: float = 0.5,
     kernel, centred on its centroid and splatted bilinearly.  Deterministic under ``generator``.
     """
     size = _check_size(size)
-    if isinstance(intensity, bool) or not isinstance(intensity, (int, float)) \
-            or not 0.0 <= float(intensity) <= 1.0:
+    if not _is_real(intensity) or not 0.0 <= float(intensity) <= 1.0:
         raise ValueError(f"intensity: expected a number in [0, 1], got {intensity!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
 
     def rand(*shape: int) -> Tensor:
@@ -143,9 +156,14 @@ def _work(x: Tensor) -> torch.dtype:
 
 def _check_kernel(kernel: object) -> Tensor:
     if isinstance(kernel, np.ndarray):
+        if kernel.dtype.kind not in "biuf":
+            raise TypeError(f"kernel: expected an array of real numbers, got dtype "
+                            f"{kernel.dtype}")
         kernel = torch.from_numpy(np.asarray(kernel, dtype=np.float64))
     if not isinstance(kernel, torch.Tensor):
         raise TypeError(f"kernel: expected a 2D tensor or array, got {type(kernel).__name__}")
+    if kernel.is_complex():
+        raise TypeError(f"kernel: expected real numbers, got dtype {kernel.dtype}")
     if kernel.dim() != 2:
         raise ValueError(f"kernel: expected a 2D (height, width) kernel, got shape "
                          f"{tuple(kernel.shape)}")
@@ -158,11 +176,16 @@ def _check_kernel(kernel: object) -> Tensor:
     kernel = kernel.detach().to("cpu", torch.float64)
     if not bool(torch.isfinite(kernel).all()):
         raise ValueError("kernel: contains NaN or inf values")
-    total = float(kernel.sum())
-    if not bool(kernel.abs().sum() > 0):
+    total, magnitude = float(kernel.sum()), float(kernel.abs().sum())
+    if not magnitude > 0:
         raise ValueError("kernel: is all zeros")
     if total <= 0:
         raise ValueError(f"kernel: its entries sum to {total:.3g}; a blur kernel sums to 1")
+    if total < MIN_KERNEL_SUM * magnitude:
+        raise ValueError(f"kernel: its entries sum to {total:.3g} against a magnitude of "
+                         f"{magnitude:.3g} (the sum of their absolute values); a blur kernel "
+                         f"must sum to a clear non-zero value (at least {MIN_KERNEL_SUM:g} of "
+                         "its magnitude) to be normalised to sum 1")
     return kernel / total
 
 
@@ -172,7 +195,8 @@ class Blur(Operator):
     ``A x`` equals ``scipy.ndimage.convolve(x_c, kernel, mode="wrap")`` per channel (the kernel
     is centred on its middle pixel and flipped, a true convolution), computed in the Fourier
     domain as DiffPIR's and deepinv's FFT blur do.  The kernel (odd height and width, finite,
-    not all zero) is normalised to sum 1; it must not be larger than the image.
+    summing to at least :data:`MIN_KERNEL_SUM` of the sum of its absolute values) is
+    normalised to sum 1; it must not be larger than the image.
 
     ``pseudo_inverse`` is the Tikhonov-regularised (Wiener) inverse
     ``X = conj(K) Y / (|K|^2 + regularizer)``: ``regularizer`` (on ``|K|^2``, which is at most

@@ -38,8 +38,8 @@ from dipprior._tensor import to_model_scale
 from dipprior.diffusion.sampling import model_output
 from dipprior.pipeline.consistency import observation_to_model_scale
 
-__all__ = ["AdaptConfig", "Adaptation", "LOSSES", "LoRA", "measurement_loss", "r2r_loss",
-           "r2r_pair", "with_lora"]
+__all__ = ["AdaptConfig", "Adaptation", "LOSSES", "LoRA", "check_rank", "measurement_loss",
+           "r2r_loss", "r2r_pair", "with_lora"]
 
 LOSSES = ("auto", "measurement", "r2r")
 
@@ -53,7 +53,8 @@ class AdaptConfig:
             and used but never changed, which is the plain chain exactly).
         every: adapt at every ``every``-th reverse step, the first included (SCD's ``skip``).
         lr: Adam learning rate of the LoRA factors.
-        rank: LoRA rank.
+        rank: LoRA rank, at most the smallest adapted layer's ``min(outputs, inputs)``
+            (checked against the model when the sampler is built, :func:`check_rank`).
         loss: ``"measurement"`` (``||A D(x_t) - y||^2``), ``"r2r"`` (recorrupted-to-recorrupted,
             Gaussian denoising only) or ``"auto"`` (``"r2r"`` for Gaussian denoising, else
             ``"measurement"``).
@@ -104,30 +105,50 @@ class LoRA(nn.Module):
         return weight + (self.B @ self.A).view_as(weight).to(weight.dtype)
 
 
+def _adapted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers :func:`with_lora` adapts: every ``Conv1d``, ``Conv2d`` and ``Linear`` but the
+    first and the last convolution in module order, with their names."""
+    layers = [(name, m) for name, m in model.named_modules()
+              if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    convs = [m for _, m in layers if not isinstance(m, nn.Linear)]
+    image_layers = {id(convs[0]), id(convs[-1])} if convs else set()
+    return [(name, m) for name, m in layers if id(m) not in image_layers]
+
+
+def check_rank(model: object, rank: int) -> None:
+    """Refuse, before anything is copied or allocated, a LoRA ``rank`` larger than the smallest
+    adapted layer's ``min(outputs, inputs)`` (beyond it ``B A`` gains nothing but memory), or
+    a ``model`` that is not an ``nn.Module`` or has no layer to adapt."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"adapt: needs an nn.Module prior to adapt, got {type(model).__name__}")
+    layers = _adapted_layers(model)
+    if not layers:
+        raise ValueError("adapt: the model has no Conv1d, Conv2d or Linear layer to adapt "
+                         "besides its first and last convolution")
+    sizes = {name: min(m.weight.shape[0], m.weight[0].numel()) for name, m in layers}
+    smallest = min(sizes, key=sizes.__getitem__)
+    if rank > sizes[smallest]:
+        raise ValueError(f"rank: {rank} is larger than the smallest adapted layer of the model "
+                         f"({smallest!r}: min(outputs, inputs) = {sizes[smallest]}); a LoRA rank "
+                         f"above it adds only memory: use rank <= {sizes[smallest]}")
+
+
 def with_lora(model: nn.Module, rank: int, generator: torch.Generator
               ) -> tuple[nn.Module, list[nn.Parameter]]:
     """A copy of ``model`` (frozen, eval mode) with :class:`LoRA` on every ``Conv1d``,
     ``Conv2d`` and ``Linear`` but the first and the last convolution in module order (the ones
     reading and writing the image stay as trained, as in DDIP) -> ``(copy, the LoRA
-    parameters)``.  Built outside inference mode, whatever the caller's."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"adapt: needs an nn.Module prior to adapt, got {type(model).__name__}")
+    parameters)``.  Built outside inference mode, whatever the caller's; ``rank`` is checked
+    first (:func:`check_rank`)."""
+    check_rank(model, rank)
     with torch.inference_mode(False):
         adapted = copy.deepcopy(model).eval().requires_grad_(False)
-        layers = [m for m in adapted.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
-        convs = [m for m in layers if not isinstance(m, nn.Linear)]
-        image_layers = {id(convs[0]), id(convs[-1])} if convs else set()
         params: list[nn.Parameter] = []
-        for module in layers:
-            if id(module) in image_layers:
-                continue
+        for _, module in _adapted_layers(adapted):
             parametrize.register_parametrization(module, "weight",
                                                  LoRA(module.weight, rank, generator))
             lora = module.parametrizations.weight[0]
             params += [lora.A, lora.B]
-    if not params:
-        raise ValueError("adapt: the model has no Conv1d, Conv2d or Linear layer to adapt "
-                         "besides its first and last convolution")
     for p in params:
         p.requires_grad_(True)
     return adapted, params

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["check_observation", "check_operator"]
+from dipprior.operators import check_image
+
+__all__ = ["CHAIN_BYTES_PER_PIXEL", "check_chains_fit", "check_observation", "check_operator"]
+
+#: bytes per image pixel of one chain while the shipped prior runs on it (its activations,
+#: measured on CPU; larger priors such as ADM need more): what ``samples`` chains are checked
+#: against before a call allocates them
+CHAIN_BYTES_PER_PIXEL = 4096
 
 
 def check_operator(operator: Any) -> None:
@@ -29,6 +37,9 @@ def check_observation(observation: Any, operator: Any) -> tuple[int, ...]:
     if observation.dim() != 3 or observation.shape[0] != 3:
         raise ValueError(f"observation: expected shape (3, H, W) or (N, 3, H, W), got "
                          f"{tuple(observation.shape)}")
+    if observation.numel() == 0:
+        raise ValueError(f"observation: empty image of shape {tuple(observation.shape)}; "
+                         "expected (3, H, W) with H, W >= 1")
     if not bool(torch.isfinite(observation).all()):
         raise ValueError("observation: contains NaN or inf values")
     lo, hi = float(observation.min()), float(observation.max())
@@ -49,13 +60,50 @@ def check_observation(observation: Any, operator: Any) -> tuple[int, ...]:
 
 def check_initial_image(image: Any, shape: tuple[int, ...], name: str = "dip_image"
                         ) -> torch.Tensor:
-    """A caller's initial image: a finite float tensor of the restored image's ``shape``."""
-    if not isinstance(image, torch.Tensor) or not image.is_floating_point():
-        raise TypeError(f"{name}: expected a float tensor, got "
-                        f"{getattr(image, 'dtype', type(image).__name__)}")
+    """A caller's initial image: a finite float tensor of the restored image's ``shape``, on
+    the [0, 1] scale (as :func:`~dipprior.operators.check_image` checks images)."""
+    if isinstance(image, np.ndarray):
+        raise TypeError(f"{name}: expected a float torch.Tensor {tuple(shape)} in [0, 1], got a "
+                        f"numpy array of dtype {image.dtype}; convert it with "
+                        "torch.from_numpy(array)")
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{name}: expected a float torch.Tensor {tuple(shape)} in [0, 1], got "
+                        f"{type(image).__name__}")
+    if not image.is_floating_point():
+        raise TypeError(f"{name}: expected a float tensor in [0, 1], got dtype {image.dtype}; "
+                        "convert it first, e.g. x.float() / 255 for a uint8 image")
     if tuple(image.shape[-3:]) != tuple(shape) or image.numel() != torch.Size(shape).numel():
         raise ValueError(f"{name}: shape {tuple(image.shape)} does not match the image shape "
                          f"{tuple(shape)}")
-    if not bool(torch.isfinite(image).all()):
-        raise ValueError(f"{name}: contains NaN or inf values")
-    return image.detach().reshape(shape).float()
+    image = image.detach().reshape(shape)
+    check_image(image, name)  # finite, and [0, 1]: a 0..255 image would run and score 16 dB
+    return image.float()
+
+
+def device_memory(device: torch.device) -> float:
+    """The memory of ``device`` in bytes: a GPU's own, else the machine's RAM (inf where it
+    cannot be read)."""
+    import os
+
+    if device.type == "cuda":
+        return float(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no check
+        return float("inf")
+
+
+def check_chains_fit(samples: int, images: int, pixels: int, device: torch.device) -> None:
+    """Refuse, before any work, ``samples`` chains for each of ``images`` images of ``pixels``
+    pixels (one batch of model calls) that could not fit in ``device``'s memory even at
+    :data:`CHAIN_BYTES_PER_PIXEL`."""
+    per_sample = CHAIN_BYTES_PER_PIXEL * images * pixels
+    available = device_memory(device)
+    if samples * per_sample > available:
+        fit = max(int(available // per_sample), 0)
+        raise ValueError(f"samples: {samples} chains for each of {images} image(s) of {pixels} "
+                         f"pixels need at least {samples * per_sample / 2**30:.1f} GiB "
+                         f"({CHAIN_BYTES_PER_PIXEL} bytes per pixel per chain), more than the "
+                         f"{available / 2**30:.1f} GiB of {device}; "
+                         + (f"use samples <= {fit}" if fit else "restore it in tiles "
+                            "(dipprior.pipeline.tiles.restore_tiled)"))

@@ -25,8 +25,8 @@ from dipprior._tensor import Model, model_device, randn, to_image_scale, to_mode
 from dipprior.diffusion.sampling import reverse_diffusion
 from dipprior.estimators import estimate_error_std
 from dipprior.operators import Denoise, Operator
-from dipprior.pipeline.adapt import Adaptation
-from dipprior.pipeline.checks import check_initial_image
+from dipprior.pipeline.adapt import Adaptation, check_rank
+from dipprior.pipeline.checks import check_chains_fit, check_initial_image
 from dipprior.pipeline.config import RENAMED, SamplerConfig
 from dipprior.pipeline.consistency import merge_gaussian, observation_to_model_scale
 from dipprior.pipeline.grey import whiten_grey
@@ -148,6 +148,8 @@ class DIPInitializedSampler:
                 getattr(dip, "replace", None)):
             raise TypeError(f"dip: expected a DIPConfig or a mapping of its fields, got "
                             f"{type(dip).__name__}")
+        if checked.adapt is not None:
+            check_rank(model, checked.adapt.rank)  # against the model, before anything is copied
         self.model, self.scheduler = model, scheduler
         # a config given whole runs as given; else presets per image, refined by overrides
         self.config = config.replace(**overrides) if config is not None else None
@@ -212,9 +214,11 @@ class DIPInitializedSampler:
             return self._run_plans(plans, observation, operator, ys, ops, batched, seed,
                                    ground_truth, return_intermediates, generator, dip_image)
         n, cfg = len(ys), self.config
+        dev = model_device(self.model, self.device)
+        check_chains_fit(cfg.samples, n, max(math.prod(op.input_shape(y.shape)[-2:])
+                                             for y, op in zip(ys, ops, strict=True)), dev)
         seeds = seeds_for(seed, generator, n)
         ys, ops, grey = whiten_grey(ys, ops, seeds)  # grey photos: noise the prior knows
-        dev = model_device(self.model, self.device)
         truths = per_image(ground_truth, n, "ground_truth")
         given = per_image(dip_image, n, "dip_image")
         began = time.perf_counter()
