@@ -36,7 +36,7 @@ from dipprior import dip, metrics
 from dipprior._atomic import atomic_write_text
 from dipprior.diffusion import load_pretrained
 from dipprior.dip import DIPConfig
-from dipprior.experiments import CLASSICAL_LABELS, plot_psnr_vs_seconds
+from dipprior.experiments import classical_label, plot_psnr_vs_seconds
 from dipprior.experiments.data import degrade, load_folder
 from dipprior.operators import TASKS, Denoise, classical_start, make_task
 from dipprior.pipeline import ClassicalBaseline, DIPInitializedSampler
@@ -127,7 +127,7 @@ def restore_one(name, clean, op, y, seed, model, scheduler, configs, args, cheap
             pass
     else:
         r, sec = timed(ClassicalBaseline(), y, op)
-        add(CLASSICAL_LABELS[args.task], r.image, sec)
+        add(classical_label(args.task), r.image, sec)
     for label, method in (("Classical->DDPM", "Classical->DDPM"), ("DiffPIR (noise)", "DDPM")):
         sampler = DIPInitializedSampler(model, scheduler, configs[method], progress=False)
         r, sec = timed(sampler, y, op, seed=seed)
@@ -200,7 +200,7 @@ def summary(rows: list[dict], args: argparse.Namespace) -> str:
         rs = [r for r in rows if r["method"] == m]
         lines.append(f"| {m} | {statistics.mean(float(r['psnr']) for r in rs):.2f} | "
                      f"{statistics.mean(float(r['seconds']) for r in rs):.1f} | {len(rs)} |")
-    peer = "CBM3D" if args.task == "denoise" else CLASSICAL_LABELS[args.task]
+    peer = "CBM3D" if args.task == "denoise" else classical_label(args.task)
     rivals = [m for m in (peer, "DiffPIR (noise)") if m in methods]
     if "Default" in methods and rivals:
         margins = [psnr[(im, "Default")] - max(psnr[(im, m)] for m in rivals) for im in images]

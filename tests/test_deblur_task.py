@@ -151,7 +151,7 @@ def test_cli_refuses_an_empty_or_cancelling_kernel_file(tmp_path, capsys, conten
     code = main(["restore", str(tmp_path / "c.png"), "--task", "deblur", "--kernel", str(path),
                  "--budget", "fast", "--out", str(tmp_path / "x.png")])
     err = _one_line_error(capsys, code)
-    assert err.startswith("dipprior restore: error: --kernel: kernel:") and needle in err
+    assert err.startswith("dipprior restore: error: --kernel: ") and needle in err
     assert not (tmp_path / "x.png").exists()
 
 

@@ -195,7 +195,7 @@ def test_demo_config_rejects_bad_input():
         DemoConfig(blur_sigma=300.0)
     with pytest.raises(ValueError, match=r"keep: expected a fraction in \(0, 1\], got 2"):
         DemoConfig(keep=2)
-    from dipprior.experiments import make_task
+    from dipprior.operators import make_task
 
     with pytest.raises(ValueError, match=r"sigma: expected a noise std in 0..255 .*got -1$"):
         make_task("denoise", sigma=-1)  # was refused on the [0, 1] scale (-0.00392)

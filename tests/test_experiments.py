@@ -319,7 +319,7 @@ def test_cli_restore_inpaint(tmp_path, prior_dir):
     code = main(["restore", str(tmp_path / "in.png"), "--task", "inpaint", "--simulate",
                  "--keep", "0.5",
                  "--model", str(prior_dir), "--steps", "2", "--t0", "30",
-                 "--dip-iterations", "5", "--dip-channels", "8", "--seed", "1", "--out",
+                 "--seed", "1", "--out",
                  str(out), "--no-progress"])
     assert code == 0 and out.is_file()
     from dipprior.io import load_image
@@ -340,12 +340,25 @@ def test_cli_restore_early_stopping_choice(tmp_path, prior_dir):
 
 
 def _restore_settings(*options):
+    """What restore runs on a 64x64 image with these options: (settings, DIP stage), the
+    settings None when no option changes the task's preset."""
     from dipprior.cli import build_parser
-    from dipprior.cli.restore_setup import dip_settings, sampler_settings, task_from
+    from dipprior.cli.restore_setup import (
+        degrade_like,
+        make_sampler,
+        real_operator,
+        sampler_settings,
+        task_from,
+    )
+    from dipprior.diffusion import Scheduler, UNet
 
     args = build_parser().parse_args(["restore", "in.png", "--out", "o.png", *options])
-    task = task_from(args)
-    return sampler_settings(args, task), dip_settings(args, task)
+    choice, settings = task_from(args), sampler_settings(args)
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    op = (degrade_like(image, choice, 0) if args.simulate else real_operator(choice, image))[0]
+    sampler = make_sampler(args, settings, UNet(base_channels=8), Scheduler())
+    plan = sampler.plan(op.forward(image), op)[0]
+    return (plan.config if settings else None), plan.dip
 
 
 def test_cli_restore_options_change_the_task_preset():
@@ -368,9 +381,11 @@ def test_cli_restore_options_change_the_task_preset():
     assert config == inpaint["Classical->DDPM"].replace(samples=2)
     config, _ = _restore_settings("--task", "denoise", "--no-guidance")
     assert config == denoise["Observation->DDPM"].replace(guidance=None)
-    _, dip = _restore_settings("--task", "denoise", "--dip-iterations", "500")
+    _, dip = _restore_settings("--task", "denoise", "--init", "dip", "--dip-iterations", "500")
     assert (dip.iterations, dip.early_stopping) == (500, "reference")  # default stage kept
-    _, dip = _restore_settings("--task", "sr", "--dip-channels", "16")
+    with pytest.raises(ValueError, match="--dip-iterations: the settings of --task denoise"):
+        _restore_settings("--task", "denoise", "--dip-iterations", "500")  # no DIP to refine
+    _, dip = _restore_settings("--task", "sr", "--init", "dip", "--dip-channels", "16")
     assert (dip.iterations, dip.channels, dip.early_stopping) == (1000, 16, None)
     assert isinstance(dip, DIPConfig)
 

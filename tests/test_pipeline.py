@@ -13,6 +13,7 @@ from dipprior._seeds import DIFFUSION_NOISE, DIP_INPUT_NOISE, stream_seed
 from dipprior._tensor import to_image_scale, to_model_scale
 from dipprior.diffusion import Scheduler, UNet
 from dipprior.dip import DIPConfig, fit
+from dipprior.estimators import estimate_error_std
 from dipprior.operators import Denoise, Inpaint, SuperResolution, random_pixel_mask
 from dipprior.pipeline import (
     CBM3DBaseline,
@@ -21,7 +22,6 @@ from dipprior.pipeline import (
     SamplerConfig,
     SampleResult,
     auto_t0,
-    estimate_error_std,
     noise_seed,
     observation_to_model_scale,
     resolve_t0,
@@ -684,7 +684,7 @@ def test_diffusers_unet_in_one_line(scheduler, noisy):
 
 def test_auto_init_starts_denoising_from_the_observation_and_the_rest_from_classical(
         model, scheduler, noisy, clean):
-    from dipprior.pipeline.sampler import resolve_init
+    from dipprior.pipeline.tasks import resolve_init
 
     op, y = noisy
     auto = DIPInitializedSampler(
@@ -710,7 +710,7 @@ def test_auto_init_starts_denoising_from_the_observation_and_the_rest_from_class
 
 def test_default_dip_stage_per_task():
     from dipprior.pipeline.presets import DIP_BUDGET
-    from dipprior.pipeline.sampler import default_dip_config
+    from dipprior.pipeline.tasks import default_dip_config
 
     noisy_cfg = default_dip_config(Denoise(0.1))
     assert noisy_cfg.early_stopping == "reference" and noisy_cfg.iterations == 2000

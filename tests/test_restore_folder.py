@@ -94,7 +94,8 @@ def test_folder_is_restored_once_and_resumed(tmp_path, model_dir, capsys, monkey
 
 def test_folder_of_observations_without_dip_writes_no_metrics(tmp_path, model_dir):
     src, out = _photos(tmp_path / "photos", ("chelsea",)), tmp_path / "out"
-    assert _restore(src, out, model_dir, "--init", "observation") == 0
+    assert main(["restore", str(src), "--task", "denoise", "--model", model_dir, "--out",
+                 str(out), "--init", "observation", "--steps", "2", "--no-progress"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["0.png"]
 
 

@@ -1,32 +1,21 @@
 """``dipprior demo``: the main job, offline, on the shipped prior and scikit-image's photos.
 
 Center crops of photos bundled with scikit-image (:data:`dipprior.io.SAMPLE_IMAGES`; none of them
-is in the prior's training set CBSD432) are degraded -- by default half the pixels missing
-(``"inpaint"``), a centred hole (``"box"``) and, as a second table, Gaussian noise sigma=25
-(``"denoise"``); ``"sr"`` (x4 bicubic down-sampling) on request -- and restored by every method
-a user would weigh, each with the settings tuned for the task on CBSD432 training crops
-(:mod:`dipprior.pipeline.presets`):
+is in the prior's training set) are degraded -- by default half the pixels missing
+(``"inpaint"``), a centred hole (``"box"``) and Gaussian noise sigma=25 (``"denoise"``); any
+registered task on request -- and restored by every method a user would weigh, each the sampler
+a user gets with the same keywords (the task's tuned presets): the **classical peer** (the
+operator's classical restoration; CBM3D for denoising, where ``bm3d`` is installed),
+**DiffPIR (noise)** (the prior from pure noise, ``ddpm_steps`` steps), **DIP** alone,
+**Classical->DDPM** (the classical start; for denoising the observation, the prior's one step),
+**DIP->DDPM** (the same DIP fit as start; its seconds count) and the library's **default**
+(``DIPInitializedSampler(model, scheduler)``, marked ``(default)``).
 
-* the **classical peer**: scikit-image's biharmonic inpainting for holes, bicubic for sr, CBM3D
-  for denoising (when the optional ``bm3d`` package is installed);
-* **DiffPIR (noise)**: the shipped diffusion prior from pure noise, ``ddpm_steps`` reverse steps
-  with proximal data consistency;
-* **DIP**: the Deep Image Prior fitted to the observation, alone (0 diffusion NFE);
-* **Classical->DDPM**: the classical restoration as start of the chain (for denoising that is
-  the observation: the prior's one step);
-* **DIP->DDPM**: the same DIP fit as start (and second observation) of the chain; DIP runs once
-  per image and its seconds count towards DIP->DDPM;
-* the library's **default** (``DIPInitializedSampler(model, scheduler)`` with no settings), marked
-  ``(default)``: for holes and sr ``Classical x4`` (four chains from the classical start,
-  averaged), for denoising the one step of ``Classical->DDPM``.
-
-Every table is scored against the clean crop (data range 1, no rescaling), printed per method in
-the seed's format (Image, PSNR, SSIM, MSE, MAE, Delta E, then NFE and seconds, with the
-average), and written into ``out``: ``results.csv`` (with a Task column), ``results.md``, the
-figure ``demo.png`` (the hole tasks, or the first task) and ``demo_<task>.png`` for each other
-task (labelled with method and PSNR, with or without matplotlib), and every restored image as
-``images/<task>/<image>_<method>.png`` (the method name made file-name safe: ``DIP->DDPM``
-becomes ``DIP-DDPM``).
+Every table is scored against the clean crop (data range 1, no rescaling), printed per method
+(Image, PSNR, SSIM, MSE, MAE, Delta E, NFE, seconds, with averages), and written into ``out``:
+``results.csv`` (with a Task column), ``results.md``, ``demo.png`` (the hole tasks, or the first
+task), ``demo_<task>.png`` for each other task, and every restored image as
+``images/<task>/<image>_<method>.png`` (``DIP->DDPM`` becomes ``DIP-DDPM``).
 
 Example:
     >>> from dipprior.demo import DemoConfig, run_demo
@@ -56,6 +45,7 @@ from dipprior.metrics import psnr as psnr_of
 from dipprior.operators import TASKS as REGISTRY
 from dipprior.operators import make_task
 from dipprior.operators.blur import DEBLUR_BLUR, DEBLUR_SIGMA
+from dipprior.operators.registry import operator_for
 
 __all__ = ["DEFAULT_IMAGES", "HOLES", "QUICK", "DemoConfig", "DemoResult", "methods_of",
            "run_demo", "save_figure"]
@@ -127,7 +117,9 @@ class DemoConfig:
         if "box" in tasks and self.box >= self.size:
             raise ValueError(f"box: a {self.box}-pixel hole does not fit a {self.size}-pixel "
                              f"crop")
-        for task in tasks:  # each task's own checks, in its parameters' units
+        for task in REGISTRY:  # every setting in its units, before any work
+            make_task(task, **task_params(self))
+        for task in tasks:  # each task's own checks on a crop of this size
             task_operator(task, self, torch.zeros(3, self.size, self.size))
 
 
@@ -177,10 +169,9 @@ def task_params(config: DemoConfig) -> dict[str, Any]:
 
 
 def task_operator(task: str, config: DemoConfig, image: torch.Tensor) -> Any:
-    """``task``'s operator for ``image`` (a factory drawn with seed 0), its observation checked:
-    a bad setting is refused before any work, naming it."""
-    source = make_task(task, **task_params(config))
-    op = source if hasattr(source, "proximal") else source(image, torch.Generator().manual_seed(0))
+    """``task``'s operator for ``image``, its observation checked (a bad setting is refused
+    before any work, naming it)."""
+    op = operator_for(task, image, **task_params(config))
     op.degrade(image, torch.Generator().manual_seed(0))
     return op
 
@@ -210,7 +201,9 @@ def methods_of(task: str, model: Any, scheduler: Any, config: DemoConfig, dip: A
         methods[op.classical_name] = ClassicalBaseline()
     chains = {"DiffPIR (noise)": {"init": "noise", "steps": config.ddpm_steps, **noise},
               "DIP": None,
-              "Classical->DDPM": {"init": "classical", **noise},
+              # the classical start of denoising is the observation: the prior's one step
+              "Classical->DDPM": {"init": "observation" if op.identity else "classical",
+                                  **noise},
               "DIP->DDPM": {"init": "dip", **noise,
                             **({} if config.t0 == "auto" else {"t0": config.t0}),
                             **({} if config.steps is None else {"steps": config.steps})}}
@@ -380,7 +373,7 @@ def _short_label(config: DemoConfig, task: str) -> str:
 
 
 def _task_label(config: DemoConfig, task: str) -> str:
-    return f"{REGISTRY[task].title}, {_short_label(config, task)}"
+    return REGISTRY[task].describe(task_params(config), long=True)
 
 
 def _report(result: DemoResult, config: DemoConfig, device: Any) -> str:

@@ -11,12 +11,11 @@ from dipprior.cli.options import (
     add_runtime,
     add_sampler,
     add_task,
-    blur_kernel,
     check_output_folder,
-    dip_config,
+    in_user_terms,
     load_prior,
-    sampler_config,
-    simulated_sigma,
+    sampler_fields,
+    task_params,
 )
 
 
@@ -30,11 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "`torchrun --nproc_per_node N` the images are split over N processes.")
     p.add_argument("folder", metavar="FOLDER", help="folder of clean images")
     add_task(p)
-    add_sampler(p, steps=10)
-    add_dip(p, iterations=1000)
+    add_sampler(p)
+    add_dip(p)
     p.add_argument("--n-images", type=int, help="first N images in sorted order (default all)")
     p.add_argument("--size", type=int, default=128, help="center crop side")
-    p.add_argument("--ddpm-steps", type=int, default=100, help="DDPM-only steps")
+    p.add_argument("--ddpm-steps", type=int,
+                   help="DDPM-only steps (default: the task's preset, 100)")
     p.add_argument("--no-cbm3d", action="store_true", help="skip CBM3D even if installed")
     p.add_argument("--no-classical", action="store_true",
                    help="skip the classical peer (biharmonic for holes, bicubic for sr)")
@@ -49,15 +49,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from dipprior._atomic import atomic_write_text
-    from dipprior.experiments import (
-        WARM_START,
-        compare,
-        init_distributed,
-        load_folder,
-        make_task,
-        standard_methods,
-    )
+    from dipprior.experiments import compare, init_distributed, load_folder, standard_methods
     from dipprior.metrics import SSIM_MIN_SIZE
+    from dipprior.operators import make_task
+    from dipprior.operators.registry import get_task
 
     check_output_folder(args.out, "--out")
     check_output_folder(args.dip_cache, "--dip-cache")
@@ -66,15 +61,15 @@ def run(args: argparse.Namespace) -> int:
                          f"{args.size}")
     rank, _ = init_distributed()
     images = load_folder(args.folder, args.n_images, args.size)
-    if args.task == "deblur" and args.kernel:
-        from dipprior.operators import Blur
-
-        operator = Blur(blur_kernel(args), simulated_sigma(args) / 255)
-    else:  # a motion --blur draws a fresh kernel per image (image i from --seed + i)
-        operator = make_task(args.task, sigma=simulated_sigma(args), keep=args.keep,
-                             factor=args.factor, blur=args.blur, blur_sigma=simulated_sigma(args))
-    methods = standard_methods(*load_prior(args), sampler=sampler_config(args) or WARM_START,
-                               ddpm_steps=args.ddpm_steps, dip=dip_config(args),
+    try:  # a motion --blur draws a fresh kernel per image (image i from --seed + i)
+        operator = make_task(args.task, **task_params(args))
+    except (ValueError, TypeError, OSError) as exc:
+        raise in_user_terms(exc, get_task(args.task)) from None
+    settings = sampler_fields(args)
+    dip = {k: v for k, v in {"iterations": args.dip_iterations, "channels": args.dip_channels,
+                             "early_stopping": args.early_stopping}.items() if v is not None}
+    methods = standard_methods(*load_prior(args), settings=settings, ddpm_steps=args.ddpm_steps,
+                               dip={**dip, "device": args.device} if dip else None,
                                cbm3d=not args.no_cbm3d, classical=not args.no_classical,
                                task=args.task, device=args.device)
     table = compare(images, operator, methods, seed=args.seed, dip_cache=args.dip_cache,

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if tile:
         return _run_tiled(args, sampler, observation, op, image, clean, note, tile)
     result = sampler(observation, op, seed=args.seed)
-    save_image(like_input(result.image, image), args.out)
+    save_image(like_input(result.image, image, op), args.out)
     if args.save_dip and result.dip_image is not None:
         save_image(result.dip_image.clamp(0, 1), args.save_dip)
     line = (f"wrote {args.out}{note}: t0={result.t0}, NFE={result.nfe}, seconds DIP "
@@ -147,7 +147,7 @@ def _run_tiled(args: argparse.Namespace, sampler: Any, observation: Any, op: Any
     began = time.perf_counter()
     restored = restore_tiled(sampler, observation, op, args.seed, tile=tile,
                              overlap=args.overlap, progress=not args.no_progress)
-    save_image(like_input(restored.clamp(0, 1), image), args.out)
+    save_image(like_input(restored.clamp(0, 1), image, op), args.out)
     line = f"wrote {args.out}{note}: tiles of {tile}, seconds {time.perf_counter() - began:.1f}"
     if clean is not None:
         m = evaluate(restored, clean)
@@ -319,7 +319,7 @@ def _run_folder(args: argparse.Namespace) -> int:
             # the row before the image: an image that exists always has its row
             _write_metrics(metrics, rows, order)
             line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
-        save_image(like_input(result.image, image), out / output)
+        save_image(like_input(result.image, image, op), out / output)
         tqdm.write(line)
         bar.update()
     bar.close()

@@ -55,19 +55,19 @@ def degrade_like(clean: Any, choice: TaskChoice, seed: int) -> tuple[Any, Any]:
     return op, y.expand(clean.shape[0], -1, -1)
 
 
-def like_input(restored: Any, image: Any) -> Any:
-    """The restored image, grey (one channel) when the input image was."""
+def like_input(restored: Any, image: Any, op: Any) -> Any:
+    """The restored image, grey (one channel) when the input image was and the task keeps it
+    grey (:attr:`~dipprior.operators.Operator.keeps_grey`)."""
     from dipprior.pipeline.grey import is_grey
 
-    return restored.mean(0, keepdim=True) if is_grey(image) else restored
+    return restored.mean(0, keepdim=True) if op.keeps_grey and is_grey(image) else restored
 
 
 def real_operator(choice: TaskChoice, image: Any, seed: int = 0) -> tuple[Any, str]:
     """The operator of a real observation, and a note on a noise level estimated from it (a
     parameter the task lets the image tell; a per-image factory draws from ``seed``)."""
-    import torch
-
     from dipprior.estimators import estimate_noise_sigma
+    from dipprior.operators.registry import operator_for
 
     values, note = {}, ""
     for param in choice.task.params:
@@ -75,9 +75,9 @@ def real_operator(choice: TaskChoice, image: Any, seed: int = 0) -> tuple[Any, s
             sigma = float(estimate_noise_sigma(image[None])[0])
             values[param.name] = 255 * sigma
             note = f" (sigma estimated: {255 * sigma:.1f})"
-    task = choice.make(**values)
-    op = task if hasattr(task, "proximal") else task(image, torch.Generator().manual_seed(seed))
-    return op, note
+    choice.make(**values)  # checked, its errors in the user's terms
+    return operator_for(choice.task.name, image, seed=seed, real=True,
+                        **{**choice.params, **values}), note
 
 
 def sampler_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -28,9 +28,9 @@ from dipprior.experiments.compare import COLUMNS, compare, paired_difference
 from dipprior.experiments.curves import quality_vs_nfe
 from dipprior.experiments.data import degrade, load_folder, prepare_images
 from dipprior.experiments.methods import (
-    CLASSICAL_LABELS,
     METHOD_LABELS,
     WARM_START,
+    classical_label,
     run_method,
     standard_methods,
 )
@@ -44,10 +44,10 @@ from dipprior.experiments.runner import (
 )
 
 __all__ = [
-    "CLASSICAL_LABELS",
     "COLUMNS",
     "METHOD_LABELS",
     "WARM_START",
+    "classical_label",
     "Case",
     "DIPCache",
     "best_fixed_t0",

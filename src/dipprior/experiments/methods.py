@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from dipprior.experiments.runner import Case, DIPCache, fit_dip_cached
+from dipprior.operators import TASKS
+from dipprior.operators.registry import operator_for
 from dipprior.pipeline import (
     CBM3DBaseline,
     ClassicalBaseline,
@@ -16,56 +18,81 @@ from dipprior.pipeline import (
     DIPInitializedSampler,
     SamplerConfig,
 )
+from dipprior.pipeline.baselines import alone
 
-__all__ = ["CLASSICAL_LABELS", "METHOD_LABELS", "Method", "run_method", "standard_methods"]
+__all__ = ["METHOD_LABELS", "Method", "classical_label", "run_method", "standard_methods"]
 
 Method = Callable[..., Any]
 # init -> the label used in every table and plot
 METHOD_LABELS = {"dip": "DIP->DDPM", "noise": "DDPM", "observation": "Observation->DDPM",
                  "classical": "Classical->DDPM"}
-#: the classical peer's label in tables, per task
-CLASSICAL_LABELS = {"inpaint": "Biharmonic", "box": "Biharmonic", "sr": "Bicubic",
-                    "deblur": "Wiener"}
 WARM_START = SamplerConfig(steps=10)  # the paper table's warm starts: 10 steps from auto t0
 
 
 def standard_methods(model: Callable[[torch.Tensor, torch.Tensor], Any], scheduler: Any, *,
-                     sampler: SamplerConfig = WARM_START, ddpm_steps: int = 100,
-                     dip: Any = None, cbm3d: bool = True, classical: bool = True,
-                     task: str | None = None,
+                     sampler: SamplerConfig | None = None,
+                     settings: Mapping[str, Any] | None = None,
+                     ddpm_steps: int | None = None, dip: Any = None, cbm3d: bool = True,
+                     classical: bool = True, task: str | None = None,
                      device: str | torch.device | None = None,
                      progress: bool = False) -> dict[str, Method]:
     """The methods of the paper table: DIP, DDPM (from noise), DIP->DDPM, Observation->DDPM,
-    Classical->DDPM, the classical peer (``classical``: biharmonic for holes, bicubic for low
-    resolution, labelled by ``task`` as in :data:`CLASSICAL_LABELS`, else ``"Classical"``) and
-    CBM3D (denoising only) when the optional ``bm3d`` package is installed and ``cbm3d``.
+    Classical->DDPM, the classical peer (``classical``; its label is the operator's
+    ``classical_name`` for ``task``, else ``"Classical"``) and CBM3D (denoising only) when the
+    optional ``bm3d`` package is installed and ``cbm3d``.
 
-    The warm starts run ``sampler`` (DIP->DDPM as given, Observation->DDPM and Classical->DDPM
-    with that ``init`` and ``renoise="auto"``); DDPM runs ``ddpm_steps`` steps over the whole
-    chain with the same eta and guidance.
+    Without ``sampler`` each diffusion method is the sampler a user gets with ``init=`` that
+    start (the task's tuned preset, refined by the keyword ``settings``; DDPM with
+    ``ddpm_steps``), so a row equals a direct call with the same seed; DIP and DIP->DDPM fit the
+    same DIP stage (``dip``: a DIPConfig, or fields refining the task's default stage).  With a
+    ``sampler`` config the warm starts run it whole (the paper table's: ``init`` changed per
+    method, ``renoise="auto"``) and DDPM runs ``ddpm_steps`` (default 100) over the chain.
     """
     run = {"device": device, "progress": progress}
-    methods: dict[str, Method] = {
-        "DIP": DIPBaseline(dip, **run),
-        "DDPM": DIPInitializedSampler(model, scheduler, sampler.replace(
-            init="noise", t0="auto", steps=ddpm_steps, renoise="auto", dip_observation=False),
-            **run),
-        "DIP->DDPM": DIPInitializedSampler(model, scheduler, sampler.replace(init="dip"),
-                                           dip=dip, **run),
-        "Observation->DDPM": DIPInitializedSampler(model, scheduler, sampler.replace(
-            init="observation", renoise="auto", dip_observation=False), **run),
-    }
-    if task != "denoise":  # (for denoising the classical start is the observation)
-        methods["Classical->DDPM"] = DIPInitializedSampler(model, scheduler, sampler.replace(
-            init="classical", renoise="auto", dip_observation=False), **run)
+    if sampler is None:
+        given = dict(settings or {})
+        given.pop("init", None)
+
+        def chain(init: str, **more: Any) -> DIPInitializedSampler:
+            return DIPInitializedSampler(model, scheduler, init=init, **{**given, **more}, **run)
+
+        methods: dict[str, Method] = {
+            "DIP": DIPBaseline(dip, **run),
+            "DDPM": chain("noise", **({} if ddpm_steps is None else {"steps": ddpm_steps})),
+            "DIP->DDPM": chain("dip", dip=dip),
+            "Observation->DDPM": chain("observation")}
+        if task != "denoise":  # (for denoising the classical start is the observation)
+            methods["Classical->DDPM"] = chain("classical")
+    else:
+        methods = {
+            "DIP": DIPBaseline(dip, **run),
+            "DDPM": DIPInitializedSampler(model, scheduler, sampler.replace(
+                init="noise", t0="auto", steps=ddpm_steps or 100, renoise="auto",
+                dip_observation=False), **run),
+            "DIP->DDPM": DIPInitializedSampler(model, scheduler, sampler.replace(init="dip"),
+                                               dip=dip, **run),
+            "Observation->DDPM": DIPInitializedSampler(model, scheduler, sampler.replace(
+                init="observation", renoise="auto", dip_observation=False), **run),
+        }
+        if task != "denoise":
+            methods["Classical->DDPM"] = DIPInitializedSampler(model, scheduler, sampler.replace(
+                init="classical", renoise="auto", dip_observation=False), **run)
     if classical and task != "denoise":
-        methods[CLASSICAL_LABELS.get(task or "", "Classical")] = ClassicalBaseline()
+        methods[classical_label(task)] = ClassicalBaseline()
     if cbm3d:
         try:
             methods["CBM3D"] = CBM3DBaseline()
         except ImportError:
             pass
     return methods
+
+
+def classical_label(task: str | None) -> str:
+    """The classical peer's name in tables for a registered ``task`` (its operator's
+    ``classical_name``), or ``"Classical"``."""
+    if task is None or task not in TASKS:
+        return "Classical"
+    return operator_for(task, torch.zeros(3, 64, 64)).classical_name
 
 
 def applies(method: Method, operator: Any) -> bool:
@@ -78,26 +105,33 @@ def applies(method: Method, operator: Any) -> bool:
     return True
 
 
-def _dip_key(method: Method) -> str | None:
-    """Methods that start with the same DIP fit share it (same config, same seed)."""
-    if isinstance(method, DIPBaseline) or (
-            isinstance(method, DIPInitializedSampler) and method.uses_dip):
-        return repr(method.dip)
+def _dip_config(method: Method, case: Case) -> Any:
+    """The DIP stage ``method`` fits on ``case``, where it can be shared (fitted once for every
+    method with the same stage and seed); None: no DIP, or a fit only the method can do (one
+    stopped by the prior's reference restoration)."""
+    y, op = case.observation, case.operator
+    if isinstance(method, DIPBaseline):
+        return alone(method.dip, op)
+    if isinstance(method, DIPInitializedSampler):
+        plan = method.plan(y, op)[0]
+        if plan.uses_dip and getattr(plan.dip, "early_stopping", None) != "reference":
+            return plan.dip
     return None
 
 
 def run_method(method: Method, case: Case, fits: dict[str, tuple[torch.Tensor, float]] | None,
                disk: DIPCache | None) -> tuple[Any, float]:
     """Call ``method`` on ``case`` -> ``(result, seconds)``; DIP-based methods share one fit per
-    DIP config through ``fits`` (its seconds are added to each)."""
+    DIP stage through ``fits`` (its seconds are added to each)."""
     y, op = case.observation, case.operator
-    key = _dip_key(method) if fits is not None else None
-    if key is None:
+    config = _dip_config(method, case) if fits is not None else None
+    if config is None:
         start = time.perf_counter()
         result = method(y, op, seed=case.seed)
         return result, time.perf_counter() - start
+    key = repr(config)
     if key not in fits:
-        fits[key] = fit_dip_cached(y, op, method.dip, case.seed, disk, method.device,
+        fits[key] = fit_dip_cached(y, op, config, case.seed, disk, method.device,
                                    method.progress)
     dip_image, dip_seconds = fits[key]
     start = time.perf_counter()

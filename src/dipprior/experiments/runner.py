@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,10 +118,10 @@ def fit_dip_cached(y: torch.Tensor, op: Operator, config: Any, seed: int,
                    cache: DIPCache | None, device: str | torch.device | None,
                    progress: bool) -> tuple[torch.Tensor, float]:
     """A DIP fit (or its cached copy) -> ``(image, seconds of the original fit)``."""
-    if config is None:
-        from dipprior.dip import DIPConfig
+    if config is None or isinstance(config, Mapping):
+        from dipprior.pipeline.plan import dip_stage
 
-        config = DIPConfig()
+        config = dip_stage(config, op)  # the operator's default stage, as the sampler's
     key = cache.key(y, config, seed) if cache is not None else None
     if cache is not None:
         hit = cache.get(key)

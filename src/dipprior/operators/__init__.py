@@ -1,4 +1,5 @@
-"""Linear degradation operators: denoising, inpainting, super-resolution and deblurring, and
+"""Linear degradation operators: denoising, inpainting, super-resolution, deblurring and
+demosaicing, and
 the registry of tasks by name (:func:`make_task`).
 
 Every operator ``A`` maps a clean image ``x`` to an observation ``y = A x + n`` with Gaussian noise
@@ -40,6 +41,7 @@ from dipprior.operators.blur import (
     parse_blur,
     wiener,
 )
+from dipprior.operators.demosaic import Demosaic, demosaicing
 from dipprior.operators.inpaint import (
     Inpaint,
     biharmonic,
@@ -56,6 +58,7 @@ __all__ = [
     "DEBLUR_BLUR",
     "DEBLUR_SIGMA",
     "Blur",
+    "Demosaic",
     "Denoise",
     "Inpaint",
     "Operator",
@@ -80,4 +83,5 @@ __all__ = [
     "wiener",
     "classical_start",
     "hole_scale",
+    "demosaicing",
 ]

@@ -143,7 +143,9 @@ class Operator:
     * :meth:`crop`: the operator of a window of the image, for tiles (None: it couples pixels
       across any cut);
     * :attr:`identity`: ``A = I`` (with noise: Gaussian denoising, whose grey photos are
-      whitened and whose adaptation loss is recorrupted-to-recorrupted).
+      whitened and whose adaptation loss is recorrupted-to-recorrupted);
+    * :attr:`keeps_grey`: a grey observation restores to a grey image (not so for a colour
+      filter array, whose grey raw image holds the colours).
     """
 
     noise_sigma: float = 0.0
@@ -154,6 +156,8 @@ class Operator:
     classical_name: str = "Pseudo-inverse"
     #: ``A = I``: denoising (Gaussian when :attr:`noise_sigma` > 0)
     identity: bool = False
+    #: a grey observation (identical channels) restores to a grey image
+    keeps_grey: bool = True
 
     # -- the task contract
     @property
@@ -388,4 +392,5 @@ register(Task(
     "denoise", "Gaussian denoising", _make_denoise,
     (Param("sigma", float, 25.0, "noise std, 0..255 units; for a real image estimated from it "
            "when not given", estimate=True),),
-    label=lambda p: f"sigma {p['sigma']:g}"))
+    label=lambda p: f"sigma {p['sigma']:g}",
+    heading=lambda p: f"denoising sigma={p['sigma']:g}/255"))

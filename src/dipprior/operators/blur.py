@@ -360,4 +360,6 @@ register(Task(
            "sizes; normalised to sum 1), instead of blur"),
      Param("blur_sigma", float, DEBLUR_SIGMA, "noise std, 0..255 units; for a real image "
            "estimated from it when not given", option="--sigma", estimate=True)),
-    label=lambda p: p["kernel"] or p["blur"]))
+    label=lambda p: p["kernel"] or p["blur"],
+    heading=lambda p: f"deblurring, {p['kernel'] or p['blur']} blur, noise "
+                      f"{p['blur_sigma']:g}/255"))

@@ -308,8 +308,11 @@ register(Task(
     "inpaint", "inpainting (missing pixels)", _make_inpaint,
     (Param("keep", float, 0.5, "simulated holes: the fraction of pixels kept (at random)"),
      Param("mask", str, None, "the mask image of a real observation, white = known pixel")),
-    label=lambda p: "mask" if p["mask"] else f"{100 * (1 - p['keep']):g}% missing"))
+    label=lambda p: "mask" if p["mask"] else f"{100 * (1 - p['keep']):g}% missing",
+    heading=lambda p: "inpainting, " + (f"mask {p['mask']}" if p["mask"] else
+                                        f"{100 * (1 - p['keep']):g}% of pixels missing")))
 register(Task(
     "box", "inpainting (a centred box)", _make_box,
     (Param("box", int, 32, "side of the centred hole (pixels)"),),
-    label=lambda p: f"{p['box']}px box"))
+    label=lambda p: f"{p['box']}px box",
+    heading=lambda p: f"inpainting, a centred {p['box']}x{p['box']} hole"))

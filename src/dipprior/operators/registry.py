@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Param", "Task", "TASKS", "register", "get_task", "make_task", "OperatorFactory"]
+__all__ = ["Param", "Task", "TASKS", "register", "get_task", "make_task", "operator_for",
+           "OperatorFactory"]
 
 #: ``(image, generator) -> operator``: a fresh operator per image (a random mask)
 OperatorFactory = Callable[[Any, Any], Any]
@@ -55,7 +56,7 @@ class Task:
     for a real observation (``restore IMAGE``) rather than for degrading a clean image; a task
     that needs something only a user has (a mask) or that only simulates (a centred box) says
     so with a ``ValueError`` naming the option.  ``label(params)`` is the short name of the
-    setting in tables (``"50% missing"``).
+    setting in tables (``"50% missing"``), ``heading(params)`` its long one.
     """
 
     name: str
@@ -63,13 +64,19 @@ class Task:
     make: Callable[..., Any]
     params: tuple[Param, ...] = ()
     label: Callable[[Mapping[str, Any]], str] | None = None
+    heading: Callable[[Mapping[str, Any]], str] | None = None
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
 
-    def describe(self, params: Mapping[str, Any] | None = None) -> str:
-        values = {**self.defaults(), **(params or {})}
-        return self.label(values) if self.label is not None else self.name
+    def describe(self, params: Mapping[str, Any] | None = None, long: bool = False) -> str:
+        """The setting's name in tables (``long``: as a heading)."""
+        values = {**self.defaults(), **{k: v for k, v in (params or {}).items()
+                                         if k in self.defaults()}}
+        short = self.label(values) if self.label is not None else self.name
+        if not long:
+            return short
+        return self.heading(values) if self.heading is not None else f"{self.title} {short}"
 
 
 #: every registered task by name
@@ -115,3 +122,15 @@ def make_task(name: str, *, real: bool = False, **params: Any) -> Any:
     values = task.defaults()
     values.update({k: v for k, v in params.items() if k in values and v is not None})
     return task.make(real=real, **values)
+
+
+def operator_for(name: str, image: Any, *, seed: int = 0, real: bool = False,
+                 **params: Any) -> Any:
+    """Task ``name``'s operator for ``image`` (C, H, W): :func:`make_task`'s operator, or its
+    per-image factory's draw for ``image`` from ``seed``."""
+    import torch
+
+    source = make_task(name, real=real, **params)
+    if hasattr(source, "proximal"):  # operators are callable too: tell them apart
+        return source
+    return source(image, torch.Generator().manual_seed(seed))

@@ -200,4 +200,5 @@ register(Task(
     (Param("factor", int, 4, "the down-sampling factor"),
      Param("downsample", str, "bicubic", "the down-sampling kernel: bicubic (MATLAB's imresize) "
            "or box")),
-    label=lambda p: f"x{p['factor']}"))
+    label=lambda p: f"x{p['factor']}",
+    heading=lambda p: f"super-resolution x{p['factor']} ({p['downsample']})"))

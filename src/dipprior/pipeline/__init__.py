@@ -14,23 +14,22 @@ Modules: :mod:`~dipprior.pipeline.config` (the settings), :mod:`~dipprior.pipeli
 (``t0`` and the start state, pure functions), :mod:`~dipprior.pipeline.sampler` (the sampler),
 :mod:`~dipprior.pipeline.inputs` (checking and splitting a call's inputs),
 :mod:`~dipprior.pipeline.tasks` (the kind of task, the default DIP stage),
+:mod:`~dipprior.pipeline.plan` (what a call runs per image: the one place settings resolve),
 :mod:`~dipprior.pipeline.presets` (tuned settings, the time-budget front),
 :mod:`~dipprior.pipeline.adapt` (adapting the prior to each image while it samples),
 :mod:`~dipprior.pipeline.baselines`.
 """
 
-from dipprior.estimators import estimate_error_std
 from dipprior.pipeline.adapt import AdaptConfig
-from dipprior.pipeline.baselines import CBM3DBaseline, ClassicalBaseline, DIPBaseline, cbm3d
+from dipprior.pipeline.baselines import CBM3DBaseline, ClassicalBaseline, DIPBaseline
 from dipprior.pipeline.config import GUIDANCES, INITS, RENOISE, SamplerConfig, parse_t0
-from dipprior.pipeline.sampler import (
-    DIPInitializedSampler,
-    SampleResult,
-    fit_dip,
-    noise_seed,
-    observation_to_model_scale,
-)
+from dipprior.pipeline.consistency import observation_to_model_scale
+from dipprior.pipeline.inputs import noise_seed
+from dipprior.pipeline.plan import Plan
+from dipprior.pipeline.result import SampleResult
+from dipprior.pipeline.sampler import DIPInitializedSampler
 from dipprior.pipeline.start import Start, auto_t0, forward_diffuse, plan_start, resolve_t0
+from dipprior.pipeline.tasks import fit_dip
 
 __all__ = [
     "AdaptConfig",
@@ -39,14 +38,13 @@ __all__ = [
     "DIPBaseline",
     "DIPInitializedSampler",
     "GUIDANCES",
+    "Plan",
     "INITS",
     "RENOISE",
     "SampleResult",
     "SamplerConfig",
     "Start",
     "auto_t0",
-    "cbm3d",
-    "estimate_error_std",
     "fit_dip",
     "forward_diffuse",
     "noise_seed",

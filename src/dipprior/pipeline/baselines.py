@@ -12,8 +12,9 @@ from dipprior._tensor import default_device
 from dipprior.denoisers import cbm3d
 from dipprior.operators import Operator
 from dipprior.pipeline.checks import check_initial_image, check_observation, check_operator
+from dipprior.pipeline.plan import dip_stage
 from dipprior.pipeline.result import SampleResult
-from dipprior.pipeline.sampler import fit_dip
+from dipprior.pipeline.tasks import fit_dip
 
 __all__ = ["CBM3DBaseline", "ClassicalBaseline", "DIPBaseline"]
 
@@ -21,12 +22,16 @@ __all__ = ["CBM3DBaseline", "ClassicalBaseline", "DIPBaseline"]
 class DIPBaseline:
     """Deep Image Prior alone: the DIP fit's output is the restoration (NFE 0).
 
+    ``dip``: a :class:`~dipprior.dip.DIPConfig`, or None / a mapping of its fields: the
+    operator's default DIP stage (the one the sampler fits), except that a stage stopped by the
+    prior's reference restoration stops by ES-WMV here (DIP alone has no prior).
+
     ``DIPBaseline(config)(observation, operator, seed=0)`` -> :class:`SampleResult`.
     """
 
     def __init__(self, dip: Any = None, *, device: str | torch.device | None = None,
                  progress: bool = True) -> None:
-        self.dip = dip  # None: DIPConfig() at fit time
+        self.dip = dip  # None or a mapping: the operator's default stage (plan.dip_stage)
         self.device = device
         self.progress = progress
 
@@ -43,7 +48,8 @@ class DIPBaseline:
         iterations = None
         if dip_image is None:
             dev = default_device(self.device) if self.device is not None else None
-            dip_image, result = fit_dip(y, operator, self.dip, seed=seed, device=dev,
+            dip_image, result = fit_dip(y, operator, alone(self.dip, operator), seed=seed,
+                                        device=dev,
                                         progress=self.progress, ground_truth=ground_truth)
             iterations = int(getattr(result, "iterations", 0)) or None
         else:
@@ -115,3 +121,12 @@ class ClassicalBaseline:
         return SampleResult(image=image, nfe=0,
                             seconds={"dip": 0.0, "start": seconds, "diffusion": 0.0,
                                      "total": seconds})
+
+
+def alone(dip: Any, operator: Operator) -> Any:
+    """The DIP stage of DIP alone: the sampler's (:func:`~dipprior.pipeline.plan.dip_stage`),
+    with ES-WMV where that stage stops by the prior's reference restoration."""
+    config = dip_stage(dip, operator)
+    if getattr(config, "early_stopping", None) == "reference":
+        return config.replace(early_stopping="wmv")
+    return config

@@ -107,3 +107,33 @@ def check_chains_fit(samples: int, images: int, pixels: int, device: torch.devic
                          f"{available / 2**30:.1f} GiB of {device}; "
                          + (f"use samples <= {fit}" if fit else "restore it in tiles "
                             "(dipprior.pipeline.tiles.restore_tiled)"))
+
+
+# the scheduler methods the sampler uses (any object that has them works)
+SCHEDULER_API = ("num_train_timesteps", "alphas_cumprod", "timesteps", "add_noise", "pred_x0",
+                 "pred_epsilon", "epsilon_from_x0", "step_from_x0", "noise_level",
+                 "timestep_for_noise_level")
+
+
+def check_arguments(model: Any, scheduler: Any, config: Any, overrides: dict[str, Any]) -> None:
+    """The sampler's constructor arguments: a callable model, a scheduler with the methods the
+    sampler uses, a :class:`~dipprior.pipeline.SamplerConfig` or None, and keyword settings
+    that are its fields."""
+    import dataclasses
+
+    from dipprior.pipeline.config import RENAMED, SamplerConfig
+
+    if not callable(model):
+        raise TypeError(f"model: expected a callable model(x, t), got {type(model).__name__}")
+    missing = [a for a in SCHEDULER_API if not hasattr(scheduler, a)]
+    if missing:
+        raise TypeError(f"scheduler: expected a dipprior Scheduler, got "
+                        f"{type(scheduler).__name__} without {missing}")
+    if config is not None and not isinstance(config, SamplerConfig):
+        raise TypeError(f"config: expected a SamplerConfig, got {type(config).__name__}")
+    if "guidance_scale" in overrides:
+        raise TypeError(RENAMED)
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(SamplerConfig)}
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; sampler settings "
+                        f"are the fields of SamplerConfig")

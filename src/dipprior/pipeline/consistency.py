@@ -11,11 +11,14 @@ serves unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
 
 from dipprior.operators import Operator
 
-__all__ = ["merge_gaussian", "observation_to_model_scale"]
+__all__ = ["merge_gaussian", "observation_to_model_scale", "proximal_step"]
 
 
 def merge_gaussian(x0_hat: torch.Tensor, rho: float, d: torch.Tensor, d_std: float
@@ -45,3 +48,24 @@ def observation_to_model_scale(y: torch.Tensor, operator: Operator) -> torch.Ten
     """
     ones = torch.ones(operator.input_shape(y.shape), dtype=y.dtype, device=y.device)
     return 2.0 * y - operator.forward(ones)
+
+
+def proximal_step(lam: float, scheduler: Any, operators: Sequence[Operator],
+                  observations: Sequence[torch.Tensor],
+                  second: tuple[Sequence[torch.Tensor], Sequence[float]] | None = None
+                  ) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """DiffPIR's data step for a batch of chains on the model scale: ``x0_hat`` (one row per
+    chain) -> ``argmin ||y - A x||^2 / (2 (2 sigma_n)^2) + rho / 2 ||x - x0_hat||^2`` with
+    ``rho = lam / (4 sigma_t^2)`` (the noise std is 2 sigma_n on that scale); ``second``: DIP
+    images and their error stds, merged into the centre as a second observation."""
+    def proximal(x0_hat: torch.Tensor, t: int) -> torch.Tensor:
+        rho = lam / (4.0 * float(scheduler.noise_level(t)) ** 2)
+        out = []
+        for j, (op, y) in enumerate(zip(operators, observations, strict=True)):
+            center, weight = x0_hat[j:j + 1], rho
+            if second is not None:
+                center, weight = merge_gaussian(center, rho, second[0][j], second[1][j])
+            out.append(op.proximal(center, y, weight, sigma=2.0 * op.noise_sigma))
+        return torch.cat(out)
+
+    return proximal

@@ -10,18 +10,22 @@ keyword settings given.  Keywords refine a preset, never switch the method.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from dipprior.operators import Operator
 from dipprior.pipeline.config import SamplerConfig
+from dipprior.pipeline.inputs import per_image, seeds_for, split
 from dipprior.pipeline.presets import budget_config, method_configs_for, recommended_config
+from dipprior.pipeline.result import SampleResult, stack_results
 from dipprior.pipeline.start import resolve_t0
 from dipprior.pipeline.tasks import default_dip_config
 
 __all__ = ["Plan", "PRESET_OF_INIT", "resolve_settings", "settings_use_dip", "dip_stage",
-           "uses_dip", "make_plan"]
+           "uses_dip", "make_plan", "run_plans"]
 
 #: the preset each ``init`` starts from (``pipeline.presets.method_configs``)
 PRESET_OF_INIT = {"noise": "DDPM", "observation": "Observation->DDPM", "dip": "DIP->DDPM",
@@ -148,3 +152,30 @@ def make_plan(config: SamplerConfig, dip: Any, scheduler: Any, operator: Operato
 def same_settings(a: Plan, b: Plan) -> bool:
     """Whether two images can run in one batch: the same settings and DIP stage."""
     return a.config == b.config and a.dip == b.dip
+
+
+def run_plans(fixed: Callable[[Plan], Any], plans: list[Plan], observation: torch.Tensor,
+              operator: Any, seed: int, ground_truth: torch.Tensor | None,
+              return_intermediates: bool, *, generator: torch.Generator | None,
+              dip_image: torch.Tensor | None) -> SampleResult:
+    """Run each image's plan with ``fixed(plan)`` (a sampler of those settings): one batch when
+    the plans agree, else image by image (image ``i`` with its own seed, so the result equals N
+    single calls); a batch that cannot be one tensor or mixes DIP is refused before any work."""
+    if all(same_settings(p, plans[0]) for p in plans):
+        return fixed(plans[0])(observation, operator, seed, ground_truth, return_intermediates,
+                               generator=generator, dip_image=dip_image)
+    ys, ops, batched = split(observation, operator)
+    shapes = {tuple(op.input_shape(y.shape)) for y, op in zip(ys, ops, strict=True)}
+    if len(shapes) > 1:
+        raise ValueError(f"operator: the images of this batch restore to different shapes "
+                         f"{sorted(shapes)}; one kind of task per call, or separate calls")
+    if len({p.uses_dip for p in plans}) > 1:
+        raise ValueError("operator: in this batch some images' settings fit DIP and others "
+                         "do not; restore them in separate calls")
+    n = len(ys)
+    seeds = seeds_for(seed, generator, n)
+    truths = per_image(ground_truth, n, "ground_truth")
+    given = per_image(dip_image, n, "dip_image")
+    results = [fixed(plans[i])(ys[i], ops[i], seeds[i], truths[i], return_intermediates,
+                               dip_image=given[i]) for i in range(n)]
+    return stack_results(results, batched).to(observation.device)

@@ -26,29 +26,22 @@ from dipprior.diffusion.sampling import reverse_diffusion
 from dipprior.estimators import estimate_error_std
 from dipprior.operators import Denoise, Operator
 from dipprior.pipeline.adapt import Adaptation, check_rank
-from dipprior.pipeline.checks import check_chains_fit, check_initial_image
-from dipprior.pipeline.config import RENAMED, SamplerConfig
-from dipprior.pipeline.consistency import merge_gaussian, observation_to_model_scale
+from dipprior.pipeline.checks import check_arguments, check_chains_fit, check_initial_image
+from dipprior.pipeline.config import SamplerConfig
+from dipprior.pipeline.consistency import observation_to_model_scale, proximal_step
 from dipprior.pipeline.grey import whiten_grey
-from dipprior.pipeline.inputs import (
-    groups,
-    noise_seed,
-    per_image,
-    sample_seed,
-    seeds_for,
-    split,
-)
+from dipprior.pipeline.inputs import groups, per_image, sample_seed, seeds_for, split
 from dipprior.pipeline.plan import (
     Plan,
     dip_stage,
     make_plan,
     resolve_settings,
-    same_settings,
+    run_plans,
     settings_use_dip,
     uses_dip,
 )
 from dipprior.pipeline.presets import budget_config
-from dipprior.pipeline.result import SampleResult, stack_results
+from dipprior.pipeline.result import SampleResult
 from dipprior.pipeline.start import (
     Start,
     forward_diffuse,
@@ -56,16 +49,9 @@ from dipprior.pipeline.start import (
     reference_error_std,
     resolve_t0,
 )
-from dipprior.pipeline.tasks import default_dip_config, fit_dip, is_denoising, resolve_init
+from dipprior.pipeline.tasks import fit_dip, is_denoising
 
-__all__ = ["DIPInitializedSampler", "SampleResult", "default_dip_config", "fit_dip",
-           "noise_seed", "observation_to_model_scale", "resolve_init"]
-
-# the scheduler methods the sampler uses (any object that has them works)
-_SCHEDULER_API = ("num_train_timesteps", "alphas_cumprod", "timesteps", "add_noise", "pred_x0",
-                  "pred_epsilon", "epsilon_from_x0", "step_from_x0", "noise_level",
-                  "timestep_for_noise_level")
-
+__all__ = ["DIPInitializedSampler"]
 
 class DIPInitializedSampler:
     """Restore images with a diffusion prior whose reverse chain starts from a DIP fit.
@@ -114,20 +100,7 @@ class DIPInitializedSampler:
                  budget: float | str | None = None, dip: Any = None,
                  device: str | torch.device | None = None, progress: bool = True,
                  **overrides: Any) -> None:
-        if not callable(model):
-            raise TypeError(f"model: expected a callable model(x, t), got {type(model).__name__}")
-        missing = [a for a in _SCHEDULER_API if not hasattr(scheduler, a)]
-        if missing:
-            raise TypeError(f"scheduler: expected a dipprior Scheduler, got "
-                            f"{type(scheduler).__name__} without {missing}")
-        if config is not None and not isinstance(config, SamplerConfig):
-            raise TypeError(f"config: expected a SamplerConfig, got {type(config).__name__}")
-        if "guidance_scale" in overrides:
-            raise TypeError(RENAMED)
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(SamplerConfig)}
-        if unknown:
-            raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; sampler settings "
-                            f"are the fields of SamplerConfig")
+        check_arguments(model, scheduler, config, overrides)
         # no config and no overrides: the tuned preset for each call's task (presets.py)
         self.recommended = config is None and not overrides
         if budget is not None:
@@ -211,8 +184,8 @@ class DIPInitializedSampler:
         ys, ops, batched = split(observation, operator)
         plans = [self._plan(y, op) for y, op in zip(ys, ops, strict=True)]
         if not self._resolved:
-            return self._run_plans(plans, observation, operator, ys, ops, batched, seed,
-                                   ground_truth, return_intermediates, generator, dip_image)
+            return run_plans(self._fixed, plans, observation, operator, seed, ground_truth,
+                             return_intermediates, generator=generator, dip_image=dip_image)
         n, cfg = len(ys), self.config
         dev = model_device(self.model, self.device)
         check_chains_fit(cfg.samples, n, max(math.prod(op.input_shape(y.shape)[-2:])
@@ -315,33 +288,6 @@ class DIPInitializedSampler:
         return DIPInitializedSampler(self.model, self.scheduler, plan.config, dip=plan.dip,
                                      device=self.device, progress=self.progress)
 
-    def _run_plans(self, plans: list[Plan], observation: torch.Tensor, operator: Any,
-                   ys: list[torch.Tensor], ops: list[Operator], batched: bool, seed: int,
-                   ground_truth: torch.Tensor | None, return_intermediates: bool,
-                   generator: torch.Generator | None, dip_image: torch.Tensor | None
-                   ) -> SampleResult:
-        """Run each image's plan: one batch when they agree, else image by image (image ``i``
-        with its own seed, so the result equals N single calls)."""
-        if all(same_settings(p, plans[0]) for p in plans):
-            return self._fixed(plans[0])(observation, operator, seed, ground_truth,
-                                         return_intermediates, generator=generator,
-                                         dip_image=dip_image)
-        shapes = {tuple(op.input_shape(y.shape)) for y, op in zip(ys, ops, strict=True)}
-        if len(shapes) > 1:
-            raise ValueError(f"operator: the images of this batch restore to different shapes "
-                             f"{sorted(shapes)}; one kind of task per call, or separate calls")
-        if len({p.uses_dip for p in plans}) > 1:
-            raise ValueError("operator: in this batch some images' settings fit DIP and others "
-                             "do not; restore them in separate calls")
-        n = len(ys)
-        seeds = seeds_for(seed, generator, n)
-        truths = per_image(ground_truth, n, "ground_truth")
-        given = per_image(dip_image, n, "dip_image")
-        results = [self._fixed(plans[i])(ys[i], ops[i], seeds[i], truths[i],
-                                         return_intermediates, dip_image=given[i])
-                   for i in range(n)]
-        return stack_results(results, batched).to(observation.device)
-
     # ---------------------------------------------------------------- stages
     def _dip_config(self, op: Operator) -> Any:
         return dip_stage(self.dip, op)
@@ -422,23 +368,11 @@ class DIPInitializedSampler:
         s, cfg = self.scheduler, self.config
         images = [of[c] for c in group]
         y_m = [observation_to_model_scale(ys[i].to(dev), ops[i]).unsqueeze(0) for i in images]
-        second = cfg.dip_observation and self.uses_dip
-        if second:  # the DIP image as a second observation, its error std on the model scale
-            d_m = [to_model_scale(dips[i].to(dev)).unsqueeze(0) for i in images]
-            d_std = [max(2.0 * float(starts[i].error_std), 1e-4) for i in images]
-
-        def proximal(x0_hat: torch.Tensor, t: int) -> torch.Tensor:
-            # rho_diffpir on the model scale, where the noise std is 2 sigma_n: the proximal
-            # ||y - A x||^2 / (2 (2 sigma_n)^2) + rho / 2 ||x - x0||^2, rho = lam / (4 sigma_t^2)
-            rho = cfg.lam / (4.0 * float(s.noise_level(t)) ** 2)
-            out = []
-            for j, i in enumerate(images):
-                center, weight = x0_hat[j:j + 1], rho
-                if second:
-                    center, weight = merge_gaussian(center, rho, d_m[j], d_std[j])
-                out.append(ops[i].proximal(center, y_m[j], weight,
-                                           sigma=2.0 * ops[i].noise_sigma))
-            return torch.cat(out)
+        second = None
+        if cfg.dip_observation and self.uses_dip:  # the DIP image as a second observation
+            second = ([to_model_scale(dips[i].to(dev)).unsqueeze(0) for i in images],
+                      [max(2.0 * float(starts[i].error_std), 1e-4) for i in images])
+        proximal = proximal_step(cfg.lam, s, [ops[i] for i in images], y_m, second)
 
         def record(step: dict[str, Any]) -> None:
             for j, i in enumerate(group):

@@ -48,14 +48,14 @@ def fit_dip(observation: torch.Tensor, operator: Operator, config: Any, *, seed:
     """Run :func:`dipprior.dip.fit` on one image with this call's seed, device and progress.
 
     These are passed only where ``config`` (a :class:`~dipprior.dip.DIPConfig`, None: the
-    default) has such fields, so a config that fixes them elsewhere is respected.
+    operator's default stage) has such fields, so a config that fixes them elsewhere is respected.
     ``ground_truth`` only feeds the fit's PSNR history; ``reference`` is passed on for
     ``early_stopping="reference"``.  Returns ``(image, DIPResult)`` with the
     image in the operator's input shape (the high-resolution shape for super-resolution).
     """
     from dipprior import dip
 
-    config = config if config is not None else dip.DIPConfig()
+    config = config if config is not None else default_dip_config(operator)
     names = {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) \
         else set()
     overrides: dict[str, Any] = {}
