@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", help="cpu / cuda (default: CUDA if available)")
-    p.add_argument("--out", default="ablation", help="output folder (default ablation/)")
+    p.add_argument("--out", default="runs/ablation",
+                   help="output folder (default runs/ablation, git-ignored)")
     p.add_argument("--quick", action="store_true",
                    help="CPU smoke run: 64x64 crops, 3 images, 300 DIP iterations")
     p.add_argument("--no-progress", action="store_true")
