@@ -9,7 +9,7 @@ reverse chain (**DIP->DDPM**, ``--steps`` model evaluations from ``t0``).  Writt
   MAE, Delta E, with the average) and a summary (parameters, seconds per DIP iteration, averages);
 * ``ablation.csv`` -- every row; ``ablation.png`` -- PSNR and seconds/iteration against channels.
 
-CPU (the ``--quick`` numbers in docs/results.md; a few minutes on 2 cores)::
+CPU (a smoke run of the grid, a few minutes on 2 cores; measured: docs/results.md)::
 
     python examples/channel_ablation.py --quick
 
