@@ -9,7 +9,8 @@ texture so that it is not trivially smooth), writes it as JPEG, and
    reading its peak resident memory;
 2. in this process, restores a 1536x1536 region of the same noisy copy in 512-pixel tiles
    (``pipeline.tiles``) and a 512x512 crop of it (across tile borders) in one pass, and prints
-   both PSNRs on that crop (image seed ``--seed``).
+   both PSNRs on that crop (image seed ``--seed``); below 1536 px the region is the photo's
+   smaller side, and the tiles and the crop a third of it.
 
     python benchmarks/bench_large_photo.py --threads 2 --out /tmp/large
 """
@@ -77,21 +78,26 @@ def main() -> None:
         print(f"restore: exit {run.returncode}, {time.perf_counter() - began:.0f} s wall")
 
     # tiles vs one pass: a 1536x1536 region in 512-pixel tiles (the CLI's), then its central
-    # 512x512 crop (it straddles tile borders) restored in one pass
+    # 512x512 crop (it straddles tile borders) restored in one pass; a photo smaller than
+    # 1536 px gets a region of its smaller side, and tiles and crop a third of that
+    side = min(1536, args.height, args.width)
+    tile = 512 if side == 1536 else max(16, side // 3)
     sampler = DIPInitializedSampler(*load_pretrained(), progress=False)
-    ry, rx = (args.height - 1536) // 2, (args.width - 1536) // 2
-    region = (slice(None), slice(ry, ry + 1536), slice(rx, rx + 1536))
+    ry, rx = (args.height - side) // 2, (args.width - side) // 2
+    region = (slice(None), slice(ry, ry + side), slice(rx, rx + side))
     clean, noisy = clean[region], noisy[region]
     began = time.perf_counter()
-    tiled = restore_tiled(sampler, noisy, op, args.seed, progress=False)
-    print(f"tiled 1536x1536 region in-process: {time.perf_counter() - began:.0f} s")
-    y0 = x0 = 512 + 100
-    crop = (slice(None), slice(y0, y0 + 512), slice(x0, x0 + 512))
+    tiled = restore_tiled(sampler, noisy, op, args.seed, tile=tile,
+                          overlap=min(32, tile // 4), progress=False)
+    print(f"tiled {side}x{side} region in {tile}-pixel tiles in-process: "
+          f"{time.perf_counter() - began:.0f} s")
+    y0 = x0 = tile + tile * 100 // 512
+    crop = (slice(None), slice(y0, y0 + tile), slice(x0, x0 + tile))
     whole = sampler(noisy[crop], op, seed=args.seed).image
     scores = {name: float(psnr(image.clamp(0, 1), clean[crop]))
               for name, image in (("tiled", tiled[crop]), ("one pass", whole),
                                   ("noisy", noisy[crop]))}
-    print(f"512x512 crop at ({y0}, {x0}): " + ", ".join(f"{k} {v:.2f} dB"
+    print(f"{tile}x{tile} crop at ({y0}, {x0}): " + ", ".join(f"{k} {v:.2f} dB"
                                                        for k, v in scores.items()))
 
 

@@ -75,6 +75,16 @@ def main() -> None:
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
+    cbm3d = None
+    if "denoise" in args.tasks.split(",") and not args.no_baselines:
+        try:
+            import bm3d  # noqa: F401
+
+            from dipprior.denoisers import cbm3d  # needs the optional bm3d package
+        except ImportError:
+            cbm3d = None
+            print("CBM3D rows skipped: the optional bm3d package is not installed "
+                  "(pip install bm3d)", flush=True)
     for task in args.tasks.split(","):
         factory = make_task(task, sigma=args.sigma)
         label = f"denoise s{args.sigma:g}" if task == "denoise" else task
@@ -86,9 +96,10 @@ def main() -> None:
             if not args.no_baselines:
                 began = time.perf_counter()
                 if task == "denoise":
-                    from dipprior.denoisers import cbm3d
-                    from dipprior.pretrained import _cached
-                    runs["CBM3D"] = (_cached(cbm3d, y, op.noise_sigma, args.cbm3d_cache), 0, 0)
+                    if cbm3d is not None:
+                        from dipprior.pretrained import _cached
+                        runs["CBM3D"] = (_cached(cbm3d, y, op.noise_sigma, args.cbm3d_cache),
+                                         0, 0)
                 else:
                     runs["Biharmonic"] = (classical_start(y, op), 0, 0)
                 seconds = time.perf_counter() - began

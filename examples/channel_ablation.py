@@ -9,7 +9,7 @@ reverse chain (**DIP->DDPM**, ``--steps`` model evaluations from ``t0``).  Writt
   MAE, Delta E, with the average) and a summary (parameters, seconds per DIP iteration, averages);
 * ``ablation.csv`` -- every row; ``ablation.png`` -- PSNR and seconds/iteration against channels.
 
-CPU (the ``--quick`` numbers in docs/results.md; a few minutes on 2 cores)::
+CPU (a smoke run of the grid, a few minutes on 2 cores; measured: docs/results.md)::
 
     python examples/channel_ablation.py --quick
 
@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", help="cpu / cuda (default: CUDA if available)")
-    p.add_argument("--out", default="ablation", help="output folder (default ablation/)")
+    p.add_argument("--out", default="runs/ablation",
+                   help="output folder (default runs/ablation, git-ignored)")
     p.add_argument("--quick", action="store_true",
                    help="CPU smoke run: 64x64 crops, 3 images, 300 DIP iterations")
     p.add_argument("--no-progress", action="store_true")

@@ -5,19 +5,21 @@ Center crops of the first N images of a folder (sorted by name) are degraded wit
 image) and restored by every method.  Writes, per task, ``compare_<task>.md`` / ``.csv`` (per
 image and averages) and ``summary_<task>.md`` (the paired PSNR margins) to ``--out``:
 
-    python examples/compare_methods.py --model runs/prior-cbsd432 \\
-        --data ../shared/data/test/CBSD68 --n-images 8 --size 128 --tasks denoise inpaint \\
-        --dip-iterations 1000 --steps 10 --ddpm-steps 100 --seed 0 --out results \\
-        --dip-cache results/dip-cache
+    python examples/compare_methods.py --data ../shared/data/test/CBSD68 --n-images 8 \\
+        --size 128 --tasks denoise inpaint --dip-iterations 1000 --steps 10 --ddpm-steps 100 \\
+        --seed 0 --out results --dip-cache results/dip-cache
 
-``--quick`` shrinks everything for a smoke test.  Under ``torchrun --nproc_per_node N`` the
-images are split over N processes; rank 0 writes the files.
+``--model`` defaults to the shipped prior and ``--out`` to ``runs/compare`` (git-ignored).
+CBM3D runs when the optional ``bm3d`` package is installed (otherwise its rows are skipped, with
+a line saying so).  ``--quick`` shrinks everything for a smoke test.  Under
+``torchrun --nproc_per_node N`` the images are split over N processes; rank 0 writes the files.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -25,16 +27,20 @@ import torch
 from dipprior import experiments as ex
 from dipprior._atomic import atomic_write_text
 from dipprior._tensor import default_device
-from dipprior.diffusion import load
+from dipprior.diffusion import load_pretrained
 from dipprior.dip import DIPConfig
 from dipprior.operators import make_task  # noqa: E402
 from dipprior.pipeline import SamplerConfig, parse_t0
+
+CBM3D_SKIPPED = ("CBM3D rows skipped: the optional bm3d package is not installed "
+                 "(pip install bm3d)")
 
 
 def parse_args(doc: str = __doc__, extra=None) -> argparse.Namespace:
     """The options shared by the example scripts; ``extra(parser)`` adds a script's own."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
-    p.add_argument("--model", required=True, help="diffusion prior checkpoint directory")
+    p.add_argument("--model", default=None,
+                   help="prior: a shipped name or a checkpoint folder (default: the shipped one)")
     p.add_argument("--data", required=True, help="folder of held-out test images")
     p.add_argument("--n-images", type=int, default=8)
     p.add_argument("--size", type=int, default=128, help="center crop side")
@@ -60,7 +66,7 @@ def parse_args(doc: str = __doc__, extra=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default=None)
-    p.add_argument("--out", default="results", help="output folder")
+    p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
     p.add_argument("--dip-cache", default=None, help="folder for DIP fits shared across runs")
     p.add_argument("--quick", action="store_true", help="2 tiny images, short runs")
     if extra is None:
@@ -84,7 +90,7 @@ def setup(args: argparse.Namespace):
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     rank, world = ex.init_distributed()
-    model, scheduler = load(args.model, device=default_device(args.device))
+    model, scheduler = load_pretrained(args.model, device=default_device(args.device))
     images = ex.load_folder(args.data, args.n_images, args.size)
     dip = DIPConfig(iterations=args.dip_iterations, channels=args.dip_channels,
                     early_stopping=args.early_stopping, device=args.device,
@@ -103,9 +109,12 @@ def sampler_config(args: argparse.Namespace) -> SamplerConfig:
 def header(args: argparse.Namespace, world: int) -> str:
     import json
 
-    cfg = json.loads((Path(args.model) / "config.json").read_text())
+    folder = Path(args.model) if args.model and Path(args.model).is_dir() else (
+        Path(str(resources.files("dipprior"))) / "weights" / (args.model or "cbsd432-small"))
+    config = folder / "config.json"
+    cfg = json.loads(config.read_text()) if config.is_file() else {}
     step = cfg.get("step", "?")  # written by `dipprior train`
-    return (f"prior {args.model} (training step {step}; model "
+    return (f"prior {args.model or folder.name} (training step {step}; model "
             f"{json.dumps(cfg.get('model'))}); data {args.data}, first {args.n_images} images "
             f"sorted, {args.size}x{args.size} center crops; seed {args.seed}; "
             f"{world} process(es), torch threads {torch.get_num_threads()}")
@@ -123,6 +132,8 @@ def main() -> None:
     methods = ex.standard_methods(model, scheduler, sampler=sampler_config(args),
                                   ddpm_steps=args.ddpm_steps, dip=dip,
                                   cbm3d=not args.no_cbm3d, device=args.device)
+    if "denoise" in args.tasks and not args.no_cbm3d and "CBM3D" not in methods and rank == 0:
+        print(CBM3D_SKIPPED)
     if args.methods:
         unknown = set(args.methods) - set(methods) - {"CBM3D"}
         if unknown:

@@ -25,6 +25,8 @@ from dipprior.pipeline import DIPInitializedSampler
 
 def bm3d_denoiser():
     """CBM3D as ``D(x, sigma)``: one image at a time, sigma per image."""
+    import bm3d  # noqa: F401  (optional: fail here, before any work, when it is missing)
+
     from dipprior.denoisers import cbm3d
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -239,9 +239,12 @@ def stopping_rules(den: dict, args) -> list[tuple[str, list[str]]]:
         return (f"{'-' if stop is None else stop + 1}: {p:.2f} "
                 f"({p - r['peak_psnr']:+.2f})")
 
+    def wmv_cell(r: dict) -> str:
+        best, stop = dip.wmv_stop_point(r["variance"], patience)
+        return f"{'-' if best is None else best + 1} / " + cell(best, stop, r)
+
     out = [(f"ES-WMV W={window} P={patience} (min var iter: PSNR)",
-            [f"{(b := dip.wmv_stop_point(r['variance'], patience))[0] + 1} / "
-             + cell(*b, r) for r in rows])]
+            [wmv_cell(r) for r in rows])]
     w = args.discrepancy_window
     out.append((f"discrepancy, sigma known, window {w}",
                 [cell(t := dip.discrepancy_stop_point(r["loss"], SIGMA**2, w), t, r)
@@ -325,7 +328,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("task", choices=["denoise", "reference", "inpaint", "sr", "verify", "report"])
     p.add_argument("--data", type=Path, help="folder of test images (CBSD68)")
-    p.add_argument("--out", type=Path, default=Path("dip-reproduce"))
+    p.add_argument("--out", type=Path, default=Path("runs/dip-reproduce"),
+                   help="output folder (default runs/dip-reproduce, git-ignored)")
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--iterations", type=int, default=3000)

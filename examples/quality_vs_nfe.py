@@ -4,7 +4,7 @@ Same data, degradations and options as ``compare_methods.py`` (whose argument pa
 plus ``--steps-list``.  One DIP fit per image serves every step count (its seconds are counted
 in each DIP->DDPM point).  Writes ``qvn_<task>.md`` / ``.csv`` / ``.png`` to ``--out``:
 
-    python examples/quality_vs_nfe.py --model runs/prior-cbsd432 \\
+    python examples/quality_vs_nfe.py \\
         --data ../shared/data/test/CBSD68 --n-images 8 --size 128 --tasks denoise inpaint \\
         --dip-iterations 1000 --steps-list 1,2,5,10,20,50,100 --seed 0 --out results \\
         --dip-cache results/dip-cache

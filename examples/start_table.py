@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import io
 import statistics
 from pathlib import Path
@@ -85,6 +86,9 @@ def main() -> None:
         order = {name: i for i, name in enumerate(sorted({r["image"] for r in rows}))}
         write(out, sorted(rows, key=lambda r: order[r["image"]]), args)
         return
+    if args.task == "denoise" and importlib.util.find_spec("bm3d") is None:
+        print("CBM3D rows skipped: the optional bm3d package is not installed (pip install bm3d)",
+              flush=True)
     model, scheduler = load_pretrained()
     factory = make_task(args.task, sigma=args.sigma, blur=args.blur)
     images = load_folder(args.data, args.n_images, args.size)

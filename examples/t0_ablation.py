@@ -5,7 +5,7 @@ image serves all settings; each runs ``min(--steps, t0 + 1)`` steps.  The summar
 fixed t0 on average and the per-image oracle (best fixed t0 per image, picked with the clean
 image -- reported, never used) and auto's gap to both.  Writes ``t0_<task>.md`` / ``.csv``:
 
-    python examples/t0_ablation.py --model runs/prior-cbsd432 \\
+    python examples/t0_ablation.py \\
         --data ../shared/data/test/CBSD68 --n-images 8 --size 128 --tasks denoise inpaint \\
         --dip-iterations 1000 --steps 10 --t0s 5,10,20,40,80,160,320,auto --seed 0 \\
         --out results --dip-cache results/dip-cache

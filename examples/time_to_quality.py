@@ -103,7 +103,9 @@ def main() -> None:
             from dipprior.pipeline import CBM3DBaseline
             cbm3d = CBM3DBaseline()
         except ImportError:
-            pass
+            if args.task == "denoise":
+                print("CBM3D rows skipped: the optional bm3d package is not installed "
+                      "(pip install bm3d)", flush=True)
     rows: list[dict] = []
     curves: list[dict] = []
     for i, (name, clean) in enumerate(images.items()):

@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import importlib.util
 import os
 import shutil
 import sys
@@ -164,6 +165,10 @@ def _evaluate(model: Any, scheduler: Any, folder: str, args: argparse.Namespace,
     sigma = args.sigma if sigma is None else sigma
     if cbm3d is None:
         cbm3d = None if not getattr(args, "no_cbm3d", False) else False
+    if cbm3d is None and importlib.util.find_spec("bm3d") is None:
+        cbm3d = False
+        print("CBM3D columns skipped: the optional bm3d package is not installed "
+              "(pip install bm3d)", flush=True)
     images = load_folder(folder, n_images or args.n_images, args.crop)
     iterations = getattr(args, "adapt_iterations", 0)
     adapt = AdaptConfig(iterations=iterations) if iterations else None

@@ -34,6 +34,13 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["__version__", *_EXPORTS]
 
+# What each lazy name is, for documentation tools, which read ``__annotations__`` and
+# ``__doc__`` without touching the names (pdoc); the names still load on first use.
+__annotations__ = {name: f"type[{module}.{name}]" if name[0].isupper() else "typing.Callable"
+                   for name, module in _EXPORTS.items()}
+__doc__ = (__doc__ or "") + "\nWhere each lives:\n\n" + "\n".join(
+    f"- `{name}`: `{module}.{name}`" for name, module in _EXPORTS.items()) + "\n"
+
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)

@@ -6,7 +6,7 @@ combination of init, guidance lambda ("none" = plain SDEdit), steps, t0 and eta 
 The clean image only scores the results.  Writes ``tune_<task>.csv`` (one row per setting and
 image) and ``tune_<task>.md`` (settings ranked by mean PSNR) to ``--out``:
 
-    python examples/tune_sampler.py --model src/dipprior/weights/cbsd432-small \\
+    python docs/notes/scripts/tune_sampler.py --model src/dipprior/weights/cbsd432-small \\
         --data ../shared/data/train/CBSD432 --n-images 4 --size 128 --tasks denoise \\
         --dip-iterations 3000 --early-stopping discrepancy --lambdas none,1,3,10,30,100 \\
         --steps-list 5,10,20 --t0s auto --etas 0 --inits dip,observation --renoises full,missing \\
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples"))  # compare_methods
 
 from compare_methods import header, parse_args, setup, write  # noqa: E402
 

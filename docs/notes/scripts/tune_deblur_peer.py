@@ -7,7 +7,7 @@ scikit-image's ``wiener`` (Laplacian regulariser) over ``--balance``, ``unsuperv
 Tikhonov inverse (``Blur.pseudo_inverse``) over ``--regularizer``.  Mean PSNR per setting, one
 JSON line each; the clean crop only scores.
 
-    python examples/tune_deblur_peer.py --data ../shared/data/train/CBSD432 \\
+    python docs/notes/scripts/tune_deblur_peer.py --data ../shared/data/train/CBSD432 \\
         --out docs/results/deblur/tuning/peer.jsonl
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tune_classical_start import validation_crops  # noqa: E402  (examples/ on sys.path)
+from tune_classical_start import validation_crops  # (this folder is on sys.path)
 
 from dipprior import metrics
 from dipprior.experiments.data import degrade

@@ -9,7 +9,7 @@ classical image reaches the chain as ``dip_image`` (``init="dip"``, no second ob
 ``--fields`` asks), which is what ``init="classical"`` runs; ``--fields '{"samples": 4}'`` averages
 chains as the default does.  Seconds are the chain's alone.  The clean crop only scores.
 
-    python examples/tune_classical_start.py --data ../shared/data/train/CBSD432 \\
+    python docs/notes/scripts/tune_classical_start.py --data ../shared/data/train/CBSD432 \\
         --tasks inpaint,box,sr --n-images 6 --out docs/results/start/tuning/classical_grid.jsonl
 """
 
@@ -33,8 +33,13 @@ from dipprior.pipeline.presets import method_configs
 
 def validation_crops(folder: str, n: int, size: int) -> dict[str, torch.Tensor]:
     """The first ``n`` of the 16 held-out CBSD432 photos (every 27th in sorted order)."""
+    if n < 1:
+        raise SystemExit(f"--n-images: at least 1, got {n}")
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     held_out = paths[13::27][:n]
+    if not held_out:
+        raise SystemExit(f"--data: {folder} holds {len(paths)} images; the held-out photos are "
+                         "every 27th from the 14th, so give the CBSD432 training folder (432)")
     return {p.stem: center_crop(load_image(p), size) for p in held_out}
 
 

@@ -6,7 +6,8 @@ one-step Gaussian denoiser (sigma 15, 25, 50) on 128x128 center crops of validat
 arms never train on, plus scikit-image's bundled photos (other kinds of pictures).  Choose on
 these; never on CBSD68 or Kodak24.
 
-    OMP_WAIT_POLICY=PASSIVE python examples/prior_pilots.py --start training/prior-cbsd432 \\
+    OMP_WAIT_POLICY=PASSIVE python docs/notes/scripts/prior_pilots.py \\
+        --start training/prior-cbsd432 \\
         --train runs/data/train --val runs/data/val --steps 450 --out runs/pilots
 
 Arms are listed in ``ARMS``; results go to ``<out>/pilots.csv`` and are printed as a table.

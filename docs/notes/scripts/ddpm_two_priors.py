@@ -4,7 +4,7 @@ The previous shipped prior lives in the git history; extract it into a folder fi
 
     mkdir -p old && for f in config.json model.safetensors; do
         git show bdbd6bf:src/dipprior/weights/cbsd432-small/$f > old/$f; done
-    python examples/ddpm_two_priors.py --previous old --data ../shared/data/test/CBSD68
+    python docs/notes/scripts/ddpm_two_priors.py --previous old --data ../shared/data/test/CBSD68
 
 Prints one line per task and prior: the PSNR of each crop (image i degraded with seed i) and
 the mean.

@@ -14,7 +14,8 @@ Each snapshot is handed to the chain two ways: as the start and second observati
 classical start itself runs at several chain lengths and as an average of several samples, so
 that every DIP variant has a classical peer of at least its seconds.  The clean crop only scores.
 
-    python examples/tune_dip_start.py --data ../shared/data/train/CBSD432 --task inpaint \\
+    python docs/notes/scripts/tune_dip_start.py --data ../shared/data/train/CBSD432 \\
+        --task inpaint \\
         --out docs/results/start/tuning/dip_vs_classical.jsonl
 """
 
@@ -22,11 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-import torch
-from time_to_quality import timed  # noqa: E402  (examples/ on sys.path)
+# examples/ (time_to_quality) and this folder (tune_classical_start) hold the helpers it reuses
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples"))
+
+import torch  # noqa: E402
+from time_to_quality import timed  # noqa: E402
 from tune_classical_start import validation_crops  # noqa: E402
 
 from dipprior import dip, metrics

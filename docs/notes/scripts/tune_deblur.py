@@ -6,8 +6,8 @@ steps) over ``--lams`` x ``--zetas``, and the classical (Wiener) start, 25 steps
 ``--lams`` x ``--zetas``.  Mean PSNR and seconds per setting, one JSON line each; the clean crop
 only scores.
 
-    python examples/tune_deblur.py --data ../shared/data/train/CBSD432 --blur gaussian:2 \\
-        --out docs/results/deblur/tuning/chains.jsonl
+    python docs/notes/scripts/tune_deblur.py --data ../shared/data/train/CBSD432 \\
+        --blur gaussian:2 --out docs/results/deblur/tuning/chains.jsonl
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from tune_classical_start import validation_crops  # noqa: E402  (examples/ on sys.path)
+from tune_classical_start import validation_crops  # (this folder is on sys.path)
 
 from dipprior import metrics
 from dipprior.diffusion import load_pretrained
