@@ -194,3 +194,16 @@ def test_attention_window_no_smaller_than_the_image_changes_nothing():
         assert (net(x, t) - ref).abs().max() > 1e-3
     with pytest.raises(ValueError, match="attention_window"):
         net.attention_window = 1
+
+
+def test_channels_last_runs_the_same_arithmetic():
+    net = UNet(base_channels=8, channel_mults=(1, 2), attention_resolutions=(2,)).eval()
+    x = torch.randn(2, 3, 20, 12, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = net(x, 50)
+        net.channels_last = True
+        assert net.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        out = net(x, 50)
+    assert out.is_contiguous() and torch.allclose(out, ref, atol=1e-5)
+    with pytest.raises(TypeError, match="channels_last"):
+        net.channels_last = "yes"
