@@ -30,6 +30,7 @@ from dipprior.cli.restore_setup import (
     check_size,
     degrade_like,
     dip_settings,
+    inpaint_windows,
     like_input,
     plan_cost,
     real_operator,
@@ -75,6 +76,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="restore in overlapping tiles of this side, blended without seams "
                    "(denoise and inpaint); auto: 512 above 1024x1024 pixels; 0: never")
     p.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles")
+    p.add_argument("--context", type=int, default=32, metavar="PIXELS",
+                   help="noise-free inpainting: known pixels around each hole in its window "
+                   "(only windows around the holes are restored, no side longer than --tile; "
+                   "the rest is copied)")
     p.add_argument("--time-limit", type=float, default=3600, metavar="SECONDS",
                    help="refuse, before any work, an image whose estimated time is longer")
     p.add_argument("--save-dip", metavar="PNG", help="single IMAGE: also write the DIP image "
@@ -117,13 +122,16 @@ def run(args: argparse.Namespace) -> int:
         (op, note), observation = real_operator(task, image), image
     model, scheduler = load_prior(args)
     tile = tile_size(args, image, op)
-    if tile and args.save_dip:
-        raise ValueError("--save-dip: not available when the image is restored in tiles")
-    print(plan_cost(args, observation, op, config, dip, model, tile), flush=True)
+    windows = inpaint_windows(args, observation, op, tile)
+    if (tile or windows is not None) and args.save_dip:
+        raise ValueError("--save-dip: not available when the image is restored in tiles or in "
+                         "windows around the holes")
+    print(plan_cost(args, observation, op, config, dip, model, tile, windows), flush=True)
     sampler = DIPInitializedSampler(model, scheduler, config, budget=parse_budget(args), dip=dip,
-                                    device=args.device, progress=not args.no_progress and not tile)
-    if tile:
-        return _run_tiled(args, sampler, observation, op, image, clean, note, tile)
+                                    device=args.device,
+                                    progress=not args.no_progress and not tile and not windows)
+    if windows is not None or tile:
+        return _run_tiled(args, sampler, observation, op, image, clean, note, tile, windows)
     result = sampler(observation, op, seed=args.seed)
     save_image(like_input(result.image, image), args.out)
     if args.save_dip and result.dip_image is not None:
@@ -143,22 +151,36 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_tiled(args: argparse.Namespace, sampler: Any, observation: Any, op: Any, image: Any,
-               clean: Any, note: str, tile: int) -> int:
-
+               clean: Any, note: str, tile: int | None, windows: list | None = None) -> int:
     from dipprior.io import save_image
     from dipprior.metrics import evaluate
-    from dipprior.pipeline.tiles import restore_tiled
 
     began = time.perf_counter()
-    restored = restore_tiled(sampler, observation, op, args.seed, tile=tile,
-                             overlap=args.overlap, progress=not args.no_progress)
+    restored = _restore_parts(args, sampler, observation, op, args.seed, tile, windows,
+                              progress=not args.no_progress)
     save_image(like_input(restored.clamp(0, 1), image), args.out)
-    line = f"wrote {args.out}{note}: tiles of {tile}, seconds {time.perf_counter() - began:.1f}"
+    parts = (f"{len(windows)} window{'s' if len(windows) != 1 else ''} around the holes"
+             if windows is not None else f"tiles of {tile}")
+    line = f"wrote {args.out}{note}: {parts}, seconds {time.perf_counter() - began:.1f}"
     if clean is not None:
         m = evaluate(restored, clean)
         line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
     print(line)
     return 0
+
+
+def _restore_parts(args: argparse.Namespace, sampler: Any, observation: Any, op: Any,
+                   seed: int, tile: int | None, windows: list | None, progress: bool) -> Any:
+    """The image restored in ``windows`` around its holes, or else in tiles of ``tile``."""
+    if windows is not None:
+        from dipprior.pipeline.windows import restore_windows
+
+        return restore_windows(sampler, observation, op, seed, context=args.context,
+                               windows=windows, progress=progress)
+    from dipprior.pipeline.tiles import restore_tiled
+
+    return restore_tiled(sampler, observation, op, seed, tile=tile, overlap=args.overlap,
+                         progress=progress)
 
 
 # ----------------------------------------------------------------------------- a folder
@@ -254,7 +276,6 @@ def _run_folder(args: argparse.Namespace) -> int:
     from dipprior.pipeline import DIPInitializedSampler
     from dipprior.pipeline.checks import check_observation
     from dipprior.pipeline.result import SampleResult
-    from dipprior.pipeline.tiles import restore_tiled
 
     # everything is checked before the first image is restored
     folder = Path(args.image)
@@ -282,17 +303,19 @@ def _run_folder(args: argparse.Namespace) -> int:
                 (op, note), observation = real_operator(task, image), image
             check_observation(observation, op)
             tile = tile_size(args, image, op)
+            windows = inpaint_windows(args, observation, op, tile)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"IMAGE: {path.name}: {exc}") from None
-        prepared[path] = (image if args.simulate else None, op, observation, note, image, tile)
+        prepared[path] = (image if args.simulate else None, op, observation, note, image,
+                          (tile, windows))
     model, scheduler = load_prior(args) if todo else (None, None)
     for path in todo:  # expected seconds and memory of each image, before any work
-        _, op, observation, _, image, tile = prepared[path]
+        _, op, observation, _, image, (tile, windows) = prepared[path]
         try:
-            plan = plan_cost(args, observation, op, config, dip, model, tile)
+            plan = plan_cost(args, observation, op, config, dip, model, tile, windows)
         except ValueError as exc:
             raise ValueError(f"IMAGE: {path.name}: {exc}") from None
-        if tile:
+        if tile or windows is not None:
             print(f"{path.name}: {plan}")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -304,12 +327,12 @@ def _run_folder(args: argparse.Namespace) -> int:
                disable=args.no_progress or not todo)
     for path in todo:
         output, dip_output = names[path]
-        clean, op, observation, note, image, tile = prepared.pop(path)
-        if tile:  # a large photo: overlapping tiles, blended
+        clean, op, observation, note, image, (tile, windows) = prepared.pop(path)
+        if tile or windows is not None:  # a large photo in tiles, or windows around holes
             began = time.perf_counter()
-            restored = restore_tiled(sampler, observation, op, seeds[path], tile=tile,
-                                     overlap=args.overlap, progress=False)
-            result = SampleResult(restored, nfe="",  # per tile: not one number
+            restored = _restore_parts(args, sampler, observation, op, seeds[path], tile,
+                                      windows, progress=False)
+            result = SampleResult(restored, nfe="",  # per tile or window: not one number
                                   seconds={"total": time.perf_counter() - began})
         else:
             result = sampler(observation, op, seed=seeds[path])

@@ -200,14 +200,47 @@ def tile_size(args: argparse.Namespace, image: Any, op: Any) -> int | None:
                          "downscale it first")
     from dipprior.pipeline.tiles import check_tiles
 
-    check_tiles(op, h, w, tile, args.overlap)
+    if not is_noise_free_inpainting(op):  # those restore windows around the holes instead
+        check_tiles(op, h, w, tile, args.overlap)
     return tile
 
 
+def is_noise_free_inpainting(op: Any) -> bool:
+    """Whether ``op`` is inpainting without noise: restored in windows around the holes."""
+    from dipprior.operators import Inpaint
+
+    return isinstance(op, Inpaint) and op.noise_sigma == 0
+
+
+def inpaint_windows(args: argparse.Namespace, observation: Any, op: Any,
+                    tile: int | None) -> list | None:
+    """Noise-free inpainting: the windows around the holes (``--context`` pixels around each,
+    sides at most ``tile``), checked before any work; None for another task or when the one
+    window is the whole image (restored in one pass, as without windows)."""
+    from dipprior.pipeline.windows import Window, check_known, hole_windows, missing_pixels
+
+    if not is_noise_free_inpainting(op):
+        return None
+    if args.context < 0:
+        raise ValueError(f"--context: expected pixels >= 0, got {args.context}")
+    h, w = observation.shape[-2:]
+    side = tile or max(h, w, 2 * args.context + 16)
+    if side < 2 * args.context + 16:
+        raise ValueError(f"--context: {args.context} pixels around a hole need windows of at "
+                         f"least {2 * args.context + 16} (--tile {tile}); use a smaller "
+                         "--context or a larger --tile")
+    windows = hole_windows(missing_pixels(op), args.context, side)
+    if windows == [Window(0, 0, h, w)]:
+        return None
+    check_known(op, windows)
+    return windows
+
+
 def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: Any,
-              model: Any, tile: int | None) -> str:
+              model: Any, tile: int | None, windows: list | None = None) -> str:
     """Estimated seconds and memory of the restoration, printed before any work; refuses (one
-    line, naming the options that help) what does not fit in memory or in ``--time-limit``."""
+    line, naming the options that help) what does not fit in memory or in ``--time-limit``.
+    With ``windows`` (noise-free inpainting) only the windows count: the rest is copied."""
     import os
 
     from dipprior.pipeline.presets import budget_config, recommended_config
@@ -217,6 +250,10 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
     h, w = op.input_shape(tuple(image.shape))[-2:]  # the restored image (sr: the large one)
     side = tile or max(h, w)
     tile_pixels = min(side, h) * min(side, w)
+    if windows is not None:  # the model sees the windows only: the largest sets the memory
+        largest = max(windows, key=lambda win: win.pixels, default=None)
+        side = max((max(win.h, win.w) for win in windows), default=16)
+        tile_pixels = largest.pixels if largest is not None else 0
     budget = parse_budget(args)  # the sampler picks the budget's point per call: per tile
     cfg = config or (budget_config(op, budget, tile_pixels) if budget is not None
                      else recommended_config(op))
@@ -229,10 +266,12 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
         copy_bytes = 4.0 * sum(t.numel() for t in model.parameters())  # the adapted copy
         backward_per_pixel = 3 * TILE_BYTES_PER_PIXEL * a.batch  # activations kept for backward
     n_tiles = len(tile_starts(h, side, args.overlap)) * len(tile_starts(w, side, args.overlap))
+    work_pixels = (n_tiles * tile_pixels if windows is None
+                   else sum(win.pixels for win in windows))
     # a DIP iteration costs about one NFE; OVERHEAD: the sampler's own work per tile, blending
     # and writing (measured on the 12 MP photo: 506 s where the model calls alone read 300 s)
-    seconds = (OVERHEAD * _seconds_per_pixel(model, min(256, side)) * n_tiles * tile_pixels
-               * (nfe + iterations + adapt_nfe))
+    seconds = (OVERHEAD * _seconds_per_pixel(model, min(256, side)) * work_pixels
+               * (nfe + iterations + adapt_nfe)) if work_pixels else 0.0
     memory = (BASE_BYTES + IMAGE_BYTES_PER_PIXEL * h * w
               + TILE_BYTES_PER_PIXEL * tile_pixels * cfg.samples
               + copy_bytes + backward_per_pixel * tile_pixels)
@@ -249,10 +288,17 @@ def plan_cost(args: argparse.Namespace, image: Any, op: Any, config: Any, dip: A
         raise ValueError(f"IMAGE: {what} would take about {seconds / 60:.0f} min "
                          f"({nfe} NFE{f' + {iterations} DIP iterations' if iterations else ''}"
                          f"{f' + about {adapt_nfe} for --adapt' if adapt_nfe else ''} "
-                         f"per {'tile' if tile else 'image'}), over --time-limit "
+                         f"per {'window' if windows else 'tile' if tile else 'image'}), over "
+                         f"--time-limit "
                          f"{args.time_limit:g} s; use --budget fast, fewer --steps, or a "
                          "larger --time-limit")
     tiles = f" in {n_tiles} tiles of {side}" if tile else ""
+    if windows is not None:
+        n = len(windows)
+        largest = max(windows, key=lambda win: win.pixels, default=None)
+        at_most = f"{largest.w}x{largest.h} at most, " if largest is not None else ""
+        tiles = (f": {n} window{'s' if n != 1 else ''} around the holes ({at_most}"
+                 f"{work_pixels / (h * w):.1%} of the pixels; the rest is copied)")
     return f"{what}{tiles}: expect about {seconds:.0f} s and {memory / 2**30:.1f} GiB"
 
 
