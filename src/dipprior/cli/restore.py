@@ -94,8 +94,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     if Path(args.image).is_dir():
         return _run_folder(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0:
+        print(f"rank {os.environ['RANK']}: one IMAGE is restored by rank 0 alone (a folder is "
+              "split across ranks)")
+        return 0
     from dipprior.io import load_image, save_image
     from dipprior.metrics import evaluate
     from dipprior.pipeline import DIPInitializedSampler
@@ -269,15 +275,27 @@ def _write_metrics(path: Path, rows: dict[str, dict[str, Any]], order: list[str]
 
 
 def _run_folder(args: argparse.Namespace) -> int:
+    from dipprior.cli import restore_ranks
+
+    ranks = restore_ranks.join()  # under torchrun: this rank's share of the images
+    try:
+        return _restore_folder(args, ranks)
+    finally:
+        restore_ranks.leave(ranks)
+
+
+def _restore_folder(args: argparse.Namespace, ranks: Any) -> int:
     from tqdm.auto import tqdm
 
+    from dipprior._distributed import gather, shard
+    from dipprior.cli import restore_ranks
     from dipprior.io import load_image, save_image
     from dipprior.metrics import evaluate
     from dipprior.pipeline import DIPInitializedSampler
     from dipprior.pipeline.checks import check_observation
     from dipprior.pipeline.result import SampleResult
 
-    # everything is checked before the first image is restored
+    # everything is checked before the first image is restored (on every rank alike)
     folder = Path(args.image)
     paths = _folder_images(folder)
     out = _check_output_folder(args.out, folder)
@@ -289,42 +307,54 @@ def _run_folder(args: argparse.Namespace) -> int:
     dip = dip_settings(args, task)
     names = _output_names(paths, dip=uses_dip(config, task, parse_budget(args)))
     metrics = out / METRICS
-    rows = _read_metrics(metrics) if args.simulate else {}
+    left_parts = restore_ranks.parts(out)  # rows an interrupted torchrun run kept
+    rows = restore_ranks.merged(_read_metrics(metrics) if args.simulate else {},
+                                [_read_metrics(p) for p in left_parts] if args.simulate else [])
     seeds = {path: args.seed + i for i, path in enumerate(paths)}
-    todo = [p for p in paths if not (out / names[p][0]).exists()]
+    mine = shard(paths, ranks.rank, ranks.world)  # the split depends on the folder alone
+    todo = [p for p in mine if not (out / names[p][0]).exists()]
+    args.device = restore_ranks.rank_device(args.device, ranks)
     prepared = {}  # path -> (clean or None, operator, observation), checked before any work
-    for path in todo:
-        try:
-            image = load_image(path)
-            check_size(image, "IMAGE")
-            if args.simulate:
-                (op, observation), note = degrade_like(image, task, seeds[path]), ""
-            else:
-                (op, note), observation = real_operator(task, image), image
-            check_observation(observation, op)
-            tile = tile_size(args, image, op)
-            windows = inpaint_windows(args, observation, op, tile)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"IMAGE: {path.name}: {exc}") from None
-        prepared[path] = (image if args.simulate else None, op, observation, note, image,
-                          (tile, windows))
-    model, scheduler = load_prior(args) if todo else (None, None)
-    for path in todo:  # expected seconds and memory of each image, before any work
-        _, op, observation, _, image, (tile, windows) = prepared[path]
-        try:
-            plan = plan_cost(args, observation, op, config, dip, model, tile, windows)
-        except ValueError as exc:
-            raise ValueError(f"IMAGE: {path.name}: {exc}") from None
-        if tile or windows is not None:
-            print(f"{path.name}: {plan}")
+    model = scheduler = None
+    error: Exception | None = None
+    try:
+        for path in todo:
+            try:
+                image = load_image(path)
+                check_size(image, "IMAGE")
+                if args.simulate:
+                    (op, observation), note = degrade_like(image, task, seeds[path]), ""
+                else:
+                    (op, note), observation = real_operator(task, image), image
+                check_observation(observation, op)
+                tile = tile_size(args, image, op)
+                windows = inpaint_windows(args, observation, op, tile)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"IMAGE: {path.name}: {exc}") from None
+            prepared[path] = (image if args.simulate else None, op, observation, note, image,
+                              (tile, windows))
+        model, scheduler = load_prior(args) if todo else (None, None)
+        for path in todo:  # expected seconds and memory of each image, before any work
+            _, op, observation, _, image, (tile, windows) = prepared[path]
+            try:
+                plan = plan_cost(args, observation, op, config, dip, model, tile, windows)
+            except ValueError as exc:
+                raise ValueError(f"IMAGE: {path.name}: {exc}") from None
+            if tile or windows is not None:
+                print(f"{path.name}: {plan}")
+    except (ValueError, TypeError) as exc:
+        error = exc
+    restore_ranks.agree(error, ranks)  # every rank refuses, or none (no rank has written yet)
     out.mkdir(parents=True, exist_ok=True)
 
     order = [p.name for p in paths]
     if todo:
         sampler = DIPInitializedSampler(model, scheduler, config, budget=parse_budget(args),
                                         dip=dip, device=args.device, progress=not args.no_progress)
-    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="images", unit="image",
-               disable=args.no_progress or not todo)
+    prefix = f"[rank {ranks.rank}] " if ranks.enabled else ""
+    mine_rows: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"{prefix}images",
+               unit="image", disable=args.no_progress or not todo or ranks.rank > 0)
     for path in todo:
         output, dip_output = names[path]
         clean, op, observation, note, image, (tile, windows) = prepared.pop(path)
@@ -338,28 +368,43 @@ def _run_folder(args: argparse.Namespace) -> int:
             result = sampler(observation, op, seed=seeds[path])
         if dip_output and result.dip_image is not None:
             save_image(result.dip_image.clamp(0, 1), out / dip_output)
-        line = (f"wrote {out / output}{note}: t0={result.t0}, NFE={result.nfe}, seconds "
+        line = (f"{prefix}wrote {out / output}{note}: t0={result.t0}, NFE={result.nfe}, seconds "
                 f"{result.seconds['total']:.1f}")
         if clean is not None:
             m = evaluate(result.image, clean)
             dip_psnr = (evaluate(result.dip_image, clean)["psnr"]
                         if result.dip_image is not None else "")
-            rows[path.name] = {"Image": path.name, "PSNR": m["psnr"], "SSIM": m["ssim"],
-                               "MSE": m["mse"], "MAE": m["mae"], "Delta E": m["delta_e"],
-                               "DIP PSNR": dip_psnr, "t0": result.t0, "NFE": result.nfe,
-                               "Seconds": result.seconds["total"]}
-            # the row before the image: an image that exists always has its row
-            _write_metrics(metrics, rows, order)
+            mine_rows[path.name] = {"Image": path.name, "PSNR": m["psnr"], "SSIM": m["ssim"],
+                                    "MSE": m["mse"], "MAE": m["mae"], "Delta E": m["delta_e"],
+                                    "DIP PSNR": dip_psnr, "t0": result.t0, "NFE": result.nfe,
+                                    "Seconds": result.seconds["total"]}
+            # the row before the image: an image that exists always has its row (several
+            # ranks: in this rank's part, merged into metrics.csv at the end)
+            if ranks.enabled:
+                _write_metrics(restore_ranks.part_path(out, ranks.rank), mine_rows, order)
+            else:
+                _write_metrics(metrics, {**rows, **mine_rows}, order)
             line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
         save_image(like_input(result.image, image), out / output)
         tqdm.write(line)
         bar.update()
     bar.close()
-    summary = (f"restored {len(todo)} of {len(paths)} images into {out}"
-               + (f" ({len(paths) - len(todo)} skipped: output exists)"
-                  if len(todo) < len(paths) else ""))
+
+    # every rank done: rank 0 writes the one metrics file and removes the parts
+    restored = restore_ranks.finish(ranks, len(todo))
+    all_rows = restore_ranks.merged(rows, gather([mine_rows]) if ranks.enabled else [mine_rows])
+    if ranks.rank > 0:
+        return 0
+    if args.simulate and (left_parts or (ranks.enabled and restored)):
+        _write_metrics(metrics, all_rows, order)
+    for part in restore_ranks.parts(out):
+        part.unlink()
+    summary = (f"restored {restored} of {len(paths)} images into {out}"
+               + (f" ({len(paths) - restored} skipped: output exists)"
+                  if restored < len(paths) else "")
+               + (f" on {ranks.world} ranks" if ranks.enabled else ""))
     if args.simulate:
-        psnrs = [v for v in (_number(rows[n]["PSNR"]) for n in order if n in rows)
+        psnrs = [v for v in (_number(all_rows[n]["PSNR"]) for n in order if n in all_rows)
                  if v is not None]
         if psnrs:
             summary += (f"; {metrics}: average PSNR {sum(psnrs) / len(psnrs):.2f} dB over "
