@@ -208,3 +208,26 @@ def test_restore_inpaints_windows_and_keeps_known_bytes(tmp_path, capsys, model,
     assert main([*argv, "--time-limit", str(23 * 22 * 2 * 1.7 * 0.99)]) == 2
     assert "over --time-limit" in capsys.readouterr().err
     assert load_image(tmp_path / "out.png").shape == (3, 64, 80)
+
+
+def test_a_16_bit_png_keeps_its_known_pixels_to_the_last_bit(tmp_path, model):
+    from PIL import Image
+
+    from dipprior import _png
+    from dipprior.cli import main
+    from dipprior.diffusion import save
+
+    prior = str(save(model, Scheduler(), tmp_path / "m"))
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 65536, (40, 48, 3), dtype=np.uint16)
+    (tmp_path / "in.png").write_bytes(_png.encode_png(array))
+    mask = np.full((40, 48), 255, np.uint8)
+    mask[10:14, 20:24] = 0
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    assert main(["restore", str(tmp_path / "in.png"), "--task", "inpaint", "--mask",
+                 str(tmp_path / "mask.png"), "--model", prior, "--init", "classical",
+                 "--steps", "1", "--context", "4", "--no-progress",
+                 "--out", str(tmp_path / "out.png")]) == 0
+    out = _png.decode_png((tmp_path / "out.png").read_bytes())
+    assert out.dtype == np.uint16  # 16-bit in, 16-bit out
+    assert np.array_equal(out[mask == 255], array[mask == 255])

@@ -32,6 +32,7 @@ from dipprior.cli.restore_setup import (
     dip_settings,
     inpaint_windows,
     like_input,
+    output_bits,
     plan_cost,
     real_operator,
     sampler_settings,
@@ -139,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if windows is not None or tile:
         return _run_tiled(args, sampler, observation, op, image, clean, note, tile, windows)
     result = sampler(observation, op, seed=args.seed)
-    save_image(like_input(result.image, image), args.out)
+    save_image(like_input(result.image, image), args.out,
+               bits=output_bits(args.image, args.out))
     if args.save_dip and result.dip_image is not None:
         save_image(result.dip_image.clamp(0, 1), args.save_dip)
     line = (f"wrote {args.out}{note}: t0={result.t0}, NFE={result.nfe}, seconds DIP "
@@ -164,7 +166,8 @@ def _run_tiled(args: argparse.Namespace, sampler: Any, observation: Any, op: Any
     began = time.perf_counter()
     restored = _restore_parts(args, sampler, observation, op, args.seed, tile, windows,
                               progress=not args.no_progress)
-    save_image(like_input(restored.clamp(0, 1), image), args.out)
+    save_image(like_input(restored.clamp(0, 1), image), args.out,
+               bits=output_bits(args.image, args.out))
     parts = (f"{len(windows)} window{'s' if len(windows) != 1 else ''} around the holes"
              if windows is not None else f"tiles of {tile}")
     line = f"wrote {args.out}{note}: {parts}, seconds {time.perf_counter() - began:.1f}"
@@ -385,7 +388,8 @@ def _restore_folder(args: argparse.Namespace, ranks: Any) -> int:
             else:
                 _write_metrics(metrics, {**rows, **mine_rows}, order)
             line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
-        save_image(like_input(result.image, image), out / output)
+        save_image(like_input(result.image, image), out / output,
+                   bits=output_bits(path, out / output))
         tqdm.write(line)
         bar.update()
     bar.close()

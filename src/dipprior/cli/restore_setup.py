@@ -83,6 +83,20 @@ def real_operator(task: Any, image: Any) -> tuple[Any, str]:
     return op, f" (sigma estimated: {255 * sigma:.1f})"
 
 
+def output_bits(source: Any, target: Any) -> int:
+    """Bits per sample of a restored image: 16 for a 16-bit PNG input written as PNG (its known
+    pixels and precision kept), else 8."""
+    from pathlib import Path
+
+    from dipprior import _png
+
+    if Path(target).suffix.lower() != ".png":
+        return 8
+    with open(source, "rb") as f:
+        header = _png.read_header(f.read(33))
+    return 16 if header is not None and header["bit_depth"] == 16 else 8
+
+
 #: the preset each --init starts from (``pipeline.presets.method_configs``)
 PRESET_OF_INIT = {"noise": "DDPM", "observation": "Observation->DDPM", "dip": "DIP->DDPM",
                   "classical": "Classical->DDPM"}
