@@ -9,8 +9,6 @@ skipped and its metrics row kept.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +20,17 @@ from dipprior.cli.options import (
     add_sampler,
     add_task,
     check_output,
-    check_output_folder,
     load_prior,
     parse_budget,
+)
+from dipprior.cli.restore_files import (
+    METRICS,
+    check_out_folder,
+    folder_images,
+    number,
+    output_names,
+    read_metrics,
+    write_metrics,
 )
 from dipprior.cli.restore_setup import (
     check_size,
@@ -194,97 +200,17 @@ def _restore_parts(args: argparse.Namespace, sampler: Any, observation: Any, op:
 
 # ----------------------------------------------------------------------------- a folder
 
-METRICS = "metrics.csv"
-METRICS_COLUMNS = ["Image", "PSNR", "SSIM", "MSE", "MAE", "Delta E", "DIP PSNR", "t0", "NFE",
-                   "Seconds"]
-
-
-def _folder_images(folder: Path) -> list[Path]:
-    """The images of ``folder`` (:data:`dipprior.io.IMAGE_SUFFIXES`), sorted by file name."""
-    from dipprior.io import IMAGE_SUFFIXES
-
-    try:
-        paths = sorted(p for p in folder.iterdir()
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    except PermissionError:
-        raise PermissionError(f"IMAGE: folder {str(folder)!r} is not readable") from None
-    if not paths:
-        raise ValueError(f"IMAGE: folder {str(folder)!r} holds no images "
-                         f"({', '.join(IMAGE_SUFFIXES)})")
-    return paths
-
-
-def _check_output_folder(path: str, folder: Path) -> Path:
-    """``--out`` for a folder: an existing writable folder, or one that can be created."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: {path!r} is a file; IMAGE is a folder, so --out must be a "
-                         f"folder")
-    if not out.exists() and out.suffix.lower() in (".png", ".jpg", ".jpeg"):
-        raise ValueError(f"--out: {path!r} looks like a file name; IMAGE is a folder, so --out "
-                         f"must be a folder")
-    if out.exists() and out.resolve() == folder.resolve():
-        raise ValueError(f"--out: {path!r} is the input folder; choose another folder for the "
-                         f"restored images")
-    check_output_folder(path, "--out")  # an existing writable folder, or one it can create
-    return out
-
-
-def _output_names(paths: list[Path], dip: bool) -> dict[Path, tuple[str, str | None]]:
-    """Each image -> (output name, DIP output name or None); two images may not share one."""
-    names: dict[Path, tuple[str, str | None]] = {}
-    taken: dict[str, Path] = {}
-    for path in paths:
-        outputs = (f"{path.stem}.png", f"{path.stem}_dip.png" if dip else None)
-        for name in outputs:
-            if name is None:
-                continue
-            if name in taken:
-                raise ValueError(f"IMAGE: {taken[name].name!r} and {path.name!r} would both be "
-                                 f"written to {name!r}; rename one of them")
-            taken[name] = path
-        names[path] = outputs
-    return names
-
-
-def _read_metrics(path: Path) -> dict[str, dict[str, str]]:
-    """Rows of an existing ``metrics.csv`` by image file name (empty when there is none)."""
-    if not path.exists():
-        return {}
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            header = reader.fieldnames or []
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"--out: cannot read {str(path)!r} ({exc})") from None
-    if header != METRICS_COLUMNS:
-        raise ValueError(f"--out: {str(path)!r} is not a metrics table of `dipprior restore` "
-                         f"(columns {header}); move it away")
-    return {row["Image"]: row for row in rows}
-
-
-def _write_metrics(path: Path, rows: dict[str, dict[str, Any]], order: list[str]) -> None:
-    """All rows, the folder's images in order first (rows of images no longer there last)."""
-    from dipprior._atomic import atomic_write_text
-
-    rank = {name: i for i, name in enumerate(order)}
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, METRICS_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for name in sorted(rows, key=lambda n: rank.get(n, len(order))):
-        writer.writerow({k: rows[name].get(k, "") for k in METRICS_COLUMNS})
-    atomic_write_text(path, buffer.getvalue())
-
-
 def _run_folder(args: argparse.Namespace) -> int:
     from dipprior.cli import restore_ranks
 
     ranks = restore_ranks.join()  # under torchrun: this rank's share of the images
     try:
-        return _restore_folder(args, ranks)
-    finally:
-        restore_ranks.leave(ranks)
+        code = _restore_folder(args, ranks)
+    except BaseException:
+        restore_ranks.leave(ranks, done=False)
+        raise
+    restore_ranks.leave(ranks)
+    return code
 
 
 def _restore_folder(args: argparse.Namespace, ranks: Any) -> int:
@@ -300,19 +226,19 @@ def _restore_folder(args: argparse.Namespace, ranks: Any) -> int:
 
     # everything is checked before the first image is restored (on every rank alike)
     folder = Path(args.image)
-    paths = _folder_images(folder)
-    out = _check_output_folder(args.out, folder)
+    paths = folder_images(folder)
+    out = check_out_folder(args.out, folder)
     if args.save_dip:
         raise ValueError("--save-dip: only for a single IMAGE; for a folder the DIP images are "
                          "written to --out as <name>_dip.png")
     task = task_from(args)
     config = sampler_settings(args, task)
     dip = dip_settings(args, task)
-    names = _output_names(paths, dip=uses_dip(config, task, parse_budget(args)))
+    names = output_names(paths, dip=uses_dip(config, task, parse_budget(args)))
     metrics = out / METRICS
     left_parts = restore_ranks.parts(out)  # rows an interrupted torchrun run kept
-    rows = restore_ranks.merged(_read_metrics(metrics) if args.simulate else {},
-                                [_read_metrics(p) for p in left_parts] if args.simulate else [])
+    rows = restore_ranks.merged(read_metrics(metrics) if args.simulate else {},
+                                [read_metrics(p) for p in left_parts] if args.simulate else [])
     seeds = {path: args.seed + i for i, path in enumerate(paths)}
     mine = shard(paths, ranks.rank, ranks.world)  # the split depends on the folder alone
     todo = [p for p in mine if not (out / names[p][0]).exists()]
@@ -384,9 +310,9 @@ def _restore_folder(args: argparse.Namespace, ranks: Any) -> int:
             # the row before the image: an image that exists always has its row (several
             # ranks: in this rank's part, merged into metrics.csv at the end)
             if ranks.enabled:
-                _write_metrics(restore_ranks.part_path(out, ranks.rank), mine_rows, order)
+                write_metrics(restore_ranks.part_path(out, ranks.rank), mine_rows, order)
             else:
-                _write_metrics(metrics, {**rows, **mine_rows}, order)
+                write_metrics(metrics, {**rows, **mine_rows}, order)
             line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
         save_image(like_input(result.image, image), out / output,
                    bits=output_bits(path, out / output))
@@ -400,7 +326,7 @@ def _restore_folder(args: argparse.Namespace, ranks: Any) -> int:
     if ranks.rank > 0:
         return 0
     if args.simulate and (left_parts or (ranks.enabled and restored)):
-        _write_metrics(metrics, all_rows, order)
+        write_metrics(metrics, all_rows, order)
     for part in restore_ranks.parts(out):
         part.unlink()
     summary = (f"restored {restored} of {len(paths)} images into {out}"
@@ -408,17 +334,10 @@ def _restore_folder(args: argparse.Namespace, ranks: Any) -> int:
                   if restored < len(paths) else "")
                + (f" on {ranks.world} ranks" if ranks.enabled else ""))
     if args.simulate:
-        psnrs = [v for v in (_number(all_rows[n]["PSNR"]) for n in order if n in all_rows)
+        psnrs = [v for v in (number(all_rows[n]["PSNR"]) for n in order if n in all_rows)
                  if v is not None]
         if psnrs:
             summary += (f"; {metrics}: average PSNR {sum(psnrs) / len(psnrs):.2f} dB over "
                         f"{len(psnrs)} images")
     print(summary)
     return 0
-
-
-def _number(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None

@@ -87,11 +87,14 @@ def finish(ranks: Ranks, restored: int) -> int:
     return total
 
 
-def leave(ranks: Ranks) -> None:
-    """Leave the process group this command created."""
+def leave(ranks: Ranks, done: bool = True) -> None:
+    """Leave the process group this command created; when ``done`` (no rank failed), after
+    every rank got here, so that no rank tears its connections down under another's feet."""
     if ranks.owns_group:
         import torch.distributed as dist
 
+        if done:
+            dist.barrier()
         dist.destroy_process_group()
 
 
