@@ -177,13 +177,13 @@ def tables(result: dict[str, Any]) -> tuple[str, Any]:
 
 
 def plot(summary: list[dict[str, Any]], path: Path) -> Path | None:
-    from dipprior._mpl import pyplot
+    from dipprior._mpl import figure
 
-    plt = pyplot()
-    if plt is None:
+    fig = figure(figsize=(8, 3), dpi=90)
+    if fig is None:
         return None
     ch = [s["Channels"] for s in summary]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3), dpi=90)
+    a, b = fig.subplots(1, 2)
     for method, marker in (("DIP", "o"), ("DIP->DDPM", "s")):
         a.plot(ch, [s[f"{method} PSNR"] for s in summary], marker=marker, label=method)
     a.set_xscale("log", base=2)
@@ -201,7 +201,6 @@ def plot(summary: list[dict[str, Any]], path: Path) -> Path | None:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -256,7 +256,7 @@ def test_dipprior_checkpoint_folder(tmp_path, make_unet, monkeypatch):
 def test_diffusers_folder_without_diffusers_says_pip_install(tmp_path, monkeypatch):
     _pipeline_folder(tmp_path)
     monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers -> ImportError
-    with pytest.raises(ImportError, match="pip install diffusers"):
+    with pytest.raises(ImportError, match=r"pip install dipprior\[diffusers\]"):
         load_pretrained(tmp_path, device="cpu")
 
 

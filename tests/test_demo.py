@@ -87,7 +87,7 @@ def test_demo_is_deterministic_and_inpaints_with_a_given_model(tmp_path, make_un
     model = make_unet().eval()
     config = DemoConfig(tasks="inpaint", **TINY)
     a = run_demo(config, out=None, model=model, scheduler=Scheduler(), progress=False, log=None)
-    monkeypatch.setattr(_mpl, "pyplot", lambda: None)  # the figure without matplotlib
+    monkeypatch.setattr(_mpl, "figure", lambda **kwargs: None)  # the figure without matplotlib
     b = run_demo(config, out=tmp_path / "d", model=model, scheduler=Scheduler(),
                  progress=False, log=None)
     assert a.figure is None and a.csv is None and a.image_files == []
@@ -127,14 +127,14 @@ def test_demo_deblurs(make_unet):
 @pytest.mark.parametrize("stand_in", [None, "mock", "patched"])
 def test_figure_without_matplotlib_labels_every_column(tmp_path, monkeypatch, stand_in):
     # None: import matplotlib -> ImportError; "mock": what colour-science leaves in sys.modules
-    # when matplotlib is not installed; "patched": dipprior._mpl.pyplot() returns None
+    # when matplotlib is not installed; "patched": dipprior._mpl.figure() returns None
     from unittest import mock
 
     from dipprior import _mpl
     from dipprior.experiments import plots
 
     if stand_in == "patched":
-        monkeypatch.setattr(_mpl, "pyplot", lambda: None)
+        monkeypatch.setattr(_mpl, "figure", lambda **kwargs: None)
     else:
         fake = mock.MagicMock() if stand_in else None
         monkeypatch.setitem(sys.modules, "matplotlib", fake)

@@ -265,7 +265,7 @@ def test_plot_psnr_vs_seconds_writes_png_and_skips_without_matplotlib(tmp_path, 
     path = ex.plot_psnr_vs_seconds(points, tmp_path / "p.png", title="t")
     assert path == tmp_path / "p.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["p.png"]  # no temp file left
-    monkeypatch.setattr(_mpl, "pyplot", lambda: None)
+    monkeypatch.setattr(_mpl, "figure", lambda **kwargs: None)
     assert ex.plot_psnr_vs_seconds(points, tmp_path / "q.png") is None
     assert not (tmp_path / "q.png").exists()
 

@@ -141,6 +141,15 @@ def test_png_decoder_rejects_corruption():
         _png.decode_png(_png.encode_png(np.zeros((4, 4), np.uint8))[:-12])
 
 
+def test_png_decoder_rejects_an_unknown_filter_type():
+    header = struct.pack(">IIBBBBB", 2, 3, 16, 2, 0, 0, 0)
+    raw = b"".join(bytes([kind]) + bytes(12) for kind in (0, 5, 0))
+    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw))
+            + _chunk(b"IEND", b""))
+    with pytest.raises(ValueError, match="invalid PNG filter type 5"):
+        _png.decode_png(data)
+
+
 # ----------------------------------------------------------------------------- load / save
 
 

@@ -567,7 +567,7 @@ def test_auto_t0_uses_noise_level_on_model_scale(scheduler):
 
 def test_cbm3d_baseline_needs_bm3d(monkeypatch):
     monkeypatch.setitem(sys.modules, "bm3d", None)
-    with pytest.raises(ImportError, match="pip install bm3d"):
+    with pytest.raises(ImportError, match=r"pip install dipprior\[bm3d\]"):
         CBM3DBaseline()
 
 

@@ -21,7 +21,6 @@ _EXPORTS: dict[str, str] = {
     "Inpaint": "dipprior.operators",
     "SuperResolution": "dipprior.operators",
     "Blur": "dipprior.operators",
-    "Demosaic": "dipprior.operators",
     "TASKS": "dipprior.operators",
     "make_task": "dipprior.operators",
     "DIPConfig": "dipprior.dip",

@@ -1,13 +1,20 @@
-"""matplotlib, when it is really installed (plots are optional)."""
+"""matplotlib, when it is really installed (plots are optional), without touching its backend.
+
+Figures are drawn on a bare :class:`matplotlib.figure.Figure` and saved through its own canvas:
+pyplot is never imported and ``matplotlib.use`` never called, so a notebook user's backend stays
+what it was.
+"""
 
 from __future__ import annotations
 
 import types
 from typing import Any
 
+PLOT_HINT = "pip install dipprior[plot]"
 
-def pyplot() -> Any | None:
-    """``matplotlib.pyplot`` on the Agg backend, or None when matplotlib is not installed.
+
+def figure(**kwargs: Any) -> Any | None:
+    """A new ``matplotlib.figure.Figure(**kwargs)``, or None when matplotlib is not installed.
 
     colour-science puts ``unittest.mock`` stand-ins into ``sys.modules["matplotlib"]`` when
     matplotlib is missing, so a bare ``import matplotlib`` can succeed without matplotlib;
@@ -20,7 +27,6 @@ def pyplot() -> Any | None:
     if not isinstance(matplotlib, types.ModuleType) or not isinstance(
             getattr(matplotlib, "__version__", None), str):
         return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    return plt
+    return Figure(**kwargs)

@@ -3,7 +3,8 @@
 Pillow (and therefore imageio and scikit-image) reads 16-bit RGB(A) PNGs as 8-bit and cannot write
 them at all, so ``dipprior.io`` uses this module for 16-bit PNGs. It follows the PNG specification
 (ISO/IEC 15948): all five filter types, Adam7 interlacing, chunk CRCs checked. Palette images and
-bit depths below 8 are left to imageio.
+bit depths below 8 are left to imageio. Inflating and un-filtering run in C (zlib, and Pillow's
+PNG filter decoder one byte lane at a time); numpy does the rest.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import struct
 import zlib
 
 import numpy as np
+from PIL import Image
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> number of channels (0 grey, 2 RGB, 4 grey+alpha, 6 RGBA)
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 _COLOUR_TYPE = {c: t for t, c in _CHANNELS.items()}
+# number of channels -> the 8-bit Pillow mode whose pixels have that many bytes
+_PILLOW_MODE = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 # Largest image decoded: 2**28 pixels (16384 x 16384), 2 GiB as 16-bit RGBA. A header may claim
 # up to 2**31 - 1 on each side; checked before anything is allocated for it.
 MAX_PIXELS = 2**28
@@ -100,7 +104,7 @@ def decode_png(data: bytes) -> np.ndarray:
         size = h * (w * bpp + 1)
         if pos + size > raw.size:
             raise ValueError("data: truncated PNG image data")
-        out[r0::dr, c0::dc] = _unfilter(raw[pos:pos + size], h, w * bpp, bpp).reshape(h, w, bpp)
+        out[r0::dr, c0::dc] = _unfilter(raw[pos:pos + size], h, w, channels, depth // 8)
         pos += size
     dtype = np.dtype(">u2") if depth == 16 else np.dtype(np.uint8)
     return out.view(dtype).reshape(height, width, channels).astype(dtype.newbyteorder("="))
@@ -124,47 +128,26 @@ def _idat(data: bytes) -> bytes:
     raise ValueError("data: truncated PNG file (no IEND chunk)")
 
 
-def _unfilter(raw: np.ndarray, height: int, row_bytes: int, bpp: int) -> np.ndarray:
-    """Undo the per-row PNG filters of one (sub-)image; returns (height, row_bytes) uint8."""
-    lines = raw.reshape(height, row_bytes + 1)
-    out = np.empty((height, row_bytes), np.uint8)
-    prior = np.zeros(row_bytes, np.uint8)
-    for y in range(height):
-        kind, line = lines[y, 0], lines[y, 1:]
-        if kind == 0:
-            out[y] = line
-        elif kind == 1:  # Sub: running sum along the row, lane by lane (uint8 wraps mod 256)
-            out[y] = np.add.accumulate(line.reshape(-1, bpp), axis=0, dtype=np.uint8).ravel()
-        elif kind == 2:  # Up
-            out[y] = line + prior
-        elif kind == 3:  # Average: sequential in x, so plain Python
-            out[y] = _unfilter_average(line.tolist(), prior.tolist(), bpp)
-        elif kind == 4:  # Paeth
-            out[y] = _unfilter_paeth(line.tolist(), prior.tolist(), bpp)
-        else:
-            raise ValueError(f"data: invalid PNG filter type {kind}")
-        prior = out[y]
-    return out
+def _unfilter(raw: np.ndarray, height: int, width: int, channels: int,
+              itemsize: int) -> np.ndarray:
+    """Undo the per-row PNG filters of one (sub-)image -> (height, width, channels * itemsize).
 
-
-def _unfilter_average(line: list[int], prior: list[int], bpp: int) -> list[int]:
-    cur = line[:]
-    for i in range(len(cur)):
-        left = cur[i - bpp] if i >= bpp else 0
-        cur[i] = (cur[i] + ((left + prior[i]) >> 1)) & 0xFF
-    return cur
-
-
-def _unfilter_paeth(line: list[int], prior: list[int], bpp: int) -> list[int]:
-    cur = line[:]
-    for i in range(len(cur)):
-        if i >= bpp:
-            a, c = cur[i - bpp], prior[i - bpp]
-        else:
-            a = c = 0
-        b = prior[i]
-        p = a + b - c
-        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-        pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-        cur[i] = (cur[i] + pred) & 0xFF
-    return cur
+    The filters run in C, in Pillow's PNG ("zip") decoder.  Pillow keeps only the high byte of
+    16-bit colour, so each byte lane goes through it as its own 8-bit image with the same filter
+    bytes: a filter predicts byte ``i`` from bytes ``i - bpp`` (left), ``i`` and ``i - bpp`` (row
+    above), that is from the same lane of the neighbouring pixels, so the high bytes of a 16-bit
+    image are exactly an 8-bit image with ``channels`` channels filtered the same way (and the
+    low bytes another).
+    """
+    lines = raw.reshape(height, 1 + width * channels * itemsize)
+    kinds = lines[:, :1]
+    if int(kinds.max()) > 4:
+        raise ValueError(f"data: invalid PNG filter type {int(kinds.max())}")
+    lanes = lines[:, 1:].reshape(height, width * channels, itemsize)
+    out = np.empty((height, width * channels, itemsize), np.uint8)
+    mode = _PILLOW_MODE[channels]
+    for lane in range(itemsize):
+        stream = np.concatenate([kinds, lanes[:, :, lane]], axis=1).tobytes()
+        image = Image.frombytes(mode, (width, height), zlib.compress(stream, 0), "zip", mode)
+        out[:, :, lane] = np.asarray(image).reshape(height, width * channels)
+    return out.reshape(height, width, channels * itemsize)

@@ -84,17 +84,17 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
 def plot_loss_curve(history: Sequence[tuple[int, float]], path: str | os.PathLike,
                     title: str = "training loss") -> Path | None:
     """A small PNG of the loss (raw and moving average, log scale); None without matplotlib."""
-    from dipprior._mpl import pyplot
+    from dipprior._mpl import figure
 
-    plt = pyplot()
-    if plt is None:
-        return None
     if not history:
         raise ValueError("history: empty")
+    fig = figure(figsize=(5, 3), dpi=80)
+    if fig is None:
+        return None
     steps = [s for s, _ in history]
     losses = [v for _, v in history]
     window = max(1, len(losses) // 50)
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=80)
+    ax = fig.subplots()
     ax.plot(steps, losses, color="0.75", linewidth=0.5, label="per step")
     ax.plot(steps, _smooth(losses, window), color="C0", linewidth=1.2,
             label=f"moving average ({window} steps)")
@@ -106,7 +106,6 @@ def plot_loss_curve(history: Sequence[tuple[int, float]], path: str | os.PathLik
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     path = Path(path)
     atomic_write_bytes(path, buffer.getvalue())
     return path

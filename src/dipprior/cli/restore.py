@@ -9,8 +9,6 @@ skipped and its metrics row kept.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -22,15 +20,25 @@ from dipprior.cli.options import (
     add_sampler,
     add_task,
     check_output,
-    check_output_folder,
     load_prior,
+)
+from dipprior.cli.restore_files import (
+    METRICS,
+    check_out_folder,
+    folder_images,
+    number,
+    output_names,
+    read_metrics,
+    write_metrics,
 )
 from dipprior.cli.restore_setup import (
     check_size,
     check_time_limit,
     degrade_like,
+    inpaint_windows,
     like_input,
     make_sampler,
+    output_bits,
     plan_cost,
     real_operator,
     sampler_settings,
@@ -73,6 +81,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="restore in overlapping tiles of this side, blended without seams "
                    "(denoise and inpaint); auto: 512 above 1024x1024 pixels; 0: never")
     p.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles")
+    p.add_argument("--context", type=int, default=32, metavar="PIXELS",
+                   help="noise-free inpainting: known pixels around each hole in its window "
+                   "(only windows around the holes are restored, no side longer than --tile; "
+                   "the rest is copied)")
     p.add_argument("--time-limit", type=float, default=3600, metavar="SECONDS",
                    help="refuse, before any work, an image whose estimated time is longer")
     p.add_argument("--save-dip", metavar="PNG", help="single IMAGE: also write the DIP image "
@@ -87,13 +99,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     if Path(args.image).is_dir():
         return _run_folder(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0:
+        print(f"rank {os.environ['RANK']}: one IMAGE is restored by rank 0 alone (a folder is "
+              "split across ranks)")
+        return 0
     from dipprior.io import load_image, save_image
     from dipprior.metrics import evaluate
 
-    check_output(args.out, "--out")
     check_time_limit(args)
+    check_output(args.out, "--out")
     if Path(args.out).resolve() == Path(args.image).resolve():
         raise ValueError(f"--out: {args.out!r} is the input image; write elsewhere")
     if args.save_dip:
@@ -113,14 +131,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         (op, note), observation = real_operator(task, image, args.seed), image
     tile = tile_size(args, image, op)
-    if tile and args.save_dip:
-        raise ValueError("--save-dip: not available when the image is restored in tiles")
-    sampler = make_sampler(args, settings, *load_prior(args), progress=not tile)
-    print(plan_cost(args, observation, op, sampler, tile), flush=True)
-    if tile:
-        return _run_tiled(args, sampler, observation, op, image, clean, note, tile)
+    windows = inpaint_windows(args, observation, op, tile)
+    if (tile or windows is not None) and args.save_dip:
+        raise ValueError("--save-dip: not available when the image is restored in tiles or in "
+                         "windows around the holes")
+    sampler = make_sampler(args, settings, *load_prior(args),
+                           progress=not tile and windows is None)
+    print(plan_cost(args, observation, op, sampler, tile, windows), flush=True)
+    if windows is not None or tile:
+        return _run_tiled(args, sampler, observation, op, image, clean, note, tile, windows)
     result = sampler(observation, op, seed=args.seed)
-    save_image(like_input(result.image, image, op), args.out)
+    save_image(like_input(result.image, image, op), args.out,
+               bits=output_bits(args.image, args.out))
     if args.save_dip and result.dip_image is not None:
         save_image(result.dip_image.clamp(0, 1), args.save_dip)
     line = (f"wrote {args.out}{note}: t0={result.t0}, NFE={result.nfe}, seconds DIP "
@@ -138,17 +160,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_tiled(args: argparse.Namespace, sampler: Any, observation: Any, op: Any, image: Any,
-               clean: Any, note: str, tile: int) -> int:
-
+               clean: Any, note: str, tile: int | None, windows: list | None = None) -> int:
     from dipprior.io import save_image
     from dipprior.metrics import evaluate
-    from dipprior.pipeline.tiles import restore_tiled
 
     began = time.perf_counter()
-    restored = restore_tiled(sampler, observation, op, args.seed, tile=tile,
-                             overlap=args.overlap, progress=not args.no_progress)
-    save_image(like_input(restored.clamp(0, 1), image, op), args.out)
-    line = f"wrote {args.out}{note}: tiles of {tile}, seconds {time.perf_counter() - began:.1f}"
+    restored = _restore_parts(args, sampler, observation, op, args.seed, tile, windows,
+                              progress=not args.no_progress)
+    save_image(like_input(restored.clamp(0, 1), image, op), args.out,
+               bits=output_bits(args.image, args.out))
+    parts = (f"{len(windows)} window{'s' if len(windows) != 1 else ''} around the holes"
+             if windows is not None else f"tiles of {tile}")
+    line = f"wrote {args.out}{note}: {parts}, seconds {time.perf_counter() - began:.1f}"
     if clean is not None:
         m = evaluate(restored, clean)
         line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
@@ -156,188 +179,156 @@ def _run_tiled(args: argparse.Namespace, sampler: Any, observation: Any, op: Any
     return 0
 
 
+def _restore_parts(args: argparse.Namespace, sampler: Any, observation: Any, op: Any,
+                   seed: int, tile: int | None, windows: list | None, progress: bool) -> Any:
+    """The image restored in ``windows`` around its holes, or else in tiles of ``tile``."""
+    if windows is not None:
+        from dipprior.pipeline.windows import restore_windows
+
+        return restore_windows(sampler, observation, op, seed, context=args.context,
+                               windows=windows, progress=progress)
+    from dipprior.pipeline.tiles import restore_tiled
+
+    return restore_tiled(sampler, observation, op, seed, tile=tile, overlap=args.overlap,
+                         progress=progress)
+
+
 # ----------------------------------------------------------------------------- a folder
 
-METRICS = "metrics.csv"
-METRICS_COLUMNS = ["Image", "PSNR", "SSIM", "MSE", "MAE", "Delta E", "DIP PSNR", "t0", "NFE",
-                   "Seconds"]
-
-
-def _folder_images(folder: Path) -> list[Path]:
-    """The images of ``folder`` (:data:`dipprior.io.IMAGE_SUFFIXES`), sorted by file name."""
-    from dipprior.io import IMAGE_SUFFIXES
-
-    try:
-        paths = sorted(p for p in folder.iterdir()
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    except PermissionError:
-        raise PermissionError(f"IMAGE: folder {str(folder)!r} is not readable") from None
-    if not paths:
-        raise ValueError(f"IMAGE: folder {str(folder)!r} holds no images "
-                         f"({', '.join(IMAGE_SUFFIXES)})")
-    return paths
-
-
-def _check_output_folder(path: str, folder: Path) -> Path:
-    """``--out`` for a folder: an existing writable folder, or one that can be created."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: {path!r} is a file; IMAGE is a folder, so --out must be a "
-                         f"folder")
-    if not out.exists() and out.suffix.lower() in (".png", ".jpg", ".jpeg"):
-        raise ValueError(f"--out: {path!r} looks like a file name; IMAGE is a folder, so --out "
-                         f"must be a folder")
-    if out.exists() and out.resolve() == folder.resolve():
-        raise ValueError(f"--out: {path!r} is the input folder; choose another folder for the "
-                         f"restored images")
-    check_output_folder(path, "--out")  # an existing writable folder, or one it can create
-    return out
-
-
-def _output_names(paths: list[Path], dip: bool) -> dict[Path, tuple[str, str | None]]:
-    """Each image -> (output name, DIP output name or None); two images may not share one."""
-    names: dict[Path, tuple[str, str | None]] = {}
-    taken: dict[str, Path] = {}
-    for path in paths:
-        outputs = (f"{path.stem}.png", f"{path.stem}_dip.png" if dip else None)
-        for name in outputs:
-            if name is None:
-                continue
-            if name in taken:
-                raise ValueError(f"IMAGE: {taken[name].name!r} and {path.name!r} would both be "
-                                 f"written to {name!r}; rename one of them")
-            taken[name] = path
-        names[path] = outputs
-    return names
-
-
-def _read_metrics(path: Path) -> dict[str, dict[str, str]]:
-    """Rows of an existing ``metrics.csv`` by image file name (empty when there is none)."""
-    if not path.exists():
-        return {}
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            header = reader.fieldnames or []
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"--out: cannot read {str(path)!r} ({exc})") from None
-    if header != METRICS_COLUMNS:
-        raise ValueError(f"--out: {str(path)!r} is not a metrics table of `dipprior restore` "
-                         f"(columns {header}); move it away")
-    return {row["Image"]: row for row in rows}
-
-
-def _write_metrics(path: Path, rows: dict[str, dict[str, Any]], order: list[str]) -> None:
-    """All rows, the folder's images in order first (rows of images no longer there last)."""
-    from dipprior._atomic import atomic_write_text
-
-    rank = {name: i for i, name in enumerate(order)}
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, METRICS_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for name in sorted(rows, key=lambda n: rank.get(n, len(order))):
-        writer.writerow({k: rows[name].get(k, "") for k in METRICS_COLUMNS})
-    atomic_write_text(path, buffer.getvalue())
-
-
 def _run_folder(args: argparse.Namespace) -> int:
+    from dipprior.cli import restore_ranks
+
+    ranks = restore_ranks.join()  # under torchrun: this rank's share of the images
+    try:
+        code = _restore_folder(args, ranks)
+    except BaseException:
+        restore_ranks.leave(ranks, done=False)
+        raise
+    restore_ranks.leave(ranks)
+    return code
+
+
+def _restore_folder(args: argparse.Namespace, ranks: Any) -> int:
     from tqdm.auto import tqdm
 
+    from dipprior._distributed import gather, shard
+    from dipprior.cli import restore_ranks
     from dipprior.io import load_image, save_image
     from dipprior.metrics import evaluate
     from dipprior.pipeline.checks import check_observation
     from dipprior.pipeline.result import SampleResult
-    from dipprior.pipeline.tiles import restore_tiled
 
-    # everything is checked before the first image is restored
+    # everything is checked before the first image is restored (on every rank alike)
     folder = Path(args.image)
-    paths = _folder_images(folder)
-    out = _check_output_folder(args.out, folder)
+    paths = folder_images(folder)
+    out = check_out_folder(args.out, folder)
     check_time_limit(args)
     if args.save_dip:
         raise ValueError("--save-dip: only for a single IMAGE; for a folder the DIP images are "
                          "written to --out as <name>_dip.png")
     task = task_from(args)
     settings = sampler_settings(args)
-    names = _output_names(paths, dip=settings_use_dip(None, settings))
+    names = output_names(paths, dip=settings_use_dip(None, settings))
     metrics = out / METRICS
-    rows = _read_metrics(metrics) if args.simulate else {}
+    left_parts = restore_ranks.parts(out)  # rows an interrupted torchrun run kept
+    rows = restore_ranks.merged(read_metrics(metrics) if args.simulate else {},
+                                [read_metrics(p) for p in left_parts] if args.simulate else [])
     seeds = {path: args.seed + i for i, path in enumerate(paths)}
-    todo = [p for p in paths if not (out / names[p][0]).exists()]
+    mine = shard(paths, ranks.rank, ranks.world)  # the split depends on the folder alone
+    todo = [p for p in mine if not (out / names[p][0]).exists()]
+    args.device = restore_ranks.rank_device(args.device, ranks)
     prepared = {}  # path -> (clean or None, operator, observation), checked before any work
-    for path in todo:
-        try:
-            image = load_image(path)
-            check_size(image, "IMAGE")
-            if args.simulate:
-                (op, observation), note = degrade_like(image, task, seeds[path]), ""
-            else:
-                (op, note), observation = real_operator(task, image, seeds[path]), image
-            check_observation(observation, op)
-            tile = tile_size(args, image, op)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"IMAGE: {path.name}: {exc}") from None
-        prepared[path] = (image if args.simulate else None, op, observation, note, image, tile)
-    sampler = make_sampler(args, settings, *load_prior(args)) if todo else None
-    for path in todo:  # expected seconds and memory of each image, before any work
-        _, op, observation, _, image, tile = prepared[path]
-        try:
-            plan = plan_cost(args, observation, op, sampler, tile)
-        except ValueError as exc:
-            raise ValueError(f"IMAGE: {path.name}: {exc}") from None
-        if tile:
-            print(f"{path.name}: {plan}")
+    sampler = None
+    error: Exception | None = None
+    try:
+        for path in todo:
+            try:
+                image = load_image(path)
+                check_size(image, "IMAGE")
+                if args.simulate:
+                    (op, observation), note = degrade_like(image, task, seeds[path]), ""
+                else:
+                    (op, note), observation = real_operator(task, image, seeds[path]), image
+                check_observation(observation, op)
+                tile = tile_size(args, image, op)
+                windows = inpaint_windows(args, observation, op, tile)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"IMAGE: {path.name}: {exc}") from None
+            prepared[path] = (image if args.simulate else None, op, observation, note, image,
+                              (tile, windows))
+        sampler = make_sampler(args, settings, *load_prior(args)) if todo else None
+        for path in todo:  # expected seconds and memory of each image, before any work
+            _, op, observation, _, image, (tile, windows) = prepared[path]
+            try:
+                plan = plan_cost(args, observation, op, sampler, tile, windows)
+            except ValueError as exc:
+                raise ValueError(f"IMAGE: {path.name}: {exc}") from None
+            if tile or windows is not None:
+                print(f"{path.name}: {plan}")
+    except (ValueError, TypeError) as exc:
+        error = exc
+    restore_ranks.agree(error, ranks)  # every rank refuses, or none (no rank has written yet)
     out.mkdir(parents=True, exist_ok=True)
 
     order = [p.name for p in paths]
-    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="images", unit="image",
-               disable=args.no_progress or not todo)
+    prefix = f"[rank {ranks.rank}] " if ranks.enabled else ""
+    mine_rows: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"{prefix}images",
+               unit="image", disable=args.no_progress or not todo or ranks.rank > 0)
     for path in todo:
         output, dip_output = names[path]
-        clean, op, observation, note, image, tile = prepared.pop(path)
-        if tile:  # a large photo: overlapping tiles, blended
+        clean, op, observation, note, image, (tile, windows) = prepared.pop(path)
+        if tile or windows is not None:  # a large photo in tiles, or windows around holes
             began = time.perf_counter()
-            restored = restore_tiled(sampler, observation, op, seeds[path], tile=tile,
-                                     overlap=args.overlap, progress=False)
-            result = SampleResult(restored, nfe="",  # per tile: not one number
+            restored = _restore_parts(args, sampler, observation, op, seeds[path], tile,
+                                      windows, progress=False)
+            result = SampleResult(restored, nfe="",  # per tile or window: not one number
                                   seconds={"total": time.perf_counter() - began})
         else:
             result = sampler(observation, op, seed=seeds[path])
         if dip_output and result.dip_image is not None:
             save_image(result.dip_image.clamp(0, 1), out / dip_output)
-        line = (f"wrote {out / output}{note}: t0={result.t0}, NFE={result.nfe}, seconds "
+        line = (f"{prefix}wrote {out / output}{note}: t0={result.t0}, NFE={result.nfe}, seconds "
                 f"{result.seconds['total']:.1f}")
         if clean is not None:
             m = evaluate(result.image, clean)
             dip_psnr = (evaluate(result.dip_image, clean)["psnr"]
                         if result.dip_image is not None else "")
-            rows[path.name] = {"Image": path.name, "PSNR": m["psnr"], "SSIM": m["ssim"],
-                               "MSE": m["mse"], "MAE": m["mae"], "Delta E": m["delta_e"],
-                               "DIP PSNR": dip_psnr, "t0": result.t0, "NFE": result.nfe,
-                               "Seconds": result.seconds["total"]}
-            # the row before the image: an image that exists always has its row
-            _write_metrics(metrics, rows, order)
+            mine_rows[path.name] = {"Image": path.name, "PSNR": m["psnr"], "SSIM": m["ssim"],
+                                    "MSE": m["mse"], "MAE": m["mae"], "Delta E": m["delta_e"],
+                                    "DIP PSNR": dip_psnr, "t0": result.t0, "NFE": result.nfe,
+                                    "Seconds": result.seconds["total"]}
+            # the row before the image: an image that exists always has its row (several
+            # ranks: in this rank's part, merged into metrics.csv at the end)
+            if ranks.enabled:
+                write_metrics(restore_ranks.part_path(out, ranks.rank), mine_rows, order)
+            else:
+                write_metrics(metrics, {**rows, **mine_rows}, order)
             line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
-        save_image(like_input(result.image, image, op), out / output)
+        save_image(like_input(result.image, image, op), out / output,
+                   bits=output_bits(path, out / output))
         tqdm.write(line)
         bar.update()
     bar.close()
-    summary = (f"restored {len(todo)} of {len(paths)} images into {out}"
-               + (f" ({len(paths) - len(todo)} skipped: output exists)"
-                  if len(todo) < len(paths) else ""))
+
+    # every rank done: rank 0 writes the one metrics file and removes the parts
+    restored = restore_ranks.finish(ranks, len(todo))
+    all_rows = restore_ranks.merged(rows, gather([mine_rows]) if ranks.enabled else [mine_rows])
+    if ranks.rank > 0:
+        return 0
+    if args.simulate and (left_parts or (ranks.enabled and restored)):
+        write_metrics(metrics, all_rows, order)
+    for part in restore_ranks.parts(out):
+        part.unlink()
+    summary = (f"restored {restored} of {len(paths)} images into {out}"
+               + (f" ({len(paths) - restored} skipped: output exists)"
+                  if restored < len(paths) else "")
+               + (f" on {ranks.world} ranks" if ranks.enabled else ""))
     if args.simulate:
-        psnrs = [v for v in (_number(rows[n]["PSNR"]) for n in order if n in rows)
+        psnrs = [v for v in (number(all_rows[n]["PSNR"]) for n in order if n in all_rows)
                  if v is not None]
         if psnrs:
             summary += (f"; {metrics}: average PSNR {sum(psnrs) / len(psnrs):.2f} dB over "
                         f"{len(psnrs)} images")
     print(summary)
     return 0
-
-
-def _number(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None

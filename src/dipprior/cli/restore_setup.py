@@ -80,6 +80,20 @@ def real_operator(choice: TaskChoice, image: Any, seed: int = 0) -> tuple[Any, s
                         **{**choice.params, **values}), note
 
 
+def output_bits(source: Any, target: Any) -> int:
+    """Bits per sample of a restored image: 16 for a 16-bit PNG input written as PNG (its known
+    pixels and precision kept), else 8."""
+    from pathlib import Path
+
+    from dipprior import _png
+
+    if Path(target).suffix.lower() != ".png":
+        return 8
+    with open(source, "rb") as f:
+        header = _png.read_header(f.read(33))
+    return 16 if header is not None and header["bit_depth"] == 16 else 8
+
+
 def sampler_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The sampler options given, as keyword settings: they refine each image's tuned preset
     (for ``--init``: that start's preset), as ``DIPInitializedSampler(**settings)`` does; none
@@ -194,23 +208,63 @@ def tile_size(args: argparse.Namespace, image: Any, op: Any) -> int | None:
                          "downscale it first")
     from dipprior.pipeline.tiles import check_tiles
 
-    check_tiles(op, h, w, tile, args.overlap)
+    if not is_noise_free_inpainting(op):  # those restore windows around the holes instead
+        check_tiles(op, h, w, tile, args.overlap)
     return tile
 
 
+def is_noise_free_inpainting(op: Any) -> bool:
+    """Whether ``op`` has pixels observed not at all and the rest exactly (its
+    :meth:`~dipprior.operators.Operator.holes`): restored in windows around the holes."""
+    return op.holes() is not None
+
+
+def inpaint_windows(args: argparse.Namespace, observation: Any, op: Any,
+                    tile: int | None) -> list | None:
+    """Noise-free inpainting: the windows around the holes (``--context`` pixels around each,
+    sides at most ``tile``), checked before any work; None for another task or when the one
+    window is the whole image (restored in one pass, as without windows)."""
+    from dipprior.pipeline.windows import Window, check_known, hole_windows, missing_pixels
+
+    if not is_noise_free_inpainting(op):
+        return None
+    if args.context < 0:
+        raise ValueError(f"--context: expected pixels >= 0, got {args.context}")
+    h, w = observation.shape[-2:]
+    side = tile or max(h, w, 2 * args.context + 16)
+    if side < 2 * args.context + 16:
+        raise ValueError(f"--context: {args.context} pixels around a hole need windows of at "
+                         f"least {2 * args.context + 16} (--tile {tile}); use a smaller "
+                         "--context or a larger --tile")
+    windows = hole_windows(missing_pixels(op), args.context, side)
+    if windows == [Window(0, 0, h, w)]:
+        return None
+    check_known(op, windows)
+    return windows
+
+
 def plan_cost(args: argparse.Namespace, observation: Any, op: Any, sampler: Any,
-              tile: int | None) -> str:
+              tile: int | None, windows: list | None = None) -> str:
     """Estimated seconds and memory of the restoration (the sampler's own :meth:`plan` of an
-    image, or of its first tile), printed before any work; refuses (one line, naming the
-    options that help) what does not fit in memory or in ``--time-limit``."""
+    image, or of its first tile or largest window), printed before any work; refuses (one line,
+    naming the options that help) what does not fit in memory or in ``--time-limit``.  With
+    ``windows`` (noise-free inpainting) only the windows count: the rest is copied."""
     import os
 
     from dipprior.pipeline.tiles import tile_starts
+    from dipprior.pipeline.windows import Window
 
     h, w = op.input_shape(tuple(observation.shape))[-2:]  # the restored image (sr: the large one)
     side = tile or max(h, w)
     tile_pixels = min(side, h) * min(side, w)
-    if tile:  # the sampler plans each tile as a call of its own
+    if windows is not None:  # the model sees the windows only: the largest sets the memory
+        largest = max(windows, key=lambda win: win.pixels, default=None)
+        side = max((max(win.h, win.w) for win in windows), default=16)
+        tile_pixels = largest.pixels if largest is not None else 0
+        crop = largest or Window(0, 0, min(16, h), min(16, w))
+        window_op = op.crop(crop.y0, crop.x0, crop.h, crop.w)
+        plan = sampler.plan(crop.crop(observation), window_op)[0]
+    elif tile:  # the sampler plans each tile as a call of its own
         th, tw = min(side, h), min(side, w)
         plan = sampler.plan(observation[..., :th, :tw], op.crop(0, 0, th, tw))[0]
     else:
@@ -222,10 +276,12 @@ def plan_cost(args: argparse.Namespace, observation: Any, op: Any, sampler: Any,
         copy_bytes = 4.0 * sum(t.numel() for t in model.parameters())  # the adapted copy
         backward_per_pixel = 3 * TILE_BYTES_PER_PIXEL * cfg.adapt.batch  # kept for backward
     n_tiles = len(tile_starts(h, side, args.overlap)) * len(tile_starts(w, side, args.overlap))
+    work_pixels = (n_tiles * tile_pixels if windows is None
+                   else sum(win.pixels for win in windows))
     # a DIP iteration costs about one NFE; OVERHEAD: the sampler's own work per tile, blending
     # and writing (measured on the 12 MP photo: 506 s where the model calls alone read 300 s)
-    seconds = (OVERHEAD * _seconds_per_pixel(model, min(256, side)) * n_tiles * tile_pixels
-               * (nfe + iterations + adapt_nfe))
+    seconds = (OVERHEAD * _seconds_per_pixel(model, min(256, side)) * work_pixels
+               * (nfe + iterations + adapt_nfe)) if work_pixels else 0.0
     memory = (BASE_BYTES + IMAGE_BYTES_PER_PIXEL * h * w
               + TILE_BYTES_PER_PIXEL * tile_pixels * cfg.samples
               + copy_bytes + backward_per_pixel * tile_pixels)
@@ -250,10 +306,17 @@ def plan_cost(args: argparse.Namespace, observation: Any, op: Any, sampler: Any,
         raise ValueError(f"IMAGE: {what} would take about {seconds / 60:.0f} min "
                          f"({nfe} NFE{f' + {iterations} DIP iterations' if iterations else ''}"
                          f"{f' + about {adapt_nfe} for --adapt' if adapt_nfe else ''} "
-                         f"per {'tile' if tile else 'image'}), over --time-limit "
+                         f"per {'window' if windows else 'tile' if tile else 'image'}), over "
+                         f"--time-limit "
                          f"{args.time_limit:g} s; use --budget fast, fewer --steps, or a "
                          "larger --time-limit")
     tiles = f" in {n_tiles} tiles of {side}" if tile else ""
+    if windows is not None:
+        n = len(windows)
+        largest = max(windows, key=lambda win: win.pixels, default=None)
+        at_most = f"{largest.w}x{largest.h} at most, " if largest is not None else ""
+        tiles = (f": {n} window{'s' if n != 1 else ''} around the holes ({at_most}"
+                 f"{work_pixels / (h * w):.1%} of the pixels; the rest is copied)")
     return f"{what}{tiles}: expect about {seconds:.0f} s and {memory / 2**30:.1f} GiB"
 
 

@@ -35,7 +35,7 @@ __all__ = ["DenoiserPrior", "DiffusersUNet", "load_diffusers", "scheduler_from_d
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 DIFFUSERS_PICKLE = "diffusion_pytorch_model.bin"
 DIFFUSERS_SCHEDULER = "scheduler_config.json"
-PIP_HINT = "pip install diffusers"
+PIP_HINT = "pip install dipprior[diffusers]"
 
 # ------------------------------------------------------------ scheduler config mapping
 SCHEDULER_CLASSES = ("DDPMScheduler", "DDIMScheduler")

@@ -23,14 +23,14 @@ def plot_quality_vs_nfe(rows: Sequence[Mapping[str, Any]], path: str | os.PathLi
 
     Written atomically as PNG.  Needs matplotlib (``pip install dipprior[plot]``).
     """
-    from dipprior._mpl import pyplot
+    from dipprior._mpl import PLOT_HINT, figure
 
-    plt = pyplot()
-    if plt is None:
-        raise ImportError("plot_quality_vs_nfe needs matplotlib: pip install matplotlib")
     if not rows:
         raise ValueError("rows: empty")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig = figure(figsize=(10, 4), layout="constrained")
+    if fig is None:
+        raise ImportError(f"plot_quality_vs_nfe needs matplotlib: {PLOT_HINT}")
+    axes = fig.subplots(1, 2)
     methods = list(dict.fromkeys(r["Method"] for r in rows))
     for method in methods:
         sel = sorted((r for r in rows if r["Method"] == method), key=lambda r: r["NFE"])
@@ -51,7 +51,7 @@ def plot_quality_vs_nfe(rows: Sequence[Mapping[str, Any]], path: str | os.PathLi
     axes[0].legend()
     if title:
         fig.suptitle(title)
-    _write_figure(plt, fig, path, dpi=120)
+    _write_figure(fig, path, dpi=120)
 
 
 def plot_psnr_vs_seconds(points: Mapping[str, Sequence[tuple[float, float]]],
@@ -60,12 +60,12 @@ def plot_psnr_vs_seconds(points: Mapping[str, Sequence[tuple[float, float]]],
     """Mean PSNR against mean seconds (log x), one marker or line per method: ``points`` maps a
     method to its ``(seconds, psnr)`` points.  Written atomically as PNG; None (nothing
     written) without matplotlib."""
-    from dipprior._mpl import pyplot
+    from dipprior._mpl import figure
 
-    plt = pyplot()
-    if plt is None:
+    fig = figure(figsize=(6, 4))
+    if fig is None:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    ax = fig.subplots()
     for method, pts in points.items():
         pts = sorted(p for p in pts if math.isfinite(p[0]))
         if pts:
@@ -78,7 +78,7 @@ def plot_psnr_vs_seconds(points: Mapping[str, Sequence[tuple[float, float]]],
         ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return _write_figure(plt, fig, path, dpi=120, bbox_inches="tight")
+    return _write_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def save_figure(panels: dict[str, dict[str, torch.Tensor]],
@@ -92,17 +92,16 @@ def save_figure(panels: dict[str, dict[str, torch.Tensor]],
     the image name on the left, small crops enlarged (nearest neighbour, an integer factor) so
     that the labels fit.  Written atomically either way.
     """
-    from dipprior._mpl import pyplot
+    from dipprior._mpl import figure
 
     path = Path(path)
     psnr = psnr or {}
-    plt = pyplot()
-    if plt is None:
-        return _save_grid(panels, path, psnr, title)
     names = list(panels)
     columns = list(next(iter(panels.values())))
-    fig, axes = plt.subplots(len(names), len(columns), squeeze=False,
-                             figsize=(1.9 * len(columns), 2.15 * len(names) + 0.35), dpi=72)
+    fig = figure(figsize=(1.9 * len(columns), 2.15 * len(names) + 0.35), dpi=72)
+    if fig is None:
+        return _save_grid(panels, path, psnr, title)
+    axes = fig.subplots(len(names), len(columns), squeeze=False)
     for r, name in enumerate(names):
         for c, column in enumerate(columns):
             ax = axes[r][c]
@@ -119,13 +118,13 @@ def save_figure(panels: dict[str, dict[str, torch.Tensor]],
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _write_figure(plt, fig, path)
+    return _write_figure(fig, path)
 
 
-def _write_figure(plt: Any, fig: Any, path: str | os.PathLike, **savefig: Any) -> Path:
+def _write_figure(fig: Any, path: str | os.PathLike, **savefig: Any) -> Path:
+    """``fig`` (a bare Figure, no pyplot) as PNG bytes, written atomically."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", **savefig)
-    plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from dipprior._tensor import randn
-from dipprior.operators.registry import Param, Task, register
+from dipprior.operators.registry import Param, Task, noise_level, register
 
 Tensor = torch.Tensor
 Rho = float | Tensor
@@ -141,7 +141,8 @@ class Operator:
     * :meth:`classical_t0`: where a chain from that restoration starts;
     * :meth:`dip_stage`: the DIP fit it gets when none is given;
     * :meth:`crop`: the operator of a window of the image, for tiles (None: it couples pixels
-      across any cut);
+      across any cut); :meth:`holes`: pixels observed not at all, the rest exactly (restored in
+      windows around them);
     * :attr:`identity`: ``A = I`` (with noise: Gaussian denoising, whose grey photos are
       whitened and whose adaptation loss is recorrupted-to-recorrupted);
     * :attr:`keeps_grey`: a grey observation restores to a grey image (not so for a colour
@@ -186,6 +187,12 @@ class Operator:
         if self.noise_sigma > 0:
             return {"iterations": 2000, "early_stopping": "reference"}
         return {"iterations": DIP_BUDGET}
+
+    def holes(self) -> Tensor | None:
+        """(H, W) bool: the pixels this operator does not observe at all, where every other
+        pixel is observed exactly -- the image is then restored only in windows around them
+        (``pipeline.windows``); None (the default) where the operator has no such holes."""
+        return None
 
     def crop(self, top: int, left: int, height: int, width: int) -> Operator | None:
         """The operator of the window ``[top:top + height, left:left + width]`` of the image,
@@ -381,15 +388,9 @@ class Denoise(Operator):
 
 # ----------------------------------------------------------------------------- its task
 
-def _make_denoise(*, real: bool, sigma: float) -> Denoise:
-    if not 0 <= sigma <= 255:
-        raise ValueError(f"sigma: expected a noise std in 0..255 (8-bit pixel units), got "
-                         f"{sigma:g}")
-    return Denoise(sigma / 255.0)
-
-
 register(Task(
-    "denoise", "Gaussian denoising", _make_denoise,
+    "denoise", "Gaussian denoising",
+    lambda *, real, sigma: Denoise(noise_level(sigma, "sigma")),
     (Param("sigma", float, 25.0, "noise std, 0..255 units; for a real image estimated from it "
            "when not given", estimate=True),),
     label=lambda p: f"sigma {p['sigma']:g}",

@@ -21,7 +21,7 @@ from dipprior.operators.base import (
     _usable,
     scaled_t0,
 )
-from dipprior.operators.registry import OperatorFactory, Param, Task, register
+from dipprior.operators.registry import OperatorFactory, Param, Task, noise_level, register
 
 __all__ = ["DEBLUR_BLUR", "DEBLUR_SIGMA", "Blur", "gaussian_kernel", "motion_kernel",
            "parse_blur"]
@@ -332,10 +332,7 @@ def wiener(observation: torch.Tensor, operator: Blur, balance: float = WIENER_BA
 
 def _make_deblur(*, real: bool, blur: str, kernel: str | None, blur_sigma: float
                  ) -> Blur | OperatorFactory:
-    if not 0 <= blur_sigma <= 255:
-        raise ValueError(f"blur_sigma: expected a noise std in 0..255 (8-bit pixel units), "
-                         f"got {blur_sigma:g}")
-    sigma = blur_sigma / 255.0
+    sigma = noise_level(blur_sigma, "blur_sigma")
     if kernel is not None:
         from dipprior.io import load_kernel
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from dipprior.operators.base import Operator, Tensor, _check_one, _check_sigma, scaled_t0
-from dipprior.operators.registry import Param, Task, register
+from dipprior.operators.registry import Param, Task, noise_level, register
 
 __all__ = ["Demosaic", "PATTERNS", "DEMOSAICING", "demosaicing"]
 
@@ -125,10 +125,7 @@ def demosaicing(observation: Tensor, operator: Demosaic, method: str = "menon200
 
 
 def _make_demosaic(*, real: bool, pattern: str, cfa_sigma: float) -> Demosaic:
-    if not 0 <= cfa_sigma <= 255:
-        raise ValueError(f"cfa_sigma: expected a noise std in 0..255 (8-bit pixel units), got "
-                         f"{cfa_sigma:g}")
-    return Demosaic(pattern, cfa_sigma / 255.0)  # type: ignore[arg-type]
+    return Demosaic(pattern, noise_level(cfa_sigma, "cfa_sigma"))  # type: ignore[arg-type]
 
 
 register(Task(

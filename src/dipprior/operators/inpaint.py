@@ -101,6 +101,11 @@ class Inpaint(Operator):
     def classical_t0(self, num_train_timesteps: int = 1000) -> int:
         return holes_t0(self.mask, num_train_timesteps)
 
+    def holes(self) -> Tensor | None:
+        if self.noise_sigma > 0:  # every known pixel needs the model too
+            return None
+        return (self.mask == 0).any(dim=0)
+
     def crop(self, top: int, left: int, height: int, width: int) -> Inpaint:
         mask = self.mask[..., top:top + height, left:left + width]
         if not bool(mask.any()):

@@ -6,8 +6,8 @@ operator -- or, where every image gets its own (a random mask, a random camera s
 factory ``(image, generator) -> operator``.  Adding a task is its operator, its registry entry
 beside it and, where the defaults do not serve, its tuned settings (``pipeline.presets``).
 
->>> sorted(TASKS)[:3]
-['box', 'deblur', 'demosaic']
+>>> sorted(TASKS)[:2]
+['box', 'deblur']
 >>> make_task("sr", factor=2)
 SuperResolution(factor=2, kernel='bicubic', noise_sigma=0)
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Param", "Task", "TASKS", "register", "get_task", "make_task", "operator_for",
-           "OperatorFactory"]
+           "noise_level", "OperatorFactory"]
 
 #: ``(image, generator) -> operator``: a fresh operator per image (a random mask)
 OperatorFactory = Callable[[Any, Any], Any]
@@ -134,3 +134,13 @@ def operator_for(name: str, image: Any, *, seed: int = 0, real: bool = False,
     if hasattr(source, "proximal"):  # operators are callable too: tell them apart
         return source
     return source(image, torch.Generator().manual_seed(seed))
+
+
+def noise_level(value: float, name: str) -> float:
+    """A task parameter's noise std in 0..255 (8-bit pixel units) -> on the [0, 1] scale,
+    refused outside 0..255 in the user's units."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 255:
+        shown = f"{value:g}" if isinstance(value, (int, float)) else repr(value)
+        raise ValueError(f"{name}: expected a noise std in 0..255 (8-bit pixel units), got "
+                         f"{shown}")
+    return float(value) / 255.0

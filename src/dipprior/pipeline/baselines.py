@@ -75,7 +75,7 @@ class CBM3DBaseline:
             import bm3d  # noqa: F401
         except ImportError as exc:
             raise ImportError("CBM3DBaseline needs the optional 'bm3d' package: "
-                              "pip install bm3d") from exc
+                              "pip install dipprior[bm3d]") from exc
 
     def __repr__(self) -> str:
         return "CBM3DBaseline()"

@@ -74,7 +74,10 @@ def restore_tiled(restore: Callable[..., object], observation: torch.Tensor, ope
     overlapping ``tile`` x ``tile`` tiles of one (3, H, W) observation -> the blended image.
 
     Tile ``k`` (row-major) is seeded ``stream_seed(seed, TILE_SEEDS + 2 k)``.  An image no larger
-    than a tile is restored in one call with ``seed`` itself (the untiled result).
+    than a tile is restored in one call with ``seed`` itself (the untiled result).  Noise-free
+    inpainting: a tile without a missing pixel is copied (``restore`` never sees it) and every
+    known pixel comes back exactly as observed (:mod:`dipprior.pipeline.windows` restores only
+    windows around the holes, cheaper still).
     """
     if observation.dim() != 3:
         raise ValueError(f"observation: expected one image (3, H, W), got shape "
@@ -88,6 +91,7 @@ def restore_tiled(restore: Callable[..., object], observation: torch.Tensor, ope
     if len(rows) == len(cols) == 1:
         return _image(restore(observation, operator, seed=seed))
     tile_ops = check_tiles(operator, h, w, tile, overlap)
+    noise_free_holes = operator.holes() is not None
     th, tw = min(tile, h), min(tile, w)
     out = torch.zeros(observation.shape, dtype=torch.float32)
     total = torch.zeros(h, w)
@@ -96,15 +100,22 @@ def restore_tiled(restore: Callable[..., object], observation: torch.Tensor, ope
         for j, x0 in enumerate(cols):
             k = i * len(cols) + j
             y_tile = observation[:, y0:y0 + th, x0:x0 + tw]
-            image = _image(restore(y_tile, tile_ops[y0, x0],
-                                   seed=stream_seed(seed, TILE_SEEDS + 2 * k)))
+            if noise_free_holes and not bool(tile_ops[y0, x0].holes().any()):
+                image = y_tile  # nothing missing: copied, no model call
+            else:
+                image = _image(restore(y_tile, tile_ops[y0, x0],
+                                       seed=stream_seed(seed, TILE_SEEDS + 2 * k)))
             weight = tile_weight(th, tw, overlap, i > 0, i < len(rows) - 1, j > 0,
                                  j < len(cols) - 1)
             out[:, y0:y0 + th, x0:x0 + tw] += image.float().cpu() * weight
             total[y0:y0 + th, x0:x0 + tw] += weight
             bar.update()
     bar.close()
-    return (out / total).to(observation.device)
+    out = (out / total).to(observation.device)
+    if noise_free_holes:  # known pixels exactly as observed
+        known = operator.forward(torch.ones_like(observation)) != 0
+        out = torch.where(known, observation.to(out.dtype), out)
+    return out
 
 
 def _image(result: object) -> torch.Tensor:
