@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch.distributed as dist
 
 T = TypeVar("T")
+
+
+@dataclass
+class Ranks:
+    """This process's place among the ``torchrun`` workers (``0`` of ``1`` when alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
 
 
 def init_process_group(cuda: bool = False) -> bool:

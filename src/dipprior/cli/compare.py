@@ -5,18 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dipprior.cli.options import (
-    HELP,
-    add_dip,
-    add_runtime,
-    add_sampler,
-    add_task,
-    check_output_folder,
-    in_user_terms,
-    load_prior,
-    sampler_fields,
-    task_params,
-)
+from dipprior.cli import options
+from dipprior.cli.options import HELP, add_dip, add_runtime, add_sampler, add_task
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -54,21 +44,21 @@ def run(args: argparse.Namespace) -> int:
     from dipprior.operators import make_task
     from dipprior.operators.registry import get_task
 
-    check_output_folder(args.out, "--out")
-    check_output_folder(args.dip_cache, "--dip-cache")
+    options.check_output_folder(args.out, "--out")
+    options.check_output_folder(args.dip_cache, "--dip-cache")
     if args.size is not None and args.size < SSIM_MIN_SIZE:
         raise ValueError(f"--size: expected at least {SSIM_MIN_SIZE} (SSIM's 11x11 window), got "
                          f"{args.size}")
     rank, _ = init_distributed()
     images = load_folder(args.folder, args.n_images, args.size)
     try:  # a motion --blur draws a fresh kernel per image (image i from --seed + i)
-        operator = make_task(args.task, **task_params(args))
+        operator = make_task(args.task, **options.task_params(args))
     except (ValueError, TypeError, OSError) as exc:
-        raise in_user_terms(exc, get_task(args.task)) from None
-    settings = sampler_fields(args)
+        raise options.in_user_terms(exc, get_task(args.task)) from None
+    settings = options.sampler_fields(args)
     dip = {k: v for k, v in {"iterations": args.dip_iterations, "channels": args.dip_channels,
                              "early_stopping": args.early_stopping}.items() if v is not None}
-    methods = standard_methods(*load_prior(args), settings=settings, ddpm_steps=args.ddpm_steps,
+    methods = standard_methods(*options.load_prior(args), settings=settings, ddpm_steps=args.ddpm_steps,
                                dip={**dip, "device": args.device} if dip else None,
                                cbm3d=not args.no_cbm3d, classical=not args.no_classical,
                                task=args.task, device=args.device)

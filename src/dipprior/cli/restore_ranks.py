@@ -13,27 +13,12 @@ CPU and GPU machines alike.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dipprior._distributed import gather, init_process_group, rank_world
+from dipprior._distributed import Ranks, gather, init_process_group, rank_world
 
 PART = "metrics.rank{rank}.csv"
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place among the ``torchrun`` workers (``0, 1`` when alone)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
 
 
 def join() -> Ranks:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +18,12 @@ import torch.distributed as dist
 from torch import nn
 
 from dipprior._atomic import atomic_folder
-from dipprior._distributed import init_process_group, rank_world
+from dipprior._distributed import Ranks, init_process_group, rank_world
 from dipprior.diffusion import checkpoint as ckpt
 from dipprior.diffusion.scheduler import Scheduler
 
-__all__ = ["Ranks", "TrainState", "derive_seed", "read_checkpoint", "setup_distributed",
+__all__ = ["TrainState", "derive_seed", "read_checkpoint", "setup_distributed",
            "write_checkpoint"]
-
-
-@dataclass
-class Ranks:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
 
 
 def setup_distributed(device: torch.device | None) -> Ranks:

@@ -323,6 +323,16 @@ def scaled_t0(t0: float, num_train_timesteps: int) -> int:
     return min(round(t0 * num_train_timesteps / 1000), num_train_timesteps - 1)
 
 
+def _check_classical(observation: Tensor, operator: Operator, kind: type, what: str) -> Tensor:
+    """One observation (C, H, W) and an operator of ``kind`` for the classical restoration
+    ``what`` (named in the error) -> the observation."""
+    if not isinstance(operator, kind):
+        raise TypeError(f"operator: {what} needs a {kind.__name__} operator, got "
+                        f"{type(operator).__name__}")
+    _check_one(observation)
+    return observation
+
+
 def _check_one(y: Tensor, name: str = "observation") -> None:
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(y).__name__}")

@@ -16,7 +16,7 @@ from dipprior.operators.base import (
     Operator,
     Tensor,
     _as4d,
-    _check_one,
+    _check_classical,
     _check_sigma,
     _usable,
     scaled_t0,
@@ -316,11 +316,7 @@ def wiener(observation: torch.Tensor, operator: Blur, balance: float = WIENER_BA
     """
     from skimage.restoration import wiener as skimage_wiener
 
-    if not isinstance(operator, Blur):
-        raise TypeError(f"operator: wiener deconvolves for a Blur operator, got "
-                        f"{type(operator).__name__}")
-    _check_one(observation)
-    y = observation
+    y = _check_classical(observation, operator, Blur, "Wiener deconvolution")
     operator.forward(y)  # checks the image against the kernel
     psf = operator.kernel.numpy()
     out = np.stack([skimage_wiener(c, psf, balance, clip=False)

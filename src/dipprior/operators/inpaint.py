@@ -13,7 +13,7 @@ from dipprior.operators.base import (
     CLASSICAL_T0,
     Operator,
     Tensor,
-    _check_one,
+    _check_classical,
     _check_sigma,
     _usable,
     scaled_t0,
@@ -47,7 +47,27 @@ def _mask_tensor(mask: Tensor | np.ndarray) -> Tensor:
     return m
 
 
-class Inpaint(Operator):
+class Masked(Operator):
+    """``y = M * (x + sigma n)`` with a 0/1 mask ``M`` per pixel and channel: the algebra of
+    every masking operator (holes, colour filter arrays); a subclass gives the mask (``_m``)."""
+
+    def _m(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return x * self._m(x)
+
+    _adjoint = _forward
+
+    def _mask_observation(self, y: Tensor) -> Tensor:
+        return y * self._m(y)
+
+    def _prox(self, x0: Tensor, y: Tensor, lam: Tensor) -> Tensor:
+        # (M + lam) x = M y + lam x0 with M in {0, 1}; the unknown pixels keep x0, also at lam = 0.
+        return x0 + self._m(x0) * (y - x0) / (1.0 + lam)
+
+
+class Inpaint(Masked):
     """Missing pixels: ``y = M * (x + sigma n)`` with a binary mask ``M`` (1 = known pixel).
 
     ``mask`` is (H, W), (1, H, W) (same for all channels) or (3, H, W). Unknown pixels of the
@@ -82,18 +102,6 @@ class Inpaint(Operator):
             m = self.mask.to(device=x.device, dtype=x.dtype)
             self._cache[key] = m = m if _usable(m) else m.clone()
         return m
-
-    def _forward(self, x: Tensor) -> Tensor:
-        return x * self._m(x)
-
-    _adjoint = _forward
-
-    def _mask_observation(self, y: Tensor) -> Tensor:
-        return y * self._m(y)
-
-    def _prox(self, x0: Tensor, y: Tensor, lam: Tensor) -> Tensor:
-        # (M + lam) x = M y + lam x0 with M in {0, 1}; the unknown pixels keep x0, also at lam = 0.
-        return x0 + self._m(x0) * (y - x0) / (1.0 + lam)
 
     def classical(self, y: Tensor) -> Tensor:
         return biharmonic(y, self)
@@ -233,11 +241,7 @@ def biharmonic(observation: torch.Tensor, operator: Inpaint) -> torch.Tensor:
     """
     from skimage.restoration import inpaint_biharmonic
 
-    if not isinstance(operator, Inpaint):
-        raise TypeError(f"operator: biharmonic fills the holes of an Inpaint operator, got "
-                        f"{type(operator).__name__}")
-    _check_one(observation)
-    y = observation
+    y = _check_classical(observation, operator, Inpaint, "biharmonic inpainting")
     operator.forward(y)  # checks that the mask matches
     image = y.detach().cpu().double().numpy()
     missing = (operator.mask.cpu().numpy() == 0)

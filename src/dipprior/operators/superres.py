@@ -9,7 +9,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dipprior.operators.base import Operator, Tensor, _check_one, _check_sigma, _usable
+from dipprior.operators.base import (
+    Operator,
+    Tensor,
+    _check_classical,
+    _check_sigma,
+    _usable,
+)
 from dipprior.operators.registry import Param, Task, register
 
 # The largest factor accepted: x64 already turns a 4K image into 64x36 pixels, and the bicubic
@@ -178,11 +184,7 @@ def bicubic(observation: torch.Tensor, operator: SuperResolution) -> torch.Tenso
     """
     from PIL import Image
 
-    if not isinstance(operator, SuperResolution):
-        raise TypeError(f"operator: bicubic up-samples for a SuperResolution operator, got "
-                        f"{type(operator).__name__}")
-    _check_one(observation)
-    y = observation
+    y = _check_classical(observation, operator, SuperResolution, "bicubic up-sampling")
     h, w = operator.input_shape(y.shape)[-2:]
     channels = [np.asarray(Image.fromarray(c, mode="F").resize((w, h), Image.Resampling.BICUBIC))
                 for c in y.detach().cpu().float().numpy()]
