@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     settings = options.sampler_fields(args)
     dip = {k: v for k, v in {"iterations": args.dip_iterations, "channels": args.dip_channels,
                              "early_stopping": args.early_stopping}.items() if v is not None}
-    methods = standard_methods(*options.load_prior(args), settings=settings, ddpm_steps=args.ddpm_steps,
+    methods = standard_methods(*options.load_prior(args), settings=settings,
+                               ddpm_steps=args.ddpm_steps,
                                dip={**dip, "device": args.device} if dip else None,
                                cbm3d=not args.no_cbm3d, classical=not args.no_classical,
                                task=args.task, device=args.device)
