@@ -62,16 +62,11 @@ from typing import Any
 import torch
 
 from dipprior._atomic import atomic_write_text
+from dipprior._prior_export import export_pretrained, read_training_state  # maintainers' tool
 from dipprior.diffusion import checkpoint as ckpt
 from dipprior.experiments import load_folder
 from dipprior.pipeline.adapt import AdaptConfig
-from dipprior.pretrained import (
-    DEFAULT_NAME,
-    evaluate_denoiser,
-    export_pretrained,
-    fp16_roundtrip,
-    read_training_state,
-)
+from dipprior.pretrained import DEFAULT_NAME, evaluate_denoiser, fp16_roundtrip
 
 CURVE_FIELDS = ["step", "psnr", "ssim", "images", "crop", "sigma_255", "seed", "t",
                 "checkpoint_time"]

@@ -188,7 +188,7 @@ def test_measurement_loss_matches_a_hand_computed_case():
     op = Inpaint(mask)
     x = torch.full((3, 4, 4), 0.25)  # model scale -0.5
     y = torch.full((3, 4, 4), 0.75) * mask  # observed pixel 0.75 -> model scale 0.5
-    from dipprior.pipeline import observation_to_model_scale
+    from dipprior.pipeline.consistency import observation_to_model_scale
 
     loss = measurement_loss((2 * x - 1).unsqueeze(0), observation_to_model_scale(y, op), op)
     assert float(loss) == pytest.approx(1.0 / 16)  # one pixel of 16 off by 1 per channel

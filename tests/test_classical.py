@@ -20,7 +20,8 @@ from dipprior.operators import (
     hole_scale,
     random_pixel_mask,
 )
-from dipprior.pipeline import ClassicalBaseline, DIPInitializedSampler, SamplerConfig, noise_seed
+from dipprior.pipeline import ClassicalBaseline, DIPInitializedSampler, SamplerConfig
+from dipprior.pipeline.inputs import noise_seed
 from dipprior.pipeline.start import classical_t0
 
 

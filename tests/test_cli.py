@@ -218,3 +218,22 @@ def test_model_takes_a_guided_diffusion_pt_file(tmp_path, capsys, monkeypatch):
                                                   "parameters": 0, "model": tiny})
     assert main(args) == 0, capsys.readouterr().err
     assert load_image(tmp_path / "x.png").shape == (3, 24, 24)
+
+
+def test_a_bug_is_not_a_usage_error(monkeypatch, capsys):
+    """A TypeError that names no argument is ours: exit 1 and a request to report it."""
+    from dipprior.cli import restore
+
+    def broken(args):
+        return None + 1  # what a bug looks like
+
+    monkeypatch.setattr(restore, "run", broken)
+    assert main(["restore", "x.png", "--out", "y.png"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error (TypeError: unsupported operand" in err and "--debug" in err
+
+    def refuses(args):
+        raise TypeError("sigma: expected a number, got 'x'")  # our checks name the argument
+
+    monkeypatch.setattr(restore, "run", refuses)
+    assert main(["restore", "x.png", "--out", "y.png"]) == 2

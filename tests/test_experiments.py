@@ -13,6 +13,7 @@ import torch
 
 from dipprior import experiments as ex
 from dipprior import pipeline
+from dipprior._distributed import gather, shard
 from dipprior.cli import main
 from dipprior.diffusion import Scheduler, save
 from dipprior.dip import DIPConfig
@@ -178,12 +179,12 @@ def test_compare_bad_input():
 
 def test_shard_covers_every_item_once():
     items = list(range(11))
-    parts = [ex.shard(items, r, 3) for r in range(3)]
+    parts = [shard(items, r, 3) for r in range(3)]
     assert parts == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
     assert sorted(sum(parts, [])) == items
     with pytest.raises(ValueError, match="rank"):
-        ex.shard(items, 3, 3)
-    assert ex.gather([1, 2]) == [1, 2]  # not distributed: identity
+        shard(items, 3, 3)
+    assert gather([1, 2]) == [1, 2]  # not distributed: identity
 
 
 @pytest.mark.slow

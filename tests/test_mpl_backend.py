@@ -25,7 +25,7 @@ def test_plotting_leaves_the_backend_alone(tmp_path):
         import torch
         import dipprior, dipprior.experiments as ex
         from dipprior.experiments.plots import save_figure
-        from dipprior.prior_export import plot_loss_curve
+        from dipprior._prior_export import plot_loss_curve
         out = {str(tmp_path)!r}
         ex.plot_quality_vs_nfe([{{"Method": "A", "NFE": 1, "PSNR": 20.0, "Seconds": 1.0}}],
                                out + "/a.png")

@@ -21,11 +21,11 @@ from dipprior.pipeline import (
     DIPInitializedSampler,
     SamplerConfig,
     SampleResult,
-    auto_t0,
-    noise_seed,
-    observation_to_model_scale,
     resolve_t0,
 )
+from dipprior.pipeline.consistency import observation_to_model_scale
+from dipprior.pipeline.inputs import noise_seed
+from dipprior.pipeline.start import auto_t0
 
 SIGMA = 25 / 255
 DIP = DIPConfig(channels=8, depth=3, iterations=10, progress=False)

@@ -148,3 +148,17 @@ def test_no_isinstance_on_a_task_outside_the_operators():
 def test_demosaicing_took_at_most_three_source_files():
     files = [p.relative_to(SRC) for p in SRC.rglob("*.py") if "demosaic" in p.read_text().lower()]
     assert len(files) <= 3, files
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_restore_forecasts_the_plan(model, task):
+    """restore's forecast counts the NFE the sampler's plan says (its refusal names them)."""
+    from dipprior.cli import build_parser
+    from dipprior.cli.restore_setup import make_sampler, plan_cost, sampler_settings
+
+    op, y = _case(task)
+    args = build_parser().parse_args(["restore", "in.png", "--task", task, "--out", "o.png",
+                                      "--steps", "3", "--time-limit", "1e-9"])
+    sampler = make_sampler(args, sampler_settings(args), model, Scheduler())
+    with pytest.raises(ValueError, match=rf"\({sampler.plan(y, op)[0].nfe} NFE"):
+        plan_cost(args, y, op, sampler, None)

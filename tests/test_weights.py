@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import tiny_unet
-from dipprior import pretrained, prior_export
+from dipprior import _prior_export as prior_export
+from dipprior import pretrained
 from dipprior.diffusion import Scheduler, UNet, available_pretrained, load_pretrained, save, train
 from dipprior.diffusion.checkpoint import DEFAULT_PRETRAINED
 from dipprior.metrics import psnr
@@ -197,7 +198,7 @@ def test_export_roundtrip_card_and_atomic_replace(tmp_path, monkeypatch):
                                          "seconds": 12.5, "onestep_psnr": 27.75,
                                          "default_psnr": 27.8, "cbm3d_psnr": 27.25}}}
     curve = [{"step": 1, "psnr": 21.0, "ssim": 0.5}, {"step": 2, "psnr": 27.5, "ssim": 0.8}]
-    target = pretrained.export_pretrained(tmp_path / "run", "tiny", root=root,
+    target = prior_export.export_pretrained(tmp_path / "run", "tiny", root=root,
                                           training={"data": "four random images",
                                                     "patch_size": 16, "compute": "a test"},
                                           evaluation=evaluation, curve=curve)
@@ -227,11 +228,11 @@ def test_export_roundtrip_card_and_atomic_replace(tmp_path, monkeypatch):
     before = (target / "MODEL_CARD.md").read_text()
     monkeypatch.setattr(prior_export, "MAX_BYTES", 1000)
     with pytest.raises(ValueError, match="limit"):
-        pretrained.export_pretrained(tmp_path / "run", "tiny", root=root)
+        prior_export.export_pretrained(tmp_path / "run", "tiny", root=root)
     assert (target / "MODEL_CARD.md").read_text() == before
     assert sorted(p.name for p in root.iterdir()) == ["tiny"]
     monkeypatch.undo()
-    pretrained.export_pretrained(tmp_path / "run", "tiny", root=root, plot=False)
+    prior_export.export_pretrained(tmp_path / "run", "tiny", root=root, plot=False)
     assert "(not evaluated at export)" in (target / "MODEL_CARD.md").read_text()
     assert not (target / "loss_curve.png").exists()
     assert sorted(p.name for p in root.iterdir()) == ["tiny"]
@@ -239,11 +240,11 @@ def test_export_roundtrip_card_and_atomic_replace(tmp_path, monkeypatch):
 
 def test_export_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="name"):
-        pretrained.export_pretrained(tmp_path, "../escape", root=tmp_path / "w")
+        prior_export.export_pretrained(tmp_path, "../escape", root=tmp_path / "w")
     with pytest.raises(ValueError, match="does not exist"):
-        pretrained.export_pretrained(tmp_path / "missing", "x", root=tmp_path / "w")
+        prior_export.export_pretrained(tmp_path / "missing", "x", root=tmp_path / "w")
     save(UNet(base_channels=8, channel_mults=(1,), num_res_blocks=1), Scheduler(),
          tmp_path / "bare")
     # a bare save (no training state, no loss history) still exports
-    target = pretrained.export_pretrained(tmp_path / "bare", "bare", root=tmp_path / "w")
+    target = prior_export.export_pretrained(tmp_path / "bare", "bare", root=tmp_path / "w")
     assert "(no loss history in the checkpoint)" in (target / "MODEL_CARD.md").read_text()

@@ -48,7 +48,7 @@ from dipprior.operators.blur import DEBLUR_BLUR, DEBLUR_SIGMA
 from dipprior.operators.registry import operator_for
 
 __all__ = ["DEFAULT_IMAGES", "HOLES", "QUICK", "DemoConfig", "DemoResult", "methods_of",
-           "run_demo", "save_figure"]
+           "run_demo"]
 
 DEFAULT_IMAGES = ("astronaut", "chelsea", "motorcycle")
 DEMO_COLUMNS = ["Task", *COLUMNS]

@@ -1,8 +1,6 @@
-"""The shipped diffusion prior: export a training checkpoint into the package, and measure it.
+"""The shipped diffusion prior measured as a one-step denoiser (its export into the package is a
+maintainer's tool, ``dipprior._prior_export``).
 
-* :func:`export_pretrained` (:mod:`dipprior.prior_export`) turns a checkpoint directory
-  written by ``dipprior train`` into a shipped prior ``dipprior/weights/<name>/`` (float16 EMA
-  weights, config, model card, loss curve), swapped in whole.
 * :func:`one_step_denoise` uses the prior as a one-step Gaussian denoiser and
   :func:`evaluate_denoiser` scores it on held-out images -- the number the model card reports.
 
@@ -33,39 +31,12 @@ import torch
 
 from dipprior._tensor import eval_mode, to_image_scale, to_model_scale
 from dipprior.diffusion import checkpoint as ckpt
-from dipprior.diffusion.checkpoint import weights_root
 from dipprior.diffusion.sampling import model_output
 from dipprior.diffusion.scheduler import Scheduler
 from dipprior.metrics import ResultsTable, evaluate, results_table
-from dipprior.prior_export import (
-    CARD_FILE,
-    LOSS_PLOT_FILE,
-    MAX_BYTES,
-    export_pretrained,
-    model_card,
-    parameter_count,
-    plot_loss_curve,
-    read_loss_history,
-    read_training_state,
-)
 
-__all__ = [
-    "CARD_FILE",
-    "DEFAULT_NAME",
-    "LOSS_PLOT_FILE",
-    "MAX_BYTES",
-    "denoise_timestep",
-    "evaluate_denoiser",
-    "export_pretrained",
-    "fp16_roundtrip",
-    "model_card",
-    "one_step_denoise",
-    "parameter_count",
-    "plot_loss_curve",
-    "read_loss_history",
-    "read_training_state",
-    "weights_root",
-]
+__all__ = ["DEFAULT_NAME", "denoise_timestep", "evaluate_denoiser", "fp16_roundtrip",
+           "one_step_denoise"]
 
 DEFAULT_NAME = ckpt.DEFAULT_PRETRAINED
 

@@ -9,6 +9,7 @@ memory, disk, numerical blow-up) exits 1, and only ``--debug`` shows the traceba
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +23,8 @@ _COMMANDS = (train, restore, compare, demo)
 # exceptions that mean "the input was wrong" (exit 2) and "running failed" (exit 1)
 _USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
                  PermissionError)
+# our argument checks name what they refuse first: "sigma: expected ...", "--kernel: ..."
+_NAMES_ITS_INPUT = re.compile(r"^-{0,2}[A-Za-z_][\w.\[\]-]*: ")
 _RUN_ERRORS = (OSError, RuntimeError, MemoryError, ArithmeticError, ImportError, LookupError)
 
 
@@ -58,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         code = 2 if isinstance(exc, _USAGE_ERRORS) else 1
         message = str(exc) or type(exc).__name__
+        if isinstance(exc, TypeError) and not _NAMES_ITS_INPUT.match(message):
+            # a TypeError that names no argument is a bug of ours, not a usage error
+            print(f"dipprior {args.command}: internal error ({type(exc).__name__}: {message}); "
+                  "run again with --debug for the traceback and report it", file=sys.stderr)
+            return 1
         if isinstance(exc, MemoryError):
             message = "out of memory" + (f" ({exc})" if str(exc) else "")
         print(f"dipprior {args.command}: error: {message}", file=sys.stderr)

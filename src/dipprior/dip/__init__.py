@@ -22,7 +22,6 @@ from dipprior.dip.stopping import (
     discrepancy_stop_point,
     wmv_stop_point,
 )
-from dipprior.estimators import estimate_noise_sigma
 
 __all__ = [
     "WMV",
@@ -35,7 +34,6 @@ __all__ = [
     "SpikeGuard",
     "build_network",
     "discrepancy_stop_point",
-    "estimate_noise_sigma",
     "fit",
     "resolve_device",
     "wmv_stop_point",

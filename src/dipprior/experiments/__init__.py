@@ -22,7 +22,6 @@ Example:
     (['flat', 'Average'], ['Image', 'Method', 'PSNR'])
 """
 
-from dipprior._distributed import gather, shard
 from dipprior.experiments.ablations import best_fixed_t0, t0_ablation
 from dipprior.experiments.compare import COLUMNS, compare, paired_difference
 from dipprior.experiments.curves import quality_vs_nfe
@@ -54,7 +53,6 @@ __all__ = [
     "compare",
     "degrade",
     "fit_dip_cached",
-    "gather",
     "init_distributed",
     "load_folder",
     "paired_difference",
@@ -65,7 +63,6 @@ __all__ = [
     "run_method",
     "run_over_images",
     "save_figure",
-    "shard",
     "standard_methods",
     "t0_ablation",
 ]

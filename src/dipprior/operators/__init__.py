@@ -29,7 +29,6 @@ from dipprior.operators.base import (
     Operator,
     check_image,
     classical_start,
-    conjugate_gradient,
 )
 from dipprior.operators.blur import (
     DEBLUR_BLUR,
@@ -41,6 +40,7 @@ from dipprior.operators.blur import (
     parse_blur,
     wiener,
 )
+from dipprior.operators.cg import conjugate_gradient
 from dipprior.operators.demosaic import Demosaic, demosaicing
 from dipprior.operators.inpaint import (
     Inpaint,

@@ -22,13 +22,11 @@ Modules: :mod:`~dipprior.pipeline.config` (the settings), :mod:`~dipprior.pipeli
 
 from dipprior.pipeline.adapt import AdaptConfig
 from dipprior.pipeline.baselines import CBM3DBaseline, ClassicalBaseline, DIPBaseline
-from dipprior.pipeline.config import GUIDANCES, INITS, RENOISE, SamplerConfig, parse_t0
-from dipprior.pipeline.consistency import observation_to_model_scale
-from dipprior.pipeline.inputs import noise_seed
+from dipprior.pipeline.config import SamplerConfig, parse_t0
 from dipprior.pipeline.plan import Plan
 from dipprior.pipeline.result import SampleResult
 from dipprior.pipeline.sampler import DIPInitializedSampler
-from dipprior.pipeline.start import Start, auto_t0, forward_diffuse, plan_start, resolve_t0
+from dipprior.pipeline.start import resolve_t0
 from dipprior.pipeline.tasks import fit_dip
 
 __all__ = [
@@ -37,19 +35,10 @@ __all__ = [
     "ClassicalBaseline",
     "DIPBaseline",
     "DIPInitializedSampler",
-    "GUIDANCES",
     "Plan",
-    "INITS",
-    "RENOISE",
     "SampleResult",
     "SamplerConfig",
-    "Start",
-    "auto_t0",
     "fit_dip",
-    "forward_diffuse",
-    "noise_seed",
-    "observation_to_model_scale",
     "parse_t0",
-    "plan_start",
     "resolve_t0",
 ]

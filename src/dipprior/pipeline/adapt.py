@@ -174,8 +174,8 @@ def r2r_loss(denoise: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, s
 
 def measurement_loss(x0: torch.Tensor, y_model: torch.Tensor, operator: object) -> torch.Tensor:
     """``mean (A x0 - y)^2`` on the model scale: ``x0`` (N, C, H, W) in [-1, 1] and ``y_model``
-    from :func:`~dipprior.pipeline.observation_to_model_scale` (a linear ``A`` maps the model
-    scale's image to the model scale's observation)."""
+    from :func:`~dipprior.pipeline.consistency.observation_to_model_scale` (a linear ``A`` maps
+    the model scale's image to the model scale's observation)."""
     return (operator.forward(x0) - y_model).square().mean()
 
 
