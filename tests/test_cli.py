@@ -228,7 +228,7 @@ def test_a_bug_is_not_a_usage_error(monkeypatch, capsys):
         return None + 1  # what a bug looks like
 
     monkeypatch.setattr(restore, "run", broken)
-    assert main(["restore", "x.png", "--out", "y.png"]) == 1
+    assert main(["restore", "x.png", "--task", "denoise", "--out", "y.png"]) == 1
     err = capsys.readouterr().err
     assert "internal error (TypeError: unsupported operand" in err and "--debug" in err
 
@@ -236,4 +236,4 @@ def test_a_bug_is_not_a_usage_error(monkeypatch, capsys):
         raise TypeError("sigma: expected a number, got 'x'")  # our checks name the argument
 
     monkeypatch.setattr(restore, "run", refuses)
-    assert main(["restore", "x.png", "--out", "y.png"]) == 2
+    assert main(["restore", "x.png", "--task", "denoise", "--out", "y.png"]) == 2

@@ -11,12 +11,11 @@ from dipprior.dip import (
     ReferenceDistance,
     SkipNet,
     SpikeGuard,
-    estimate_noise_sigma,
     wmv_stop_point,
 )
 from dipprior.dip.fit import build_network, use_channels_last
 from dipprior.dip.net import too_small
-from dipprior.estimators import haar_diagonal
+from dipprior.estimators import estimate_noise_sigma, haar_diagonal
 from dipprior.operators import Denoise, Inpaint, SuperResolution, random_pixel_mask
 
 TINY = dict(channels=8, depth=3, input_depth=8, progress=False, check_every=10)
