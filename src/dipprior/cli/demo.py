@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 
 from dipprior.cli.options import HELP, add_dtype, add_runtime, check_output_folder
+from dipprior.operators import TASKS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "images/<task>/<image>_<method>.png to --out. Defaults take a few minutes on 2 CPU "
         "cores; --quick about one. Options left out take the defaults shown (or the --quick "
         "budget).")
-    p.add_argument("--task", nargs="+", choices=["inpaint", "box", "denoise", "sr", "deblur"],
+    p.add_argument("--task", nargs="+", choices=list(TASKS),
                    help=f"the degradations, one table each (default: {' '.join(d.tasks)})")
     p.add_argument("--out", default="dipprior-demo", metavar="DIR", help="output folder")
     p.add_argument("--quick", action="store_true",

@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dipprior.pipeline.config import SamplerConfig, parse_t0
+from dipprior.diffusion.scheduler import SPACINGS
+from dipprior.dip.config import EARLY_STOPPING
+from dipprior.pipeline.config import ERROR_ESTIMATES, RENOISE, SamplerConfig, parse_t0
 
 
 class HELP(argparse.ArgumentDefaultsHelpFormatter):
@@ -108,16 +110,16 @@ def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:
     p.add_argument("--eta", type=float, help="DDIM eta")
     p.add_argument("--zeta", type=float,
                    help="DiffPIR fresh-noise fraction in [0, 1] (instead of --eta)")
-    p.add_argument("--spacing", choices=["uniform", "quadratic"],
+    p.add_argument("--spacing", choices=SPACINGS,
                    help="timestep spacing of the reverse chain (quadratic: DiffPIR's 'quad')")
     p.add_argument("--lam", type=float,
                    help="DiffPIR lambda, official code's scale: rho_t = lam sigma_n^2 / sigma_t^2 "
                    "(deepinv's lambda_ = lam / 2; the old guidance_scale is lam / 4)")
-    p.add_argument("--renoise", choices=["auto", "full", "missing"],
+    p.add_argument("--renoise", choices=RENOISE,
                    help="DIP start: add the full forward noise of t0, or only what the DIP "
                    "image's estimated error leaves missing (auto: missing for noisy "
                    "observations)")
-    p.add_argument("--error-estimate", choices=["residual", "reference"],
+    p.add_argument("--error-estimate", choices=ERROR_ESTIMATES,
                    help="how the DIP image's error is estimated (reference: distance to the "
                    "prior's own restoration)")
     p.add_argument("--dip-observation", action="store_true", default=None,
@@ -138,7 +140,7 @@ def add_dip(p: argparse.ArgumentParser, iterations: int | None = None) -> None:
                    help="DIP budget" + ("" if iterations is not None
                                         else " (default: the task's default DIP stage)"))
     p.add_argument("--dip-channels", type=int, help="DIP channels per scale (default 64)")
-    p.add_argument("--early-stopping", choices=["wmv", "discrepancy", "reference"],
+    p.add_argument("--early-stopping", choices=[rule for rule in EARLY_STOPPING if rule],
                    help="DIP early stopping rule (reference: stopped by the prior's "
                    "restoration; default: the task's default DIP stage)")
 

@@ -45,6 +45,7 @@ from dipprior.cli.restore_setup import (
     task_from,
     tile_size,
 )
+from dipprior.pipeline.config import INITS
 from dipprior.pipeline.plan import settings_use_dip
 
 
@@ -68,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--simulate", action="store_true",
                    help="IMAGE is clean: degrade it (--sigma/--keep/--factor/--blur) and report "
                    "PSNR")
-    p.add_argument("--init", choices=["auto", "dip", "noise", "observation", "classical"],
+    p.add_argument("--init", choices=INITS,
                    help="start of the reverse chain (default: the task's preset; auto: the "
                    "observation for denoising, the classical restoration otherwise: "
                    "biharmonic for holes, bicubic for sr, Wiener for deblur)")

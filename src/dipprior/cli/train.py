@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dipprior.cli.options import HELP, add_runtime, check_output_folder
+from dipprior.diffusion.scheduler import BETA_SCHEDULES, PREDICTION_TYPES
 
 _MODEL_DEFAULTS: dict[str, Any] = {"base_channels": 64, "channel_mults": [1, 2, 2],
                                    "num_res_blocks": 2, "attention_resolutions": [],
@@ -53,9 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     arch.add_argument("--attention-resolutions",
                       help="comma list of down-sampling factors (1,2,4...), default none")
     arch.add_argument("--dropout", type=float, help="default 0.1")
-    arch.add_argument("--beta-schedule", choices=["linear", "scaled_linear", "cosine"],
+    arch.add_argument("--beta-schedule", choices=BETA_SCHEDULES,
                       help="default linear")
-    arch.add_argument("--prediction-type", choices=["epsilon", "sample", "v_prediction"],
+    arch.add_argument("--prediction-type", choices=PREDICTION_TYPES,
                       help="default epsilon")
     arch.add_argument("--num-train-timesteps", type=int, help="default 1000")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")

@@ -1,8 +1,6 @@
-"""The DDPM/DDIM noise schedule and reverse step, numerically matching diffusers.
-
-A :class:`Scheduler` holds no network: it knows the forward process
-``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` and how to take one reverse step from a model's
-output.  All tensors live on the model's ``[-1, 1]`` scale.
+"""The DDPM/DDIM noise schedule and reverse step, numerically matching diffusers: a
+:class:`Scheduler` holds no network, knows the forward process ``x_t = sqrt(abar_t) x0 +
+sqrt(1 - abar_t) eps`` and takes one reverse step from a model's output, on the [-1, 1] scale.
 """
 
 from __future__ import annotations
@@ -10,7 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -18,9 +16,12 @@ from dipprior._tensor import randn
 
 __all__ = ["Scheduler", "SchedulerOutput"]
 
-BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-SPACINGS = ("uniform", "quadratic")
+BetaSchedule = Literal["linear", "scaled_linear", "cosine"]
+PredictionType = Literal["epsilon", "sample", "v_prediction"]
+Spacing = Literal["uniform", "quadratic"]
+BETA_SCHEDULES: tuple[str, ...] = get_args(BetaSchedule)
+PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
+SPACINGS: tuple[str, ...] = get_args(Spacing)
 # our schedule name -> diffusers' name (to_config writes diffusers' names, from_config reads both)
 _DIFFUSERS_SCHEDULE = {"linear": "linear", "scaled_linear": "scaled_linear",
                        "cosine": "squaredcos_cap_v2"}

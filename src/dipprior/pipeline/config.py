@@ -8,18 +8,22 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
+from dipprior.diffusion.scheduler import SPACINGS, Spacing
 from dipprior.pipeline.adapt import AdaptConfig
 
-__all__ = ["SamplerConfig", "INITS", "GUIDANCES", "RENOISE", "SPACINGS", "parse_t0",
+__all__ = ["SamplerConfig", "INITS", "GUIDANCES", "RENOISE", "parse_t0",
            "rho_diffpir"]
 
-INITS = ("auto", "dip", "noise", "observation", "classical")
+# the string options, typed; the checks and the command line's choices read the same tuples
+Init = Literal["auto", "dip", "noise", "observation", "classical"]
+Renoise = Literal["auto", "full", "missing"]
+ErrorEstimate = Literal["residual", "reference"]
+INITS: tuple[str, ...] = get_args(Init)
 GUIDANCES = ("proximal", None)
-RENOISE = ("auto", "full", "missing")
-SPACINGS = ("uniform", "quadratic")
-ERROR_ESTIMATES = ("residual", "reference")
+RENOISE: tuple[str, ...] = get_args(Renoise)
+ERROR_ESTIMATES: tuple[str, ...] = get_args(ErrorEstimate)
 
 
 def rho_diffpir(lam: float, noise_sigma: float, sigma_t: float) -> float:
@@ -98,16 +102,16 @@ class SamplerConfig:
     (5, 10)
     """
 
-    init: str | Callable[..., Any] = "dip"
+    init: Init | Callable[..., Any] = "dip"
     t0: int | float | str = "auto"
     steps: int = 50
     eta: float = 0.0
     zeta: float | None = None
-    spacing: str = "uniform"
-    guidance: str | None = "proximal"
+    spacing: Spacing = "uniform"
+    guidance: Literal["proximal"] | None = "proximal"
     lam: float = 40.0
-    renoise: str = "auto"
-    error_estimate: str = "residual"
+    renoise: Renoise = "auto"
+    error_estimate: ErrorEstimate = "residual"
     dip_observation: bool = False
     samples: int = 1
     adapt: AdaptConfig | None = None
