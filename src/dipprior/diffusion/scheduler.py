@@ -19,9 +19,8 @@ __all__ = ["Scheduler", "SchedulerOutput"]
 BetaSchedule = Literal["linear", "scaled_linear", "cosine"]
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
 Spacing = Literal["uniform", "quadratic"]
-BETA_SCHEDULES: tuple[str, ...] = get_args(BetaSchedule)
-PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
-SPACINGS: tuple[str, ...] = get_args(Spacing)
+BETA_SCHEDULES, PREDICTION_TYPES, SPACINGS = (get_args(t) for t in (BetaSchedule, PredictionType,
+                                                                   Spacing))
 # our schedule name -> diffusers' name (to_config writes diffusers' names, from_config reads both)
 _DIFFUSERS_SCHEDULE = {"linear": "linear", "scaled_linear": "scaled_linear",
                        "cosine": "squaredcos_cap_v2"}
