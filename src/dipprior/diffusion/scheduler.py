@@ -88,10 +88,10 @@ class Scheduler:
     def __init__(
         self,
         num_train_timesteps: int = 1000,
-        beta_schedule: str = "linear",
+        beta_schedule: BetaSchedule = "linear",
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
-        prediction_type: str = "epsilon",
+        prediction_type: PredictionType = "epsilon",
         clip_sample: bool = True,
         clip_sample_range: float = 1.0,
     ) -> None:
@@ -246,7 +246,7 @@ class Scheduler:
 
     # ------------------------------------------------------------ timesteps
     def timesteps(self, num_steps: int, start: int | None = None,
-                  spacing: str = "uniform") -> torch.Tensor:
+                  spacing: Spacing = "uniform") -> torch.Tensor:
         """Unique int timesteps descending from ``start`` to 0, at most ``num_steps`` of them.
 
         ``start`` defaults to ``T - 1``.  ``num_steps=1`` gives ``[start]`` (one jump to x0).
