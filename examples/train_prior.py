@@ -180,7 +180,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not folder:
             continue
         table, summary = _evaluate(model, scheduler, folder, args, n_images=(
-            args.ood_n_images if label == args.ood_name and args.n_images is None else None))
+            args.ood_n_images if label == args.ood_name and args.n_images is None else None),
+            adapt_images=args.adapt_n_images)
         print(f"\n## {label}: one-step denoising, sigma={args.sigma:g}/255, {args.crop}x"
               f"{args.crop} center crops, seed {args.seed}, t={summary['t']} ({source})\n")
         print(table.to_markdown() if args.per_image else _average_only(table))

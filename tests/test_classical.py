@@ -345,3 +345,9 @@ def test_dip_observation_is_ignored_without_a_start_and_used_on_a_classical_one(
                                   progress=False)(y, op, seed=0)
     assert r.dip_image is not None and r.error_std is not None
     assert float((r.image - alone.image).abs().max()) > 1e-4  # the second observation acts
+
+
+def test_biharmonic_without_a_known_pixel_is_refused():
+    op = Inpaint(torch.zeros(8, 8))  # was numpy's "zero-size array to reduction operation"
+    with pytest.raises(ValueError, match="keeps no pixel"):
+        biharmonic(torch.zeros(3, 8, 8), op)

@@ -246,6 +246,9 @@ def biharmonic(observation: torch.Tensor, operator: Inpaint) -> torch.Tensor:
     image = y.detach().cpu().double().numpy()
     missing = (operator.mask.cpu().numpy() == 0)
     missing = np.broadcast_to(missing, image.shape).copy()
+    if missing.all():
+        raise ValueError("operator: its mask keeps no pixel; biharmonic inpainting needs known "
+                         "pixels to fill the holes from")
     out = np.empty_like(image)
     if all((missing[c] == missing[0]).all() for c in range(1, image.shape[0])):
         out[:] = inpaint_biharmonic(np.moveaxis(image, 0, -1).copy(), missing[0],
