@@ -36,6 +36,7 @@ from dipprior.cli.restore_setup import (
     check_time_limit,
     degrade_like,
     inpaint_windows,
+    large_photo_speed,
     like_input,
     make_sampler,
     output_bits,
@@ -183,15 +184,15 @@ def _run_tiled(args: argparse.Namespace, sampler: Any, observation: Any, op: Any
 def _restore_parts(args: argparse.Namespace, sampler: Any, observation: Any, op: Any,
                    seed: int, tile: int | None, windows: list | None, progress: bool) -> Any:
     """The image restored in ``windows`` around its holes, or else in tiles of ``tile``."""
-    if windows is not None:
-        from dipprior.pipeline.windows import restore_windows
-
-        return restore_windows(sampler, observation, op, seed, context=args.context,
-                               windows=windows, progress=progress)
     from dipprior.pipeline.tiles import restore_tiled
+    from dipprior.pipeline.windows import restore_windows
 
-    return restore_tiled(sampler, observation, op, seed, tile=tile, overlap=args.overlap,
-                         progress=progress)
+    with large_photo_speed(sampler.model):
+        if windows is not None:
+            return restore_windows(sampler, observation, op, seed, context=args.context,
+                                   windows=windows, progress=progress)
+        return restore_tiled(sampler, observation, op, seed, tile=tile, overlap=args.overlap,
+                             progress=progress)
 
 
 # ----------------------------------------------------------------------------- a folder
