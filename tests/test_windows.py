@@ -181,7 +181,7 @@ def test_restore_inpaints_windows_and_keeps_known_bytes(tmp_path, capsys, model,
     mask[20:26, 30:37] = 0
     Image.fromarray(mask).save(tmp_path / "mask.png")
     calls = []
-    monkeypatch.setattr(restore_setup, "_seconds_per_pixel", lambda model, side: 1e-6)
+    monkeypatch.setattr(restore_setup, "_seconds_per_pixel", lambda model, side, parts=False: 1e-6)
     original = DIPInitializedSampler.__call__
 
     def counted(self, observation, operator, *args, **kwargs):
@@ -203,7 +203,7 @@ def test_restore_inpaints_windows_and_keeps_known_bytes(tmp_path, capsys, model,
     assert np.array_equal(before[known], after[known])  # identical bytes
     assert not np.array_equal(before[~known], after[~known])
     # the forecast counts only the window's pixels: about 1/10 of the image's
-    monkeypatch.setattr(restore_setup, "_seconds_per_pixel", lambda model, side: 1.0)
+    monkeypatch.setattr(restore_setup, "_seconds_per_pixel", lambda model, side, parts=False: 1.0)
     assert main([*argv, "--time-limit", str(23 * 22 * 2 * 1.7 * 1.01)]) == 0
     assert main([*argv, "--time-limit", str(23 * 22 * 2 * 1.7 * 0.99)]) == 2
     assert "over --time-limit" in capsys.readouterr().err
