@@ -93,3 +93,11 @@ def test_cli_restores_a_grey_raw_image_in_colour(tmp_path, capsys):
     assert main(["restore", str(tmp_path / "raw.png"), "--task", "demosaic", "--simulate",
                  "--sigma", "300", "--out", str(tmp_path / "x.png")]) == 2
     assert "--sigma: expected a noise std in 0..255" in capsys.readouterr().err
+
+
+def test_cli_simulates_a_grey_photo_as_a_colour_filter_array_would(tmp_path):
+    """Was: the grey shortcut degraded one channel and the operator refused it."""
+    save_image(sample_image("chelsea", 24).mean(0, keepdim=True), tmp_path / "grey.png")
+    assert main(["restore", str(tmp_path / "grey.png"), "--task", "demosaic", "--simulate",
+                 "--steps", "1", "--samples", "1", "--out", str(tmp_path / "out.png"),
+                 "--no-progress"]) == 0

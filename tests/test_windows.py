@@ -191,7 +191,7 @@ def test_restore_inpaints_windows_and_keeps_known_bytes(tmp_path, capsys, model,
     monkeypatch.setattr(DIPInitializedSampler, "__call__", counted)
     argv = ["restore", str(tmp_path / "in.png"), "--task", "inpaint", "--mask",
             str(tmp_path / "mask.png"), "--model", prior, "--init", "classical", "--steps", "2",
-            "--context", "8",
+            "--context", "8", "--tile", "64", "--overlap", "8",
             "--no-progress", "--out", str(tmp_path / "out.png")]
     assert main(argv) == 0
     out = capsys.readouterr().out

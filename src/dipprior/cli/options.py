@@ -93,19 +93,17 @@ def check_output_folder(path: str | None, option: str = "--out") -> None:
                          "writable folder)")
 
 
-def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:
-    """The fields of :class:`~dipprior.pipeline.SamplerConfig` (and ``--model``).
-
-    Left out, every field keeps the tuned preset of the task (``pipeline.presets``); a field
-    given starts from ``SamplerConfig()`` with the fields given."""
+def add_sampler(p: argparse.ArgumentParser) -> None:
+    """The fields of :class:`~dipprior.pipeline.SamplerConfig` (and ``--model``): left out,
+    each keeps the task's tuned preset; given, it refines that preset (keyword settings of
+    the sampler, :mod:`dipprior.pipeline.plan`)."""
     p.add_argument("--model", metavar="NAME_OR_PATH",
                    help="diffusion prior: a shipped prior's name, a checkpoint folder (from "
                    "`dipprior train`), a diffusers DDPM folder or a guided-diffusion (ADM) "
                    ".pt file such as ffhq_10m.pt; default: the shipped prior")
     add_dtype(p)
-    p.add_argument("--steps", type=int, default=steps,
-                   help="most reverse steps (= NFE)"
-                   + ("" if steps is not None else "; default: the task's preset"))
+    p.add_argument("--steps", type=int,
+                   help="most reverse steps (= NFE); default: the task's preset")
     p.add_argument("--t0", help="start timestep: int, strength in (0, 1] (e.g. 0.05) or auto")
     p.add_argument("--eta", type=float, help="DDIM eta")
     p.add_argument("--zeta", type=float,
@@ -135,10 +133,9 @@ def add_sampler(p: argparse.ArgumentParser, steps: int | None = None) -> None:
                    help="learning rate of --adapt (default: AdaptConfig's)")
 
 
-def add_dip(p: argparse.ArgumentParser, iterations: int | None = None) -> None:
-    p.add_argument("--dip-iterations", type=int, default=iterations,
-                   help="DIP budget" + ("" if iterations is not None
-                                        else " (default: the task's default DIP stage)"))
+def add_dip(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dip-iterations", type=int,
+                   help="DIP budget (default: the task's default DIP stage)")
     p.add_argument("--dip-channels", type=int, help="DIP channels per scale (default 64)")
     p.add_argument("--early-stopping", choices=[rule for rule in EARLY_STOPPING if rule],
                    help="DIP early stopping rule (reference: stopped by the prior's "
@@ -162,20 +159,6 @@ def sampler_fields(args: argparse.Namespace, **fields: Any) -> dict[str, Any]:
     return given
 
 
-def sampler_config(args: argparse.Namespace, base: SamplerConfig | None = None,
-                   **fields: Any) -> SamplerConfig | None:
-    """``base`` (default ``SamplerConfig()``) with the sampler options given (``fields`` with a
-    value override), or None when no option and no field was given: the sampler then runs the
-    task's preset.  A given ``--eta`` replaces a ``zeta`` of ``base`` (they exclude each other)."""
-    given = sampler_fields(args, **fields)
-    if not given:
-        return None
-    base = base or SamplerConfig()
-    if "eta" in given and "zeta" not in given:
-        base = base.replace(zeta=None)
-    return base.replace(**given)
-
-
 def adapt_config(iterations: int, lr: float | None) -> Any:
     """``--adapt ITERATIONS [--adapt-lr LR]`` as an :class:`~dipprior.pipeline.adapt.AdaptConfig`
     (errors name the option)."""
@@ -186,20 +169,6 @@ def adapt_config(iterations: int, lr: float | None) -> Any:
     except ValueError as exc:
         option = "--adapt-lr" if str(exc).startswith("lr") else "--adapt"
         raise ValueError(f"{option}: {exc}") from None
-
-
-def dip_config(args: argparse.Namespace, base: Any = None) -> Any:
-    """``base`` (default ``DIPConfig()``) with the DIP options given, or None (none given): the
-    sampler's default DIP stage for the task (``pipeline.sampler.default_dip_config``)."""
-    from dipprior.dip import DIPConfig
-
-    given = {"iterations": args.dip_iterations, "channels": args.dip_channels,
-             "early_stopping": args.early_stopping}
-    given = {k: v for k, v in given.items() if v is not None}
-    if not given:
-        return None
-    return (base or DIPConfig()).replace(**given, device=args.device,
-                                         progress=not args.no_progress)
 
 
 def add_dtype(p: argparse.ArgumentParser) -> None:

@@ -36,6 +36,7 @@ from dipprior.cli.restore_setup import (
     check_time_limit,
     degrade_like,
     inpaint_windows,
+    keep_known,
     large_photo_speed,
     like_input,
     make_sampler,
@@ -81,12 +82,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-guidance", action="store_true", help="plain SDEdit, no data term")
     p.add_argument("--tile", default="auto", metavar="PIXELS",
                    help="restore in overlapping tiles of this side, blended without seams "
-                   "(denoise and inpaint); auto: 512 above 1024x1024 pixels; 0: never")
+                   "(tasks whose operator can be cut: denoise, inpaint, demosaic); auto: 512 "
+                   "above 1024x1024 pixels; 0: never")
     p.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles")
     p.add_argument("--context", type=int, default=32, metavar="PIXELS",
-                   help="noise-free inpainting: known pixels around each hole in its window "
-                   "(only windows around the holes are restored, no side longer than --tile; "
-                   "the rest is copied)")
+                   help="noise-free inpainting of a photo in tiles: known pixels around each "
+                   "hole in its window (only windows around the holes are restored, no side "
+                   "longer than --tile; the rest is copied)")
     p.add_argument("--time-limit", type=float, default=3600, metavar="SECONDS",
                    help="refuse, before any work, an image whose estimated time is longer")
     p.add_argument("--save-dip", metavar="PNG", help="single IMAGE: also write the DIP image "
@@ -142,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     print(plan_cost(args, observation, op, sampler, tile, windows), flush=True)
     if windows is not None or tile:
         return _run_tiled(args, sampler, observation, op, image, clean, note, tile, windows)
-    result = sampler(observation, op, seed=args.seed)
+    result = keep_known(sampler(observation, op, seed=args.seed), observation, op)
     save_image(like_input(result.image, image, op), args.out,
                bits=output_bits(args.image, args.out))
     if args.save_dip and result.dip_image is not None:
@@ -267,7 +269,7 @@ def _restore_folder(args: argparse.Namespace, ranks: Any) -> int:
                 raise ValueError(f"IMAGE: {path.name}: {exc}") from None
             if tile or windows is not None:
                 print(f"{path.name}: {plan}")
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OSError) as exc:  # every rank must reach agree()
         error = exc
     restore_ranks.agree(error, ranks)  # every rank refuses, or none (no rank has written yet)
     out.mkdir(parents=True, exist_ok=True)
@@ -287,7 +289,7 @@ def _restore_folder(args: argparse.Namespace, ranks: Any) -> int:
             result = SampleResult(restored, nfe="",  # per tile or window: not one number
                                   seconds={"total": time.perf_counter() - began})
         else:
-            result = sampler(observation, op, seed=seeds[path])
+            result = keep_known(sampler(observation, op, seed=seeds[path]), observation, op)
         if dip_output and result.dip_image is not None:
             save_image(result.dip_image.clamp(0, 1), out / dip_output)
         line = (f"{prefix}wrote {out / output}{note}: t0={result.t0}, NFE={result.nfe}, seconds "

@@ -45,13 +45,16 @@ def task_from(args: argparse.Namespace) -> TaskChoice:
 
 
 def degrade_like(clean: Any, choice: TaskChoice, seed: int) -> tuple[Any, Any]:
-    """``experiments.degrade`` with the task's operator; a grey image (identical channels) is
-    degraded as one channel, as a grey camera would: the same noise in every channel."""
+    """``experiments.degrade`` with the task's operator; a grey image (identical channels) of a
+    task that keeps it grey is degraded as one channel, as a grey camera would: the same noise
+    in every channel."""
     from dipprior.experiments import degrade
+    from dipprior.operators.registry import operator_for
     from dipprior.pipeline.grey import is_grey
 
     task = choice.make()
-    if not is_grey(clean):
+    if not is_grey(clean) or not operator_for(choice.task.name, clean, seed=seed,
+                                              **choice.params).keeps_grey:
         return degrade(clean, task, seed)
     op, y = degrade(clean[:1], task, seed)
     return op, y.expand(clean.shape[0], -1, -1)
@@ -215,6 +218,17 @@ def tile_size(args: argparse.Namespace, image: Any, op: Any) -> int | None:
     return tile
 
 
+def keep_known(result: Any, observation: Any, op: Any) -> Any:
+    """The result with the pixels a noise-free observation holds exactly as given (its
+    :meth:`~dipprior.operators.Operator.holes`: 8-bit in, the same bytes out)."""
+    import torch
+
+    if op.holes() is not None:
+        known = op.forward(torch.ones_like(observation)) != 0
+        result.image = torch.where(known, observation.to(result.image), result.image)
+    return result
+
+
 def is_noise_free_inpainting(op: Any) -> bool:
     """Whether ``op`` has pixels observed not at all and the rest exactly (its
     :meth:`~dipprior.operators.Operator.holes`): restored in windows around the holes."""
@@ -223,17 +237,18 @@ def is_noise_free_inpainting(op: Any) -> bool:
 
 def inpaint_windows(args: argparse.Namespace, observation: Any, op: Any,
                     tile: int | None) -> list | None:
-    """Noise-free inpainting: the windows around the holes (``--context`` pixels around each,
-    sides at most ``tile``), checked before any work; None for another task or when the one
-    window is the whole image (restored in one pass, as without windows)."""
+    """Noise-free inpainting of a photo restored in tiles (``tile``: large, or ``--tile N``):
+    the windows around the holes (``--context`` pixels around each, sides at most ``tile``),
+    checked before any work; None for another task, an image restored in one pass (as the
+    sampler restores it), or when the one window is the whole image."""
     from dipprior.pipeline.windows import Window, check_known, hole_windows, missing_pixels
 
-    if not is_noise_free_inpainting(op):
+    if not is_noise_free_inpainting(op) or not tile:
         return None
     if args.context < 0:
         raise ValueError(f"--context: expected pixels >= 0, got {args.context}")
     h, w = observation.shape[-2:]
-    side = tile or max(h, w, 2 * args.context + 16)
+    side = tile
     if side < 2 * args.context + 16:
         raise ValueError(f"--context: {args.context} pixels around a hole need windows of at "
                          f"least {2 * args.context + 16} (--tile {tile}); use a smaller "

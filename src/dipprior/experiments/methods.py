@@ -19,6 +19,7 @@ from dipprior.pipeline import (
     SamplerConfig,
 )
 from dipprior.pipeline.baselines import alone
+from dipprior.pipeline.plan import settings_use_dip
 
 __all__ = ["METHOD_LABELS", "Method", "classical_label", "run_method", "standard_methods"]
 
@@ -53,13 +54,20 @@ def standard_methods(model: Callable[[torch.Tensor, torch.Tensor], Any], schedul
         given = dict(settings or {})
         given.pop("init", None)
 
-        def chain(init: str, **more: Any) -> DIPInitializedSampler:
-            return DIPInitializedSampler(model, scheduler, init=init, **{**given, **more}, **run)
+        def chain(init: str, **changes: Any) -> DIPInitializedSampler:
+            keywords = {**given, **changes, "init": init}
+            if init == "noise":  # from pure noise: its own steps, no t0, no DIP
+                keywords = {k: v for k, v in keywords.items()
+                            if k not in ("t0", "steps", "dip_observation")}
+                keywords.update({} if ddpm_steps is None else {"steps": ddpm_steps})
+            fits = settings_use_dip(None, keywords)  # the same DIP stage for every DIP user
+            return DIPInitializedSampler(model, scheduler, **keywords, **run,
+                                         **({"dip": dip} if fits else {}))
 
         methods: dict[str, Method] = {
             "DIP": DIPBaseline(dip, **run),
-            "DDPM": chain("noise", **({} if ddpm_steps is None else {"steps": ddpm_steps})),
-            "DIP->DDPM": chain("dip", dip=dip),
+            "DDPM": chain("noise"),
+            "DIP->DDPM": chain("dip"),
             "Observation->DDPM": chain("observation")}
         if task != "denoise":  # (for denoising the classical start is the observation)
             methods["Classical->DDPM"] = chain("classical")

@@ -151,8 +151,8 @@ class Operator:
         return {"iterations": DIP_BUDGET}
 
     def holes(self) -> Tensor | None:
-        """(H, W) bool: the pixels this operator does not observe at all, where every other
-        pixel is observed exactly -- the image is then restored only in windows around them
+        """(H, W) bool: the pixels this operator does not fully observe, where every other pixel
+        is observed exactly -- a large image is then restored only in windows around them
         (``pipeline.windows``); None (the default) where the operator has no such holes."""
         return None
 

@@ -32,8 +32,7 @@ class Param:
     ``option`` is its command-line option (default ``--name``); tasks may share one option
     (``--sigma`` is every task's noise level), each with its own default.  ``estimate``: for a
     real observation left without it, the command line estimates it from the image (a noise
-    level, in the parameter's units).  ``real``: it describes a real observation (a mask file),
-    not a simulated one.
+    level, in the parameter's units).
     """
 
     name: str

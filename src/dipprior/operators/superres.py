@@ -194,6 +194,8 @@ def bicubic(observation: torch.Tensor, operator: SuperResolution) -> torch.Tenso
 # ----------------------------------------------------------------------------- its task
 
 def _make_sr(*, real: bool, factor: int, downsample: str) -> SuperResolution:
+    if downsample not in ("bicubic", "box"):
+        raise ValueError(f"downsample: expected 'bicubic' or 'box', got {downsample!r}")
     return SuperResolution(factor, downsample)
 
 

@@ -88,9 +88,9 @@ class DIPInitializedSampler:
         >>> from dipprior.operators import Denoise
         >>> op = Denoise(25 / 255)
         >>> y = op.degrade(torch.rand(3, 16, 16), torch.Generator().manual_seed(0))
-        >>> sampler = DIPInitializedSampler(UNet(base_channels=8), Scheduler(), init="dip",
-        ...                                 steps=3, dip=DIPConfig(iterations=5), t0=40,
-        ...                                 progress=False)
+        >>> config = SamplerConfig(init="dip", steps=3, t0=40)  # run as given
+        >>> sampler = DIPInitializedSampler(UNet(base_channels=8), Scheduler(), config,
+        ...                                 dip=DIPConfig(iterations=5), progress=False)
         >>> result = sampler(y, op, seed=0)
         >>> result.image.shape, result.nfe, result.t0
         (torch.Size([3, 16, 16]), 3, 40)
@@ -182,8 +182,8 @@ class DIPInitializedSampler:
         operators) run each with their own plan (:meth:`plan`).
         """
         ys, ops, batched = split(observation, operator)
-        plans = [self._plan(y, op) for y, op in zip(ys, ops, strict=True)]
-        if not self._resolved:
+        if not self._resolved:  # each image's plan, then run by samplers of fixed settings
+            plans = [self._plan(y, op) for y, op in zip(ys, ops, strict=True)]
             return run_plans(self._fixed, plans, observation, operator, seed, ground_truth,
                              return_intermediates, generator=generator, dip_image=dip_image)
         n, cfg = len(ys), self.config
