@@ -14,32 +14,14 @@ reaches.  With ``--attention-window`` it also times the UNet with windowed atten
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from bench_priors import _median_seconds as median_seconds  # the same timing loop
 from torch.utils.flop_counter import FlopCounterMode
 
 from dipprior.diffusion import load_pretrained
 from dipprior.diffusion.precision import fast_bf16, set_precision
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
-    run()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        run()
-        _sync(device)
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 def matmul_gflops(n: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:

@@ -82,7 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-guidance", action="store_true", help="plain SDEdit, no data term")
     p.add_argument("--tile", default="auto", metavar="PIXELS",
                    help="restore in overlapping tiles of this side, blended without seams "
-                   "(tasks whose operator can be cut: denoise, inpaint, demosaic); auto: 512 "
+                   "(tasks whose operator can be cut into tiles); auto: 512 "
                    "above 1024x1024 pixels; 0: never")
     p.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles")
     p.add_argument("--context", type=int, default=32, metavar="PIXELS",
