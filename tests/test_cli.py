@@ -237,3 +237,11 @@ def test_a_bug_is_not_a_usage_error(monkeypatch, capsys):
 
     monkeypatch.setattr(restore, "run", refuses)
     assert main(["restore", "x.png", "--task", "denoise", "--out", "y.png"]) == 2
+
+
+def test_an_option_of_another_task_is_refused(capsys):
+    """Was silently ignored: --keep with denoising, --factor with inpainting."""
+    assert main(["restore", "x.png", "--task", "denoise", "--keep", "0.3", "--out", "y.png"]) == 2
+    assert "--keep: not an option of --task denoise" in capsys.readouterr().err
+    assert main(["compare", ".", "--task", "inpaint", "--factor", "2"]) == 2
+    assert "--factor: not an option of --task inpaint" in capsys.readouterr().err

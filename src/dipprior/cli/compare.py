@@ -49,12 +49,12 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None and args.size < SSIM_MIN_SIZE:
         raise ValueError(f"--size: expected at least {SSIM_MIN_SIZE} (SSIM's 11x11 window), got "
                          f"{args.size}")
-    rank, _ = init_distributed()
-    images = load_folder(args.folder, args.n_images, args.size)
     try:  # a motion --blur draws a fresh kernel per image (image i from --seed + i)
         operator = make_task(args.task, **options.task_params(args))
     except (ValueError, TypeError, OSError) as exc:
         raise options.in_user_terms(exc, get_task(args.task)) from None
+    rank, _ = init_distributed()
+    images = load_folder(args.folder, args.n_images, args.size)
     settings = options.sampler_fields(args)
     dip = {k: v for k, v in {"iterations": args.dip_iterations, "channels": args.dip_channels,
                              "early_stopping": args.early_stopping}.items() if v is not None}

@@ -63,11 +63,18 @@ def _dest(flag: str) -> str:
 
 
 def task_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The chosen task's parameters as given on the command line (None: not given)."""
-    from dipprior.operators.registry import get_task
+    """The chosen task's parameters as given on the command line (None: not given); an option
+    of another task is refused (it would be silently ignored)."""
+    from dipprior.operators.registry import TASKS, get_task
 
-    return {param.name: getattr(args, _dest(param.flag), None)
-            for param in get_task(args.task).params}
+    task = get_task(args.task)
+    own = {param.flag for param in task.params}
+    for other in TASKS.values():
+        for param in other.params:
+            if param.flag not in own and getattr(args, _dest(param.flag), None) is not None:
+                raise ValueError(f"{param.flag}: not an option of --task {task.name} (it is "
+                                 f"{other.name}'s); leave it out")
+    return {param.name: getattr(args, _dest(param.flag), None) for param in task.params}
 
 
 def in_user_terms(exc: Exception, task: Any) -> ValueError:
