@@ -213,26 +213,18 @@ def tile_size(args: argparse.Namespace, image: Any, op: Any) -> int | None:
                          "downscale it first")
     from dipprior.pipeline.tiles import check_tiles
 
-    if not is_noise_free_inpainting(op):  # those restore windows around the holes instead
+    if op.holes() is None:  # an operator with holes restores windows around them instead
         check_tiles(op, h, w, tile, args.overlap)
     return tile
 
 
 def keep_known(result: Any, observation: Any, op: Any) -> Any:
-    """The result with the pixels a noise-free observation holds exactly as given (its
-    :meth:`~dipprior.operators.Operator.holes`: 8-bit in, the same bytes out)."""
-    import torch
+    """The sampler's result with the known pixels of a noise-free observation exactly as given
+    (:func:`dipprior.pipeline.tiles.keep_known`)."""
+    from dipprior.pipeline import tiles
 
-    if op.holes() is not None:
-        known = op.forward(torch.ones_like(observation)) != 0
-        result.image = torch.where(known, observation.to(result.image), result.image)
+    result.image = tiles.keep_known(result.image, observation, op)
     return result
-
-
-def is_noise_free_inpainting(op: Any) -> bool:
-    """Whether ``op`` has pixels observed not at all and the rest exactly (its
-    :meth:`~dipprior.operators.Operator.holes`): restored in windows around the holes."""
-    return op.holes() is not None
 
 
 def inpaint_windows(args: argparse.Namespace, observation: Any, op: Any,
@@ -243,7 +235,7 @@ def inpaint_windows(args: argparse.Namespace, observation: Any, op: Any,
     sampler restores it), or when the one window is the whole image."""
     from dipprior.pipeline.windows import Window, check_known, hole_windows, missing_pixels
 
-    if not is_noise_free_inpainting(op) or not tile:
+    if op.holes() is None or not tile:
         return None
     if args.context < 0:
         raise ValueError(f"--context: expected pixels >= 0, got {args.context}")

@@ -111,11 +111,18 @@ def restore_tiled(restore: Callable[..., object], observation: torch.Tensor, ope
             total[y0:y0 + th, x0:x0 + tw] += weight
             bar.update()
     bar.close()
-    out = (out / total).to(observation.device)
-    if noise_free_holes:  # known pixels exactly as observed
-        known = operator.forward(torch.ones_like(observation)) != 0
-        out = torch.where(known, observation.to(out.dtype), out)
-    return out
+    return keep_known((out / total).to(observation.device), observation, operator)
+
+
+def keep_known(image: torch.Tensor, observation: torch.Tensor, operator: Operator
+               ) -> torch.Tensor:
+    """``image`` with the pixels a noise-free observation holds exactly as observed (an
+    operator with :meth:`~dipprior.operators.Operator.holes`: 8-bit in, the same bytes out);
+    ``image`` itself for any other operator."""
+    if operator.holes() is None:
+        return image
+    known = operator.forward(torch.ones_like(observation)) != 0
+    return torch.where(known, observation.to(image.dtype), image)
 
 
 def _image(result: object) -> torch.Tensor:

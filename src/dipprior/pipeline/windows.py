@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from dipprior._seeds import stream_seed
 from dipprior.operators import Operator
-from dipprior.pipeline.tiles import tile_weight
+from dipprior.pipeline.tiles import keep_known, tile_weight
 
 __all__ = ["CONTEXT", "WINDOW_SEEDS", "Window", "check_known", "check_windowed", "hole_windows",
            "missing_pixels", "restore_windows", "window_seed"]
@@ -162,10 +162,9 @@ def restore_windows(restore: Callable[..., object], observation: torch.Tensor,
     if (missing & ~covered).any():
         raise ValueError("windows: some missing pixels lie in no window")
     check_known(operator, windows)
-    known = operator.forward(torch.ones_like(observation)) != 0  # observed exactly
     if windows == [Window(0, 0, h, w)]:
         image = _image(restore(observation, operator, seed=seed))
-        return torch.where(known, observation, image.to(observation.dtype))
+        return keep_known(image.to(observation.dtype), observation, operator)
     total = torch.zeros(h, w)
     filled = torch.zeros(observation.shape)
     for window in tqdm(windows, desc="windows", unit="window", disable=not progress):
@@ -176,7 +175,7 @@ def restore_windows(restore: Callable[..., object], observation: torch.Tensor,
         window.crop(filled).add_(image.detach().float().cpu() * weight)
         window.crop(total).add_(weight)
     filled = (filled / total.clamp_min(1e-12)).to(observation.device, observation.dtype)
-    return torch.where(known, observation, filled)
+    return keep_known(filled, observation, operator)
 
 
 def check_known(operator: Operator, windows: list[Window]) -> None:
