@@ -29,20 +29,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from bench_large_photo import photo as large_photo  # the same photo
 from PIL import Image
 
-from dipprior.io import sample_image, save_image
+from dipprior.io import save_image
 
 
 def photo(width: int, height: int, seed: int) -> torch.Tensor:
-    """(3, height, width) in [0, 1], on the 8-bit grid."""
-    base = sample_image("coffee")[None]
-    big = F.interpolate(base, size=(height, width), mode="bicubic", align_corners=False)[0]
-    g = torch.Generator().manual_seed(seed)
-    texture = F.interpolate(torch.rand(1, 3, height // 4, width // 4, generator=g),
-                            size=(height, width), mode="bilinear", align_corners=False)[0]
-    return ((0.85 * big + 0.15 * texture).clamp(0, 1) * 255).round() / 255
+    """bench_large_photo's photo on the 8-bit grid, (3, height, width) in [0, 1]."""
+    return (large_photo(width, height, seed) * 255).round() / 255
 
 
 def damage(width: int, height: int, seed: int, scratches: int = 20) -> np.ndarray:

@@ -27,10 +27,21 @@ class TaskChoice:
     simulate: bool
 
     def make(self, **values: Any) -> Any:
+        """The task's operator or per-image factory (``values`` override parameters)."""
         from dipprior.operators import make_task
 
-        try:
-            return make_task(self.task.name, real=not self.simulate, **{**self.params, **values})
+        return self._named(make_task, **values)
+
+    def operator(self, image: Any, seed: int, **values: Any) -> Any:
+        """The operator for ``image`` (a per-image factory draws from ``seed``)."""
+        from dipprior.operators.registry import operator_for
+
+        return self._named(operator_for, image, seed=seed, **values)
+
+    def _named(self, build: Any, *args: Any, **values: Any) -> Any:
+        try:  # its errors name the option the user typed
+            return build(self.task.name, *args, real=not self.simulate,
+                         **{**self.params, **values})
         except (ValueError, TypeError, OSError) as exc:
             raise in_user_terms(exc, self.task) from None
 
@@ -49,12 +60,10 @@ def degrade_like(clean: Any, choice: TaskChoice, seed: int) -> tuple[Any, Any]:
     task that keeps it grey is degraded as one channel, as a grey camera would: the same noise
     in every channel."""
     from dipprior.experiments import degrade
-    from dipprior.operators.registry import operator_for
     from dipprior.pipeline.grey import is_grey
 
     task = choice.make()
-    if not is_grey(clean) or not operator_for(choice.task.name, clean, seed=seed,
-                                              **choice.params).keeps_grey:
+    if not is_grey(clean) or not choice.operator(clean, seed).keeps_grey:
         return degrade(clean, task, seed)
     op, y = degrade(clean[:1], task, seed)
     return op, y.expand(clean.shape[0], -1, -1)
@@ -72,7 +81,6 @@ def real_operator(choice: TaskChoice, image: Any, seed: int = 0) -> tuple[Any, s
     """The operator of a real observation, and a note on a noise level estimated from it (a
     parameter the task lets the image tell; a per-image factory draws from ``seed``)."""
     from dipprior.estimators import estimate_noise_sigma
-    from dipprior.operators.registry import operator_for
 
     values, note = {}, ""
     for param in choice.task.params:
@@ -80,9 +88,7 @@ def real_operator(choice: TaskChoice, image: Any, seed: int = 0) -> tuple[Any, s
             sigma = float(estimate_noise_sigma(image[None])[0])
             values[param.name] = 255 * sigma
             note = f" (sigma estimated: {255 * sigma:.1f})"
-    choice.make(**values)  # checked, its errors in the user's terms
-    return operator_for(choice.task.name, image, seed=seed, real=True,
-                        **{**choice.params, **values}), note
+    return choice.operator(image, seed, **values), note
 
 
 def output_bits(source: Any, target: Any) -> int:

@@ -22,7 +22,7 @@ from dipprior.pipeline.inputs import per_image, seeds_for, split
 from dipprior.pipeline.presets import budget_config, method_configs_for, recommended_config
 from dipprior.pipeline.result import SampleResult, stack_results
 from dipprior.pipeline.start import resolve_t0
-from dipprior.pipeline.tasks import default_dip_config
+from dipprior.pipeline.tasks import default_dip_config, resolve_init
 
 __all__ = ["Plan", "PRESET_OF_INIT", "resolve_settings", "settings_use_dip", "dip_stage",
            "uses_dip", "make_plan", "run_plans"]
@@ -83,9 +83,7 @@ def resolve_settings(config: SamplerConfig | None, overrides: Mapping[str, Any],
     """The settings of one image (see the module docstring); ``pixels``: the restored image's,
     for a budget in seconds."""
     if config is not None:
-        if config.init == "auto":
-            return config.replace(init=recommended_config(operator).init)
-        return config
+        return config.replace(init=resolve_init([operator])) if config.init == "auto" else config
     if budget is not None:
         return budget_config(operator, budget, pixels)
     changes = dict(overrides)
