@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -342,3 +344,75 @@ def test_restore_forecast_counts_the_adaptation(tmp_path, capsys):
     assert "for --adapt" in capsys.readouterr().err
     assert not (tmp_path / "out.png").exists()
     assert main(argv) == 0  # the one step alone fits
+
+
+# ------------------------------------------------------------ the probe and the per-image rule
+PROBED = ONE_STEP.replace(adapt=AdaptConfig(iterations=6, lr=1e-2, probe=3))
+
+
+def test_the_probe_estimates_the_gain_from_the_observation_alone(denoising):
+    x, op, y = denoising
+    model = tiny_unet()
+    a = run(model, PROBED, y, op, seed=5)
+    b = DIPInitializedSampler(model, Scheduler(), PROBED, progress=False)(
+        y, op, seed=5, ground_truth=x)  # the clean image is not an input of the rule
+    c = DIPInitializedSampler(model, Scheduler(), PROBED, progress=False)(
+        y, op, seed=5, ground_truth=torch.zeros_like(x))
+    assert isinstance(a.adapt_gain, float) and a.adapt_gain == b.adapt_gain == c.adapt_gain
+    assert torch.equal(a.image, b.image) and torch.equal(a.image, c.image)
+    assert run(model, PROBED, y, op, seed=6).adapt_gain != a.adapt_gain  # drawn from the seed
+    # estimating only does not change the training draws: the image is the unprobed one's
+    unprobed = run(model, ONE_STEP.replace(adapt=AdaptConfig(iterations=6, lr=1e-2)), y, op, 5)
+    assert torch.equal(unprobed.image, a.image) and unprobed.adapt_gain is None
+    assert run(model, ONE_STEP, y, op).adapt_gain is None
+
+
+def test_the_gain_estimate_is_the_r2r_difference_in_db(denoising):
+    _, op, y = denoising
+    adaptation = Adaptation(tiny_unet(), Scheduler(), AdaptConfig(probe=1), y, op, "r2r",
+                            torch.Generator().manual_seed(0))
+    c = op.noise_sigma ** 2 * (1 + 1 / 0.5 ** 2)
+    assert adaptation.estimated_gain(c + 2e-3, c + 1e-3) == pytest.approx(10 * math.log10(2))
+    assert adaptation.estimated_gain(c + 1e-3, c + 2e-3) == pytest.approx(-10 * math.log10(2))
+    assert adaptation.estimated_gain(c - 1.0, c - 1.0) == 0.0  # both floored at 1% of c
+
+
+def test_the_rule_puts_the_prior_back_exactly_or_adapts_on(denoising):
+    _, op, y = denoising
+    model, plain = tiny_unet(), run(tiny_unet(), ONE_STEP, y, op)
+    never = ONE_STEP.replace(adapt=AdaptConfig(iterations=6, lr=1e-2, probe=3, min_gain=1e9))
+    stopped = run(model, never, y, op, seed=5)
+    assert torch.equal(stopped.image, plain.image)  # the prior exactly as trained
+    assert stopped.adapt_iterations == 3  # the probe's, not the rest
+    always = never.replace(adapt=AdaptConfig(iterations=6, lr=1e-2, probe=3, min_gain=-1e9))
+    on = run(model, always, y, op, seed=5)
+    assert on.adapt_iterations == 6
+    assert torch.equal(on.image, run(model, PROBED, y, op, seed=5).image)
+    assert stopped.adapt_gain == on.adapt_gain
+
+
+def test_bad_probes_are_named(inpainting):
+    with pytest.raises(ValueError, match="probe"):
+        AdaptConfig(iterations=3, probe=4)
+    with pytest.raises(ValueError, match="min_gain"):
+        AdaptConfig(min_gain=0.1)  # a rule without a probe
+    with pytest.raises(ValueError, match="min_gain"):
+        AdaptConfig(probe=2, min_gain=float("nan"))
+    _, op, y = inpainting
+    with pytest.raises(ValueError, match="probe"):
+        run(tiny_unet(), CHAIN.replace(adapt=AdaptConfig(iterations=2, probe=1)), y, op)
+
+
+def test_augmented_recorruptions_are_seeded_views_of_the_image(denoising):
+    _, op, y = denoising
+    model = tiny_unet()
+    augmented = ONE_STEP.replace(adapt=AdaptConfig(iterations=4, lr=1e-2, augment=True))
+    a, b = run(model, augmented, y, op, seed=2), run(model, augmented, y, op, seed=2)
+    assert torch.equal(a.image, b.image)
+    plain = run(model, ONE_STEP.replace(adapt=AdaptConfig(iterations=4, lr=1e-2)), y, op, 2)
+    assert not torch.equal(a.image, plain.image)
+    with pytest.raises(TypeError, match="augment"):
+        AdaptConfig(augment=1)
+    x, mask_op, masked = denoising[0], Inpaint(torch.ones(16, 16)), denoising[2]
+    with pytest.raises(ValueError, match="augment"):
+        run(model, CHAIN.replace(adapt=AdaptConfig(iterations=1, augment=True)), masked, mask_op)

@@ -6,6 +6,7 @@ DIP_INPUT_NOISE = 0x2545F491
 EXTRA_SAMPLES = 0x6C8E9CF5  # sample j > 0 of an image: stream EXTRA_SAMPLES + 2 j (odd)
 GREY_NOISE = 0x3C6EF373  # the noise that whitens a grey observation (pipeline.grey)
 ADAPT = 0x1B873593  # LoRA initialisation and recorruptions of the prior's adaptation
+ADAPT_PROBE = 0x5BD1E995  # the recorruptions that estimate an adaptation's gain
 
 
 def stream_seed(seed: int, stream: int) -> int:

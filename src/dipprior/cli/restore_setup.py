@@ -299,7 +299,7 @@ def plan_cost(args: argparse.Namespace, observation: Any, op: Any, sampler: Any,
                                              or windows is not None) * work_pixels
                * (nfe + iterations + adapt_nfe)) if work_pixels else 0.0
     memory = (BASE_BYTES + IMAGE_BYTES_PER_PIXEL * h * w
-              + TILE_BYTES_PER_PIXEL * tile_pixels * cfg.samples
+              + TILE_BYTES_PER_PIXEL * tile_pixels * cfg.samples * cfg.ensemble
               + copy_bytes + backward_per_pixel * tile_pixels)
     try:
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

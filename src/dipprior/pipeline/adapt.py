@@ -34,14 +34,18 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from dipprior._seeds import ADAPT_PROBE, stream_seed
 from dipprior._tensor import to_model_scale
 from dipprior.diffusion.sampling import model_output
 from dipprior.pipeline.consistency import observation_to_model_scale
 
-__all__ = ["AdaptConfig", "Adaptation", "LOSSES", "LoRA", "check_rank", "measurement_loss",
+__all__ = ["AdaptConfig", "Adaptation", "LOSSES", "LoRA", "PROBE_DRAWS", "check_rank", "measurement_loss",
            "r2r_loss", "r2r_pair", "with_lora"]
 
 LOSSES = ("auto", "measurement", "r2r")
+#: recorruptions of the observation on which :meth:`Adaptation.estimated_gain` scores the
+#: adapted step against the prior's (the same draws for both)
+PROBE_DRAWS = 4
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,15 @@ class AdaptConfig:
             ``s sqrt(1 + alpha^2)``.
         batch: recorruptions per R2R iteration, or chains (the first ``batch`` of the image's
             ``samples``) whose state the measurement loss uses.
+        augment: R2R only: each iteration sees its recorruptions under a random flip and quarter
+            turn of the image (8 views of one photo to learn from; the prior was trained with
+            them).
+        probe: R2R only: after this many iterations, estimate the adaptation's gain in dB on
+            :data:`PROBE_DRAWS` recorruptions of the observation drawn apart from the training
+            ones (:meth:`Adaptation.estimated_gain`; 0: no estimate).
+        min_gain: with ``probe``, the per-image rule: an estimated gain below ``min_gain`` dB
+            stops the adaptation there and puts the prior back exactly as trained (None:
+            estimate only, always adapt).
 
     >>> AdaptConfig(iterations=0).iterations
     0
@@ -74,9 +87,13 @@ class AdaptConfig:
     loss: str = "auto"
     alpha: float = 0.5
     batch: int = 1
+    augment: bool = False
+    probe: int = 0
+    min_gain: float | None = None
 
     def __post_init__(self) -> None:
-        for name, low in (("iterations", 0), ("every", 1), ("rank", 1), ("batch", 1)):
+        for name, low in (("iterations", 0), ("every", 1), ("rank", 1), ("batch", 1),
+                          ("probe", 0)):
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
@@ -87,6 +104,18 @@ class AdaptConfig:
                 raise ValueError(f"{name}: expected a number > 0, got {value!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
+        if not isinstance(self.augment, bool):
+            raise TypeError(f"augment: expected a bool, got {self.augment!r}")
+        if self.probe > self.iterations:
+            raise ValueError(f"probe: expected at most iterations ({self.iterations}), got "
+                             f"{self.probe}")
+        if self.min_gain is not None:
+            if not (isinstance(self.min_gain, numbers.Real) and not isinstance(self.min_gain, bool)
+                    and math.isfinite(self.min_gain)):
+                raise ValueError(f"min_gain: expected None or a finite number of dB, got "
+                                 f"{self.min_gain!r}")
+            if self.probe == 0:
+                raise ValueError("min_gain: the rule needs a probe (probe >= 1 iterations)")
 
 
 class LoRA(nn.Module):
@@ -207,37 +236,79 @@ class Adaptation:
             self.r2r_t = int(scheduler.timestep_for_noise_level(level))
             self.r2r_scale = float(scheduler.alphas_cumprod[self.r2r_t]) ** 0.5
         else:
+            for name in ("probe", "augment"):
+                if getattr(config, name):
+                    raise ValueError(f"{name}: needs the R2R loss (Gaussian denoising); leave "
+                                     f"it out for the measurement loss")
             with torch.inference_mode(False):
                 self.y_model = observation_to_model_scale(self.y, operator).unsqueeze(0)
-        self.iterations_run, self.seconds = 0, 0.0
+        # the probe's recorruptions: a stream of their own (the training draws stay as they are)
+        self.probe_seed = stream_seed(generator.initial_seed(), ADAPT_PROBE)
+        self.iterations_run, self.seconds, self.stopped = 0, 0.0, False
+        self.gain: float | None = None  # dB, set at the probe
 
     def _x0(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
         """The adapted model's Tweedie ``x0`` of ``x_t`` at ``t`` (differentiable, unclamped)."""
         return self.scheduler.pred_x0(model_output(self.model, x_t, t), t, x_t)
 
+    def _denoise(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """The adapted one-step denoiser at the recorrupted noise level, image scale."""
+        x0 = self._x0(self.r2r_scale * to_model_scale(y_hat), self.r2r_t)
+        return (x0 + 1.0) / 2.0
+
     def _loss(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        if self.loss == "r2r":  # the one-step denoiser at the recorrupted noise level
-            ys = self.y.unsqueeze(0).expand(self.config.batch, *self.y.shape)
-
-            def denoise(y_hat: torch.Tensor) -> torch.Tensor:
-                x0 = self._x0(self.r2r_scale * to_model_scale(y_hat), self.r2r_t)
-                return (x0 + 1.0) / 2.0
-
-            return r2r_loss(denoise, ys, self.sigma, self.config.alpha, self.generator)
+        if self.loss == "r2r":
+            y = self.y
+            if self.config.augment:
+                turns, mirrored = divmod(int(torch.randint(8, (1,), generator=self.generator)), 2)
+                y = torch.rot90(y.flip(-1) if mirrored else y, turns, (-2, -1))
+            ys = y.unsqueeze(0).expand(self.config.batch, *y.shape)
+            return r2r_loss(self._denoise, ys, self.sigma, self.config.alpha, self.generator)
         return measurement_loss(self._x0(x[:self.config.batch], t), self.y_model, self.operator)
+
+    def _probe_loss(self) -> float:
+        """The R2R loss on the probe's fixed recorruptions, without gradients."""
+        ys = self.y.unsqueeze(0).expand(PROBE_DRAWS, *self.y.shape)
+        with torch.no_grad():
+            return float(r2r_loss(self._denoise, ys, self.sigma, self.config.alpha,
+                                  torch.Generator().manual_seed(self.probe_seed)))
+
+    def estimated_gain(self, before: float, after: float) -> float:
+        """The gain in dB of the adapted denoiser over the prior from their probe losses:
+        each R2R loss is its supervised MSE plus ``s^2 (1 + 1 / alpha^2)`` in expectation
+        (:func:`r2r_loss`), so ``10 log10((before - c) / (after - c))``, each MSE floored at
+        1% of ``c``.  The draws are apart from the training ones but the observation is the
+        same, so the estimate leans optimistic."""
+        c = self.sigma ** 2 * (1.0 + 1.0 / self.config.alpha ** 2)
+        return 10.0 * math.log10(max(before - c, 0.01 * c) / max(after - c, 0.01 * c))
+
+    def _revert(self) -> None:
+        """The prior exactly as trained: every LoRA's ``B`` back to zero."""
+        with torch.no_grad():
+            for p in self.params[1::2]:
+                p.zero_()
 
     def hook(self, x: torch.Tensor, t: int, i: int) -> None:
         """Adapt before reverse step ``i`` (timestep ``t``, state ``x``) when it is due."""
-        if self.config.iterations == 0 or i % self.config.every:
+        if self.config.iterations == 0 or i % self.config.every or self.stopped:
             return
         began = time.perf_counter()
+        probe = self.config.probe
         with torch.inference_mode(False), torch.enable_grad():
             x = x.detach().clone()  # an inference tensor cannot enter autograd
+            before = self._probe_loss() if probe and self.iterations_run == 0 else None
             for _ in range(self.config.iterations):
                 self.optimizer.zero_grad(set_to_none=True)
                 self._loss(x, t).backward()
                 self.optimizer.step()
                 self.iterations_run += 1
+                if before is not None and self.iterations_run == probe:
+                    self.gain = self.estimated_gain(before, self._probe_loss())
+                    floor = self.config.min_gain
+                    if floor is not None and self.gain < floor:
+                        self._revert()
+                        self.stopped = True
+                        break
         if x.is_cuda:  # the backward passes run asynchronously
             torch.cuda.synchronize(x.device)
         self.seconds += time.perf_counter() - began

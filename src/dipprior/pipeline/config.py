@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from dipprior.diffusion.ensemble import ENSEMBLES, Ensemble
 from dipprior.diffusion.scheduler import SPACINGS, Spacing
 from dipprior.pipeline.adapt import AdaptConfig
 
@@ -97,6 +98,10 @@ class SamplerConfig:
             (a copy of) the prior on each observation while its chain runs (DDIP / SCD: a Deep
             Image Prior inside the prior; recorrupted-to-recorrupted loss for Gaussian
             denoising), or None (the prior as trained).
+        ensemble: average the prior's output at every step over this many symmetries of the
+            square (:class:`~dipprior.diffusion.ensemble.SelfEnsemble`): 1 (the prior alone),
+            2, 4 or 8 (all flips and quarter turns); an adapted prior is adapted once and
+            then ensembled.  Counts ``ensemble`` times in NFE.
 
     >>> SamplerConfig(steps=10).steps_from(4), SamplerConfig(steps=10).steps_from(40)
     (5, 10)
@@ -115,6 +120,7 @@ class SamplerConfig:
     dip_observation: bool = False
     samples: int = 1
     adapt: AdaptConfig | None = None
+    ensemble: Ensemble = 1
 
     def __post_init__(self) -> None:
         if not (callable(self.init) or (isinstance(self.init, str) and self.init in INITS)):
@@ -150,6 +156,8 @@ class SamplerConfig:
         if self.adapt is not None and not isinstance(self.adapt, AdaptConfig):
             raise TypeError(f"adapt: expected None or an AdaptConfig, got "
                             f"{type(self.adapt).__name__}")
+        if self.ensemble not in ENSEMBLES or isinstance(self.ensemble, bool):
+            raise ValueError(f"ensemble: expected one of {ENSEMBLES}, got {self.ensemble!r}")
         if self.spacing not in SPACINGS:
             raise ValueError(f"spacing: expected one of {SPACINGS}, got {self.spacing!r}")
         t0 = self.t0

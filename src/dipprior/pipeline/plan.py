@@ -142,7 +142,7 @@ def make_plan(config: SamplerConfig, dip: Any, scheduler: Any, operator: Operato
     if adapt is not None:  # an iteration: a forward and a backward pass (~3 NFE) per chain
         passes = 3 * adapt.iterations * adapt.batch * -(-steps // adapt.every)
     return Plan(config=config, dip=dip if fits else None, t0=t0,
-                nfe=config.samples * steps + reference,
+                nfe=config.samples * config.ensemble * steps + reference,
                 dip_iterations=int(getattr(dip, "iterations", 0)) if fits else 0,
                 adapt_passes=passes)
 

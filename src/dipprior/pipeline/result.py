@@ -17,8 +17,7 @@ class SampleResult:
     For one image (an observation of shape (3, H, W)) every field is a single value; for a batch
     (N, 3, H, W), N >= 1, ``image`` and ``dip_image`` are (N, 3, H, W) and the per-image fields
     (``t0``, ``nfe``, ``error_std``, ``timesteps``, ``dip_iterations``, ``adapt_iterations``,
-    ``intermediates``) are
-    lists.
+    ``adapt_gain``, ``intermediates``) are lists.
 
     Attributes:
         image: the restored image in [0, 1], same rank as the observation.
@@ -40,6 +39,9 @@ class SampleResult:
         adapt_iterations: optimiser steps the test-time adaptation of the prior ran (each one
             model evaluation per chain or recorruption, and its backward pass; None when the
             prior was not adapted).
+        adapt_gain: the adaptation's gain in dB over the prior as estimated at its probe from
+            the observation alone (:attr:`~dipprior.pipeline.adapt.AdaptConfig.probe`; None
+            without a probe or adaptation).
     """
 
     image: torch.Tensor
@@ -52,6 +54,7 @@ class SampleResult:
     intermediates: list[dict[str, Any]] | None = None
     dip_iterations: Any = None
     adapt_iterations: Any = None
+    adapt_gain: Any = None
 
     def to(self, device: Any) -> SampleResult:
         """The result with its images on ``device``."""
@@ -63,7 +66,7 @@ class SampleResult:
 
 #: the per-image fields of a :class:`SampleResult` (lists for a batch)
 PER_IMAGE = ("t0", "nfe", "error_std", "timesteps", "dip_iterations", "adapt_iterations",
-             "intermediates")
+             "adapt_gain", "intermediates")
 
 
 def stack_results(results: list[SampleResult], batched: bool) -> SampleResult:

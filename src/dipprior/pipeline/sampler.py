@@ -22,6 +22,7 @@ import torch
 
 from dipprior._seeds import ADAPT, stream_seed
 from dipprior._tensor import Model, model_device, randn, to_image_scale, to_model_scale
+from dipprior.diffusion.ensemble import SelfEnsemble
 from dipprior.diffusion.sampling import reverse_diffusion
 from dipprior.estimators import estimate_error_std
 from dipprior.operators import Denoise, Operator
@@ -240,7 +241,7 @@ class DIPInitializedSampler:
         if cfg.adapt is not None:  # each image adapts a prior of its own: one image per batch
             chain_groups = [[c for c in g if of[c] == i] for g in chain_groups
                             for i in dict.fromkeys(of[c] for c in g)]
-        adapted: dict[int, tuple[int, float]] = {}  # image -> (iterations, seconds)
+        adapted: dict[int, tuple[int, float, float | None]] = {}  # iterations, seconds, gain
         for group in chain_groups:
             i = of[group[0]]
             adaptation = (self._adaptation(ys[i], ops[i], seeds[i], dev)
@@ -249,7 +250,7 @@ class DIPInitializedSampler:
                                 steps_log if return_intermediates else None, dips, starts,
                                 adaptation)
             if adaptation is not None:  # its model copy goes now, not with the call
-                adapted[i] = (adaptation.iterations_run, adaptation.seconds)
+                adapted[i] = (adaptation.iterations_run, adaptation.seconds, adaptation.gain)
             for j, c in enumerate(group):
                 x0s[c] = out[j:j + 1]
         diffusion_seconds = time.perf_counter() - began_diffusion
@@ -265,14 +266,15 @@ class DIPInitializedSampler:
             dip_image=(torch.stack(dips) if batched else dips[0]) if self.uses_dip else None,
             seconds={"dip": dip_seconds, "start": start_seconds,
                      "diffusion": diffusion_seconds,
-                     "adapt": sum(seconds for _, seconds in adapted.values()),
+                     "adapt": sum(seconds for _, seconds, _ in adapted.values()),
                      "total": time.perf_counter() - began})
         per_image_fields = {
             "t0": [s.t0 for s in starts],
-            "nfe": [k * len(t) + r for t, r in zip(timesteps, ref_nfe, strict=True)],
+            "nfe": [k * cfg.ensemble * len(t) + r for t, r in zip(timesteps, ref_nfe, strict=True)],
             "error_std": [s.error_std for s in starts], "timesteps": timesteps,
             "dip_iterations": iterations,
             "adapt_iterations": [adapted[i][0] for i in range(n)] if adapted else None,
+            "adapt_gain": [adapted[i][2] for i in range(n)] if adapted else None,
             "intermediates": steps_log[::k] if return_intermediates else None}  # chain 0
         for key, values in per_image_fields.items():
             setattr(result, key, values if batched or values is None else values[0])
@@ -380,8 +382,10 @@ class DIPInitializedSampler:
                                      "x0_hat": to_image_scale(step["x0_hat"][j]).cpu(),
                                      "x0": to_image_scale(step["x0"][j]).cpu()})
 
+        model = adaptation.model if adaptation else self.model
         return reverse_diffusion(
-            adaptation.model if adaptation else self.model, s, torch.cat([xs[i] for i in group]),
+            SelfEnsemble(model, cfg.ensemble) if cfg.ensemble > 1 else model, s,
+            torch.cat([xs[i] for i in group]),
             timesteps, adapt=adaptation.hook if adaptation else None,
             consistency=proximal if cfg.guidance == "proximal" else None, eta=cfg.eta,
             zeta=cfg.zeta,
