@@ -3,9 +3,9 @@
 Times every point of ``dipprior.pipeline.presets.FRONT`` for a task (the settings
 ``budget="fast"``, ``"balanced"`` and ``"best"`` run; for the noise-free tasks also the DIP start
 it is weighed against: the 16- and 64-channel DIP fits of the tables) on one 128x128 crop with
-the shipped prior, interleaved over ``--repeats`` rounds, median reported, and prints each as seconds and as
-a ratio to the reference loop: DiffPIR from pure noise, 100 steps (the ``DDPM`` preset), the
-method the default must not be slower than.  Run it on a quiet machine.
+the shipped prior, interleaved over ``--repeats`` rounds, median reported, and prints each as
+seconds and as a ratio to the reference loop: DiffPIR from pure noise, 100 steps (the ``DDPM``
+preset), the method the default must not be slower than.  Run it on a quiet machine.
 
     python benchmarks/bench_front.py --threads 2 --repeats 3
     python benchmarks/bench_front.py --threads 2 --repeats 3 --task denoise
@@ -32,7 +32,8 @@ from dipprior.pipeline.presets import EFFORTS, budget_config, method_configs
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--task", default="inpaint", choices=["inpaint", "box", "sr", "deblur", "denoise"])
+    p.add_argument("--task", default="inpaint",
+                   choices=["inpaint", "box", "sr", "deblur", "denoise"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dip-iterations", type=int, default=100,
                    help="DIP iterations timed (seconds are scaled to 500 and 1000)")

@@ -29,21 +29,11 @@ import torch
 
 from dipprior import metrics
 from dipprior.diffusion import load_pretrained
-from dipprior.experiments.data import degrade
-from dipprior.io import IMAGE_SUFFIXES, center_crop, load_image
+from dipprior.experiments.data import degrade, load_folder
 from dipprior.operators import classical_start, make_task
 from dipprior.pipeline import DIPInitializedSampler
 from dipprior.pipeline.adapt import AdaptConfig
 from dipprior.pipeline.presets import recommended_config
-
-
-def crops(folder: str, n: int, size: int, held_out: bool) -> dict[str, torch.Tensor]:
-    """The first ``n`` centre crops of the folder's photos in sorted order (``held_out``: of
-    every 27th from the 14th, the photos the shipped prior never trained on)."""
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if held_out:
-        paths = paths[13::27]
-    return {p.stem: center_crop(load_image(p), size) for p in paths[:n]}
 
 
 def main() -> None:
@@ -66,7 +56,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, scheduler = load_pretrained(args.model)
-    images = crops(args.data, args.n_images, args.size, args.held_out)
+    images = load_folder(args.data, args.n_images, args.size, args.held_out)
     adapts = [AdaptConfig(**json.loads(a)) for a in args.adapt.split(";") if a.strip()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -35,21 +35,11 @@ import torch
 
 from dipprior import metrics
 from dipprior.diffusion import load_pretrained
-from dipprior.experiments.data import degrade
-from dipprior.io import IMAGE_SUFFIXES, center_crop, load_image
+from dipprior.experiments.data import degrade, load_folder
 from dipprior.operators import make_task
 from dipprior.pipeline import DIPInitializedSampler
 from dipprior.pipeline.adapt import AdaptConfig
 from dipprior.pipeline.presets import EFFORTS, recommended_config
-
-
-def crops(folder: str, n: int, size: int, held_out: bool) -> dict[str, torch.Tensor]:
-    """The first ``n`` centre crops of the folder's photos in sorted order (``held_out``: of
-    every 27th from the 14th, the CBSD432 photos the shipped prior never trained on)."""
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if held_out:
-        paths = paths[13::27]
-    return {p.stem: center_crop(load_image(p), size) for p in paths[:n]}
 
 
 def parse_configs(text: str) -> dict[str, dict]:
@@ -62,7 +52,8 @@ def parse_configs(text: str) -> dict[str, dict]:
 
 
 def peer(task: str):
-    """The classical method a user would pick instead: (name, restore(y, op))."""
+    """The classical method a user would pick instead: (name or None for the operator's
+    classical method's, restore(y, op))."""
     if task == "denoise":
         try:
             import bm3d  # noqa: F401
@@ -71,15 +62,14 @@ def peer(task: str):
             return "CBM3D", lambda y, op: cbm3d(y, op.noise_sigma)
         except ImportError:
             print("no bm3d package: the peer is the observation itself", flush=True)
-    probe = make_task(task)(torch.zeros(3, 16, 16), torch.Generator().manual_seed(0))
-    return probe.classical_name, lambda y, op: op.classical(y)
+    return None, lambda y, op: op.classical(y)
 
 
 def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, scheduler = load_pretrained(args.model)
-    images = crops(args.data, args.n_images, args.size, args.held_out)
+    images = load_folder(args.data, args.n_images, args.size, args.held_out)
     configs = parse_configs(args.configs)
     methods = [m for m in args.methods.split(",") if m]
     peer_name, peer_fn = peer(args.task)
@@ -94,7 +84,8 @@ def run(args: argparse.Namespace) -> None:
             if method == "peer":
                 began = time.perf_counter()
                 image, info = peer_fn(y, op), {}
-                seconds, label = time.perf_counter() - began, peer_name
+                seconds = time.perf_counter() - began
+                label = peer_name or op.classical_name
             else:
                 if method in EFFORTS:
                     sampler = DIPInitializedSampler(model, scheduler, budget=method,
@@ -121,6 +112,16 @@ def run(args: argparse.Namespace) -> None:
         print(" ".join(line), flush=True)
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _diff(a: list[float], b: list[float]) -> str:
+    """The mean difference and on how many crops ``a`` is higher."""
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    return f"{_mean(d):+.2f} ({sum(x > 0 for x in d)}/{len(d)})"
+
+
 def summarize(paths: list[str]) -> None:
     rows = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines()]
     tables: dict[tuple, dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
@@ -134,19 +135,13 @@ def summarize(paths: list[str]) -> None:
         print("| method | PSNR | SSIM | s per crop | - peer | - the point before |")
         print("|---|---:|---:|---:|---:|---:|")
         first, before = names[0], None
+        psnr = {m: [by_method[m][k]["psnr"] for k in order] for m in names}
         for m in names:
-            psnr = [by_method[m][k]["psnr"] for k in order]
-            mean = lambda v: sum(v) / len(v)  # noqa: E731
-
-            def diff(other: str) -> str:
-                d = [a - by_method[other][k]["psnr"] for a, k in zip(psnr, order)]
-                return f"{mean(d):+.2f} ({sum(x > 0 for x in d)}/{len(d)})"
-
-            print(f"| {m} | {mean(psnr):.2f} | "
-                  f"{mean([by_method[m][k]['ssim'] for k in order]):.3f} | "
-                  f"{mean([by_method[m][k]['seconds'] for k in order]):.2f} | "
-                  f"{diff(first) if m != first else ''} | "
-                  f"{diff(before) if before and m in EFFORTS and before in EFFORTS else ''} |")
+            print(f"| {m} | {_mean(psnr[m]):.2f} | "
+                  f"{_mean([by_method[m][k]['ssim'] for k in order]):.3f} | "
+                  f"{_mean([by_method[m][k]['seconds'] for k in order]):.2f} | "
+                  f"{_diff(psnr[m], psnr[first]) if m != first else ''} | "
+                  f"{_diff(psnr[m], psnr[before]) if before in EFFORTS and m in EFFORTS else ''} |")
             before = m
 
 

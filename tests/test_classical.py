@@ -270,7 +270,7 @@ def test_the_budget_rule_is_the_docs_table():
     text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
     section = text.split("### Which method for which task and budget", 1)[1].split("\n#", 1)[0]
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in section.splitlines()
-            if line.startswith("| noise-free") or line.startswith("| denoise")]
+            if any(line.startswith(f"| {task} |") for task in FRONT)]
     assert len(rows) == sum(len(points) for points in FRONT.values())
     for task, effort_cell, seconds_cell, runs, *_ in rows:
         effort = re.fullmatch(r"`(\w+)`", effort_cell).group(1)
@@ -279,6 +279,28 @@ def test_the_budget_rule_is_the_docs_table():
         assert f'init="{config.init}"' in runs, runs
         assert re.search(rf"(^|\D){config.steps} steps?\b", runs), runs
         assert (f"mean of {config.samples}" in runs) == (config.samples > 1), runs
+        assert (f"ensemble {config.ensemble}" in runs) == (config.ensemble > 1), runs
+        adapt = config.adapt
+        assert ("adapted" in runs) == (adapt is not None), runs
+        if adapt is not None:
+            assert f"{adapt.iterations} iterations" in runs, runs
+            assert (f"every {adapt.every}" in runs) == (adapt.every > 1), runs
+
+
+def test_the_budgets_run_what_the_front_says_and_each_point_costs_more():
+    from dipprior.operators import Blur, gaussian_kernel
+    from dipprior.pipeline.presets import EFFORTS, FRONT, budget_config, front_for
+
+    box = Inpaint(center_box_mask((16, 16), 6), task="box")
+    for op in (Denoise(0.1), Inpaint(torch.ones(8, 8)), box, Blur(gaussian_kernel(3, 1.0), 0.01)):
+        front = front_for(op)
+        assert [e for e, _, _ in front] == list(EFFORTS)
+        assert [s for _, s, _ in front] == sorted(s for _, s, _ in front)
+        for effort, _, config in front:
+            assert budget_config(op, effort).replace(lam=config.lam, zeta=config.zeta) == config
+    assert front_for(Denoise(0.1)) is FRONT["denoise"]
+    assert front_for(Inpaint(torch.ones(8, 8))) is FRONT["noise-free"]
+    assert front_for(box) is FRONT.get("box", FRONT["noise-free"])
 
 
 def test_samples_average_chains_of_their_own_noise(model):
@@ -351,3 +373,14 @@ def test_biharmonic_without_a_known_pixel_is_refused():
     op = Inpaint(torch.zeros(8, 8))  # was numpy's "zero-size array to reduction operation"
     with pytest.raises(ValueError, match="keeps no pixel"):
         biharmonic(torch.zeros(3, 8, 8), op)
+
+
+def test_the_box_task_carries_its_key_through_crops_and_refuses_others():
+    from dipprior.operators import make_task
+
+    op = make_task("box")(torch.rand(3, 64, 64), torch.Generator().manual_seed(0))
+    assert op.task == "box" and op.crop(0, 0, 8, 8).task == "box"
+    assert Inpaint(torch.ones(8, 8)).task == "inpaint"
+    assert Inpaint(torch.ones(8, 8), task="box").crop(0, 0, 4, 4).task == "box"
+    with pytest.raises(ValueError, match="task"):
+        Inpaint(torch.ones(8, 8), task="holes")

@@ -90,3 +90,19 @@ def test_the_sampler_ensembles_each_step_and_counts_its_evaluations():
     by_hand_sampler = DIPInitializedSampler(SelfEnsemble(model, 8), scheduler, config,
                                             progress=False)
     torch.testing.assert_close(b.image, by_hand_sampler(y, op).image, rtol=0, atol=1e-6)
+
+
+def test_restore_ensemble_option(tmp_path, capsys, make_unet):
+    from dipprior.cli import main
+    from dipprior.diffusion import save
+    from dipprior.io import sample_image, save_image
+
+    model = str(save(make_unet(), Scheduler(), tmp_path / "m"))
+    save_image(sample_image("chelsea", 16), tmp_path / "c.png")
+    base = ["restore", str(tmp_path / "c.png"), "--task", "denoise", "--sigma", "25",
+            "--simulate", "--model", model, "--no-progress"]
+    assert main([*base, "--ensemble", "8", "--out", str(tmp_path / "o.png")]) == 0
+    assert "NFE=8" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*base, "--ensemble", "3", "--out", str(tmp_path / "p.png")])
+    assert "--ensemble" in capsys.readouterr().err and not (tmp_path / "p.png").exists()

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dipprior.diffusion.ensemble import ENSEMBLES
 from dipprior.diffusion.scheduler import SPACINGS
 from dipprior.dip.config import EARLY_STOPPING
 from dipprior.pipeline.config import ERROR_ESTIMATES, RENOISE, SamplerConfig, parse_t0
@@ -131,6 +132,9 @@ def add_sampler(p: argparse.ArgumentParser) -> None:
                    help="use the DIP image as a second observation in every data step")
     p.add_argument("--samples", type=int,
                    help="chains per image from the same start, averaged (the posterior mean)")
+    p.add_argument("--ensemble", type=int, choices=ENSEMBLES,
+                   help="average the prior over this many flips and quarter turns of its input "
+                   "at every step (geometric self-ensemble; costs as many model evaluations)")
     p.add_argument("--adapt", type=int, metavar="ITERATIONS",
                    help="adapt the prior to each image while it samples (LoRA, DDIP-style): "
                    "optimiser steps per reverse step (denoising: recorrupted-to-recorrupted "

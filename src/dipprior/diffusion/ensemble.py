@@ -54,8 +54,8 @@ def _as_tensor(out: object) -> torch.Tensor:
 class SelfEnsemble(nn.Module):
     """``model`` averaged over ``size`` symmetries of the square (:func:`symmetries`):
     ``mean_g g^-1 model(g x, t)``, in one batch per output shape (a non-square input's odd
-    quarter turns form a second batch).  Costs ``size`` model evaluations per call; holds no weights of
-    its own (``model``'s are shared, never copied).
+    quarter turns form a second batch).  Costs ``size`` model evaluations per call; holds no
+    weights of its own (``model``'s are shared, never copied).
 
     >>> import torch
     >>> mirror_only = SelfEnsemble(lambda x, t: x.flip(-1), 2)

@@ -43,13 +43,17 @@ def prepare_images(images: Images) -> list[tuple[str, torch.Tensor]]:
 
 
 def load_folder(folder: str | os.PathLike, n_images: int | None = None,
-                size: int | None = None) -> dict[str, torch.Tensor]:
+                size: int | None = None, held_out: bool = False) -> dict[str, torch.Tensor]:
     """The first ``n_images`` images of ``folder`` in sorted file-name order, center-cropped to
-    ``size`` x ``size`` (None: whole images) -> ``{stem: (3, H, W) tensor}``."""
+    ``size`` x ``size`` (None: whole images) -> ``{stem: (3, H, W) tensor}``.  ``held_out``:
+    only every 27th image from the 14th, the CBSD432 photos the shipped prior never trained on
+    (its settings were tuned on them)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"folder: {str(folder)!r} is not a directory")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if held_out:
+        paths = paths[13::27]
     if n_images is not None:
         if n_images < 1:
             raise ValueError(f"n_images: expected a positive int, got {n_images}")

@@ -39,8 +39,8 @@ from dipprior._tensor import to_model_scale
 from dipprior.diffusion.sampling import model_output
 from dipprior.pipeline.consistency import observation_to_model_scale
 
-__all__ = ["AdaptConfig", "Adaptation", "LOSSES", "LoRA", "PROBE_DRAWS", "check_rank", "measurement_loss",
-           "r2r_loss", "r2r_pair", "with_lora"]
+__all__ = ["AdaptConfig", "Adaptation", "LOSSES", "LoRA", "PROBE_DRAWS", "check_rank",
+           "measurement_loss", "r2r_loss", "r2r_pair", "with_lora"]
 
 LOSSES = ("auto", "measurement", "r2r")
 #: recorruptions of the observation on which :meth:`Adaptation.estimated_gain` scores the
@@ -66,9 +66,6 @@ class AdaptConfig:
             ``s sqrt(1 + alpha^2)``.
         batch: recorruptions per R2R iteration, or chains (the first ``batch`` of the image's
             ``samples``) whose state the measurement loss uses.
-        augment: R2R only: each iteration sees its recorruptions under a random flip and quarter
-            turn of the image (8 views of one photo to learn from; the prior was trained with
-            them).
         probe: R2R only: after this many iterations, estimate the adaptation's gain in dB on
             :data:`PROBE_DRAWS` recorruptions of the observation drawn apart from the training
             ones (:meth:`Adaptation.estimated_gain`; 0: no estimate).
@@ -87,7 +84,6 @@ class AdaptConfig:
     loss: str = "auto"
     alpha: float = 0.5
     batch: int = 1
-    augment: bool = False
     probe: int = 0
     min_gain: float | None = None
 
@@ -104,8 +100,6 @@ class AdaptConfig:
                 raise ValueError(f"{name}: expected a number > 0, got {value!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
-        if not isinstance(self.augment, bool):
-            raise TypeError(f"augment: expected a bool, got {self.augment!r}")
         if self.probe > self.iterations:
             raise ValueError(f"probe: expected at most iterations ({self.iterations}), got "
                              f"{self.probe}")
@@ -236,10 +230,9 @@ class Adaptation:
             self.r2r_t = int(scheduler.timestep_for_noise_level(level))
             self.r2r_scale = float(scheduler.alphas_cumprod[self.r2r_t]) ** 0.5
         else:
-            for name in ("probe", "augment"):
-                if getattr(config, name):
-                    raise ValueError(f"{name}: needs the R2R loss (Gaussian denoising); leave "
-                                     f"it out for the measurement loss")
+            if config.probe:
+                raise ValueError("probe: the gain estimate needs the R2R loss (Gaussian "
+                                 "denoising); set probe=0 for the measurement loss")
             with torch.inference_mode(False):
                 self.y_model = observation_to_model_scale(self.y, operator).unsqueeze(0)
         # the probe's recorruptions: a stream of their own (the training draws stay as they are)
@@ -258,11 +251,7 @@ class Adaptation:
 
     def _loss(self, x: torch.Tensor, t: int) -> torch.Tensor:
         if self.loss == "r2r":
-            y = self.y
-            if self.config.augment:
-                turns, mirrored = divmod(int(torch.randint(8, (1,), generator=self.generator)), 2)
-                y = torch.rot90(y.flip(-1) if mirrored else y, turns, (-2, -1))
-            ys = y.unsqueeze(0).expand(self.config.batch, *y.shape)
+            ys = self.y.unsqueeze(0).expand(self.config.batch, *self.y.shape)
             return r2r_loss(self._denoise, ys, self.sigma, self.config.alpha, self.generator)
         return measurement_loss(self._x0(x[:self.config.batch], t), self.y_model, self.operator)
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from dipprior.operators import Operator
+from dipprior.pipeline.adapt import PROBE_DRAWS
 from dipprior.pipeline.config import SamplerConfig
 from dipprior.pipeline.inputs import per_image, seeds_for, split
 from dipprior.pipeline.presets import budget_config, method_configs_for, recommended_config
@@ -141,6 +142,7 @@ def make_plan(config: SamplerConfig, dip: Any, scheduler: Any, operator: Operato
     passes = 0
     if adapt is not None:  # an iteration: a forward and a backward pass (~3 NFE) per chain
         passes = 3 * adapt.iterations * adapt.batch * -(-steps // adapt.every)
+        passes += 2 * PROBE_DRAWS if adapt.probe else 0  # the probe's two scorings
     return Plan(config=config, dip=dip if fits else None, t0=t0,
                 nfe=config.samples * config.ensemble * steps + reference,
                 dip_iterations=int(getattr(dip, "iterations", 0)) if fits else 0,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 
 from dipprior.operators import TASKS
+from dipprior.pipeline.adapt import AdaptConfig
 from dipprior.pipeline.config import SamplerConfig
 from dipprior.pipeline.tasks import DIP_BUDGET, is_denoising
 
-__all__ = ["CLASSICAL_MEAN", "DIP_BUDGET", "EFFORTS", "FRONT", "budget_config",
+__all__ = ["CLASSICAL_MEAN", "DIP_BUDGET", "EFFORTS", "FRONT", "budget_config", "front_for",
            "method_configs", "method_configs_for", "recommended_config"]
 
 _NOISE_FREE = {
@@ -99,17 +100,41 @@ def _for_task(operator: object, config: SamplerConfig) -> SamplerConfig:
 #: the named efforts of :func:`budget_config`, cheapest first
 EFFORTS = ("fast", "balanced", "best")
 
+#: denoising's ``best``: the prior adapted to the photo (20 R2R iterations, tuned on held-out
+#: CBSD432 and ImageNet crops), then its one step ensembled over the 8 symmetries of the square
+ADAPT_DENOISE = AdaptConfig(iterations=20)
+#: the noise-free ``best`` of the tasks in :data:`ADAPTED_TASKS`: 5 Adam steps of the
+#: measurement loss before every 5th reverse step
+ADAPT_NOISE_FREE = AdaptConfig(iterations=5, every=5)
+#: the noise-free tasks whose ``best`` adapts the prior: those where adapting gained on the
+#: held-out crops (``docs/results.md``, "The budget front")
+ADAPTED_TASKS = frozenset({"box"})
+
+_ONE_STEP = _TUNED["denoise"]["Observation->DDPM"]
+_NOISE_FREE_FRONT = (("fast", 3.7, _NOISE_FREE["Classical->DDPM"].replace(steps=10)),
+                     ("balanced", 7.6, _NOISE_FREE["Classical->DDPM"]),
+                     ("best", 34.0, CLASSICAL_MEAN))
+
 #: The measured quality-time front per task (``docs/results.md``, "Which method for which task
 #: and budget"): ``(effort, seconds per 128x128 image on the 2-core CPU, config)``, cheapest
-#: first; each point measured better than every cheaper one on the CBSD432 tuning crops.
+#: first; each point measured better than every cheaper one on held-out crops.  ``"denoise"``
+#: is Gaussian denoising, ``"noise-free"`` every other task but those with a front of their own.
 FRONT: dict[str, tuple[tuple[str, float, SamplerConfig], ...]] = {
-    "denoise": (("fast", 0.5, _TUNED["denoise"]["Observation->DDPM"]),
-                ("balanced", 0.5, _TUNED["denoise"]["Observation->DDPM"]),
-                ("best", 0.5, _TUNED["denoise"]["Observation->DDPM"])),
-    "noise-free": (("fast", 3.7, _NOISE_FREE["Classical->DDPM"].replace(steps=10)),
-                   ("balanced", 7.6, _NOISE_FREE["Classical->DDPM"]),
-                   ("best", 34.0, CLASSICAL_MEAN)),
+    "denoise": (("fast", 0.5, _ONE_STEP),
+                ("balanced", 0.5, _ONE_STEP.replace(ensemble=8)),
+                ("best", 0.5, _ONE_STEP.replace(ensemble=8, adapt=ADAPT_DENOISE))),
+    "noise-free": _NOISE_FREE_FRONT,
+    **{task: (*_NOISE_FREE_FRONT[:2],
+              ("best", 34.0, CLASSICAL_MEAN.replace(adapt=ADAPT_NOISE_FREE)))
+       for task in sorted(ADAPTED_TASKS)},
 }
+
+
+def front_for(operator: object) -> tuple[tuple[str, float, SamplerConfig], ...]:
+    """The points of :data:`FRONT` that ``operator``'s task runs (before its data settings)."""
+    if is_denoising([operator]):
+        return FRONT["denoise"]
+    return FRONT.get(getattr(operator, "task", ""), FRONT["noise-free"])
 
 
 def budget_config(operator: object, budget: float | str, pixels: int = 128 * 128
@@ -125,7 +150,7 @@ def budget_config(operator: object, budget: float | str, pixels: int = 128 * 128
     >>> budget_config(Inpaint(torch.ones(8, 8)), "fast").steps
     10
     """
-    front = FRONT["denoise" if is_denoising([operator]) else "noise-free"]
+    front = front_for(operator)
     if isinstance(budget, str):
         if budget not in EFFORTS:
             raise ValueError(f"budget: expected seconds or one of {EFFORTS}, got {budget!r}")
