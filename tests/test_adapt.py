@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import nn
@@ -380,14 +378,14 @@ def test_the_probe_estimates_the_gain_from_the_observation_alone(denoising):
     assert run(model, ONE_STEP, y, op).adapt_gain is None
 
 
-def test_the_gain_estimate_is_the_r2r_difference_in_db(denoising):
+def test_the_gain_estimate_is_the_r2r_difference_in_percent_of_the_noise(denoising):
     _, op, y = denoising
     adaptation = Adaptation(tiny_unet(), Scheduler(), AdaptConfig(probe=1), y, op, "r2r",
                             torch.Generator().manual_seed(0))
-    c = op.noise_sigma ** 2 * (1 + 1 / 0.5 ** 2)
-    assert adaptation.estimated_gain(c + 2e-3, c + 1e-3) == pytest.approx(10 * math.log10(2))
-    assert adaptation.estimated_gain(c + 1e-3, c + 2e-3) == pytest.approx(-10 * math.log10(2))
-    assert adaptation.estimated_gain(c - 1.0, c - 1.0) == 0.0  # both floored at 1% of c
+    variance = op.noise_sigma ** 2 * (1 + 0.5 ** 2)  # 0.1^2 * 1.25 = 0.0125
+    assert adaptation.estimated_gain(0.06, 0.06 - variance / 100) == pytest.approx(1.0)
+    assert adaptation.estimated_gain(0.05, 0.05 + 0.0025) == pytest.approx(-20.0)
+    assert adaptation.estimated_gain(0.05, 0.05) == 0.0
 
 
 def test_the_rule_puts_the_prior_back_exactly_or_adapts_on(denoising):

@@ -291,8 +291,8 @@ def test_the_budgets_run_what_the_front_says_and_each_point_costs_more():
     from dipprior.operators import Blur, gaussian_kernel
     from dipprior.pipeline.presets import EFFORTS, FRONT, budget_config, front_for
 
-    box = Inpaint(center_box_mask((16, 16), 6), task="box")
-    for op in (Denoise(0.1), Inpaint(torch.ones(8, 8)), box, Blur(gaussian_kernel(3, 1.0), 0.01)):
+    blur = Blur(gaussian_kernel(3, 1.0), 0.01)
+    for op in (Denoise(0.1), Inpaint(torch.ones(8, 8)), blur):
         front = front_for(op)
         assert [e for e, _, _ in front] == list(EFFORTS)
         assert [s for _, s, _ in front] == sorted(s for _, s, _ in front)
@@ -300,7 +300,8 @@ def test_the_budgets_run_what_the_front_says_and_each_point_costs_more():
             assert budget_config(op, effort).replace(lam=config.lam, zeta=config.zeta) == config
     assert front_for(Denoise(0.1)) is FRONT["denoise"]
     assert front_for(Inpaint(torch.ones(8, 8))) is FRONT["noise-free"]
-    assert front_for(box) is FRONT.get("box", FRONT["noise-free"])
+    assert front_for(blur) is FRONT["deblur"] and front_for(blur)[-1][2].adapt is not None
+    assert budget_config(blur, "best").lam == 3.0  # deblurring's own data weight
 
 
 def test_samples_average_chains_of_their_own_noise(model):
@@ -374,13 +375,3 @@ def test_biharmonic_without_a_known_pixel_is_refused():
     with pytest.raises(ValueError, match="keeps no pixel"):
         biharmonic(torch.zeros(3, 8, 8), op)
 
-
-def test_the_box_task_carries_its_key_through_crops_and_refuses_others():
-    from dipprior.operators import make_task
-
-    op = make_task("box")(torch.rand(3, 64, 64), torch.Generator().manual_seed(0))
-    assert op.task == "box" and op.crop(0, 0, 8, 8).task == "box"
-    assert Inpaint(torch.ones(8, 8)).task == "inpaint"
-    assert Inpaint(torch.ones(8, 8), task="box").crop(0, 0, 4, 4).task == "box"
-    with pytest.raises(ValueError, match="task"):
-        Inpaint(torch.ones(8, 8), task="holes")

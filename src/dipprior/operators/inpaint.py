@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import torch
@@ -68,25 +67,18 @@ class Masked(Operator):
         return x0 + self._m(x0) * (y - x0) / (1.0 + lam)
 
 
-INPAINT_TASKS = ("inpaint", "box")
-
-
 class Inpaint(Masked):
     """Missing pixels: ``y = M * (x + sigma n)`` with a binary mask ``M`` (1 = known pixel).
 
     ``mask`` is (H, W), (1, H, W) (same for all channels) or (3, H, W). Unknown pixels of the
     observation are 0. See :func:`random_pixel_mask`, :func:`random_box_mask`,
-    :func:`mask_from_image`.  ``task`` keys the tuned settings: ``"inpaint"`` (missing pixels
-    anywhere) or ``"box"`` (one large hole; its ``budget="best"`` adapts the prior).
+    :func:`mask_from_image`.
     """
 
+    task = "inpaint"
     classical_name = "Biharmonic"
 
-    def __init__(self, mask: Tensor | np.ndarray, sigma: float = 0.0, *,
-                 task: Literal["inpaint", "box"] = "inpaint") -> None:
-        if task not in INPAINT_TASKS:
-            raise ValueError(f"task: expected one of {INPAINT_TASKS}, got {task!r}")
-        self.task = task
+    def __init__(self, mask: Tensor | np.ndarray, sigma: float = 0.0) -> None:
         self.mask = _mask_tensor(mask)
         self.noise_sigma = _check_sigma(sigma)
         self._cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
@@ -127,7 +119,7 @@ class Inpaint(Masked):
         if not bool(mask.any()):
             raise ValueError(f"operator: the tile at ({top}, {left}) has no known pixel (a hole "
                              f"larger than the {height}x{width} tiles); use larger tiles")
-        return Inpaint(mask, self.noise_sigma, task=self.task)
+        return Inpaint(mask, self.noise_sigma)
 
     def __repr__(self) -> str:
         return (f"Inpaint(mask={tuple(self.mask.shape)}, known={self.known_fraction:.3f}, "
@@ -319,7 +311,7 @@ def _make_box(*, real: bool, box: int) -> OperatorFactory:
         raise ValueError(f"box: expected a side >= 1 (pixels), got {box!r}")
 
     def factory(image: Tensor, generator: torch.Generator) -> Inpaint:
-        return Inpaint(center_box_mask(image.shape[-2:], box), task="box")
+        return Inpaint(center_box_mask(image.shape[-2:], box))
 
     return factory
 

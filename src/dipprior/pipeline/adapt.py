@@ -66,10 +66,11 @@ class AdaptConfig:
             ``s sqrt(1 + alpha^2)``.
         batch: recorruptions per R2R iteration, or chains (the first ``batch`` of the image's
             ``samples``) whose state the measurement loss uses.
-        probe: R2R only: after this many iterations, estimate the adaptation's gain in dB on
-            :data:`PROBE_DRAWS` recorruptions of the observation drawn apart from the training
-            ones (:meth:`Adaptation.estimated_gain`; 0: no estimate).
-        min_gain: with ``probe``, the per-image rule: an estimated gain below ``min_gain`` dB
+        probe: R2R only: after this many iterations, estimate the adaptation's gain (the MSE it
+            removes, in percent of the noise variance it denoises) on :data:`PROBE_DRAWS`
+            recorruptions of the observation drawn apart from the training ones
+            (:meth:`Adaptation.estimated_gain`; 0: no estimate).
+        min_gain: with ``probe``, the per-image rule: an estimated gain below ``min_gain``
             stops the adaptation there and puts the prior back exactly as trained (None:
             estimate only, always adapt).
 
@@ -106,7 +107,7 @@ class AdaptConfig:
         if self.min_gain is not None:
             if not (isinstance(self.min_gain, numbers.Real) and not isinstance(self.min_gain, bool)
                     and math.isfinite(self.min_gain)):
-                raise ValueError(f"min_gain: expected None or a finite number of dB, got "
+                raise ValueError(f"min_gain: expected None or a finite number (percent), got "
                                  f"{self.min_gain!r}")
             if self.probe == 0:
                 raise ValueError("min_gain: the rule needs a probe (probe >= 1 iterations)")
@@ -238,7 +239,7 @@ class Adaptation:
         # the probe's recorruptions: a stream of their own (the training draws stay as they are)
         self.probe_seed = stream_seed(generator.initial_seed(), ADAPT_PROBE)
         self.iterations_run, self.seconds, self.stopped = 0, 0.0, False
-        self.gain: float | None = None  # dB, set at the probe
+        self.gain: float | None = None  # percent of the noise variance, set at the probe
 
     def _x0(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
         """The adapted model's Tweedie ``x0`` of ``x_t`` at ``t`` (differentiable, unclamped)."""
@@ -263,13 +264,14 @@ class Adaptation:
                                   torch.Generator().manual_seed(self.probe_seed)))
 
     def estimated_gain(self, before: float, after: float) -> float:
-        """The gain in dB of the adapted denoiser over the prior from their probe losses:
-        each R2R loss is its supervised MSE plus ``s^2 (1 + 1 / alpha^2)`` in expectation
-        (:func:`r2r_loss`), so ``10 log10((before - c) / (after - c))``, each MSE floored at
-        1% of ``c``.  The draws are apart from the training ones but the observation is the
-        same, so the estimate leans optimistic."""
-        c = self.sigma ** 2 * (1.0 + 1.0 / self.config.alpha ** 2)
-        return 10.0 * math.log10(max(before - c, 0.01 * c) / max(after - c, 0.01 * c))
+        """The MSE the adapted denoiser removes over the prior's, in percent of the variance of
+        the noise it denoises (``s^2 (1 + alpha^2)``), from their probe losses on the same
+        draws: each R2R loss is its supervised MSE plus the same constant in expectation
+        (:func:`r2r_loss`), so ``100 (before - after) / (s^2 (1 + alpha^2))``.  The difference
+        of paired losses is precise where each MSE alone is not (the constant's draws dominate
+        it).  The draws are apart from the training ones but the photo is the one adapted to,
+        so the estimate leans optimistic."""
+        return 100.0 * (before - after) / (self.sigma ** 2 * (1.0 + self.config.alpha ** 2))
 
     def _revert(self) -> None:
         """The prior exactly as trained: every LoRA's ``B`` back to zero."""

@@ -39,9 +39,9 @@ class SampleResult:
         adapt_iterations: optimiser steps the test-time adaptation of the prior ran (each one
             model evaluation per chain or recorruption, and its backward pass; None when the
             prior was not adapted).
-        adapt_gain: the adaptation's gain in dB over the prior as estimated at its probe from
-            the observation alone (:attr:`~dipprior.pipeline.adapt.AdaptConfig.probe`; None
-            without a probe or adaptation).
+        adapt_gain: the adaptation's gain over the prior (the MSE it removes, in percent of
+            the noise variance) as estimated at its probe from the observation alone
+            (:attr:`~dipprior.pipeline.adapt.AdaptConfig.probe`; None without a probe).
     """
 
     image: torch.Tensor

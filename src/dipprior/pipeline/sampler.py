@@ -270,7 +270,8 @@ class DIPInitializedSampler:
                      "total": time.perf_counter() - began})
         per_image_fields = {
             "t0": [s.t0 for s in starts],
-            "nfe": [k * cfg.ensemble * len(t) + r for t, r in zip(timesteps, ref_nfe, strict=True)],
+            "nfe": [k * cfg.ensemble * len(t) + r
+                    for t, r in zip(timesteps, ref_nfe, strict=True)],
             "error_std": [s.error_std for s in starts], "timesteps": timesteps,
             "dip_iterations": iterations,
             "adapt_iterations": [adapted[i][0] for i in range(n)] if adapted else None,
