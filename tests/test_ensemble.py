@@ -106,3 +106,18 @@ def test_restore_ensemble_option(tmp_path, capsys, make_unet):
     with pytest.raises(SystemExit):
         main([*base, "--ensemble", "3", "--out", str(tmp_path / "p.png")])
     assert "--ensemble" in capsys.readouterr().err and not (tmp_path / "p.png").exists()
+
+
+def test_an_ensemble_that_cannot_fit_is_refused_before_any_call(monkeypatch):
+    from dipprior.pipeline import checks
+
+    model = Lopsided()
+    monkeypatch.setattr(checks, "device_memory", lambda device: 2.0**20 * 5)  # 5 MiB
+    op = Denoise(0.1)
+    config = SamplerConfig(init="observation", steps=1, lam=320.0)
+    DIPInitializedSampler(model, Scheduler(), config, progress=False)(torch.rand(3, 32, 32), op)
+    model.calls.clear()
+    with pytest.raises(ValueError, match=r"evaluated in 8 views \(ensemble\).* smaller ensemble"):
+        DIPInitializedSampler(model, Scheduler(), config.replace(ensemble=8),
+                              progress=False)(torch.rand(3, 32, 32), op)
+    assert not model.calls

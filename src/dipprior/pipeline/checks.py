@@ -93,20 +93,23 @@ def device_memory(device: torch.device) -> float:
         return float("inf")
 
 
-def check_chains_fit(samples: int, images: int, pixels: int, device: torch.device) -> None:
+def check_chains_fit(samples: int, images: int, pixels: int, device: torch.device,
+                     ensemble: int = 1) -> None:
     """Refuse, before any work, ``samples`` chains for each of ``images`` images of ``pixels``
-    pixels (one batch of model calls) that could not fit in ``device``'s memory even at
-    :data:`CHAIN_BYTES_PER_PIXEL`."""
-    per_sample = CHAIN_BYTES_PER_PIXEL * images * pixels
+    pixels, each step evaluated ``ensemble`` times (one batch of model calls), that could not
+    fit in ``device``'s memory even at :data:`CHAIN_BYTES_PER_PIXEL`."""
+    per_sample = CHAIN_BYTES_PER_PIXEL * images * pixels * ensemble
     available = device_memory(device)
     if samples * per_sample > available:
         fit = max(int(available // per_sample), 0)
+        views = f", each evaluated in {ensemble} views (ensemble)," if ensemble > 1 else ""
         raise ValueError(f"samples: {samples} chains for each of {images} image(s) of {pixels} "
-                         f"pixels need at least {samples * per_sample / 2**30:.1f} GiB "
+                         f"pixels{views} need at least {samples * per_sample / 2**30:.1f} GiB "
                          f"({CHAIN_BYTES_PER_PIXEL} bytes per pixel per chain), more than the "
                          f"{available / 2**30:.1f} GiB of {device}; "
                          + (f"use samples <= {fit}" if fit else "restore it in tiles "
-                            "(dipprior.pipeline.tiles.restore_tiled)"))
+                            "(dipprior.pipeline.tiles.restore_tiled)"
+                            + (" or a smaller ensemble" if ensemble > 1 else "")))
 
 
 # the scheduler methods the sampler uses (any object that has them works)

@@ -111,21 +111,21 @@ ADAPT_NOISE_FREE = AdaptConfig(iterations=5, every=5)
 ADAPTED_TASKS = frozenset({"deblur"})
 
 _ONE_STEP = _TUNED["denoise"]["Observation->DDPM"]
-_NOISE_FREE_FRONT = (("fast", 3.7, _NOISE_FREE["Classical->DDPM"].replace(steps=10)),
-                     ("balanced", 7.6, _NOISE_FREE["Classical->DDPM"]),
-                     ("best", 34.0, CLASSICAL_MEAN))
+_NOISE_FREE_FRONT = (("fast", 1.0, _NOISE_FREE["Classical->DDPM"].replace(steps=10)),
+                     ("balanced", 2.7, _NOISE_FREE["Classical->DDPM"]),
+                     ("best", 9.7, CLASSICAL_MEAN))
 
 #: The measured quality-time front per task (``docs/results.md``, "Which method for which task
 #: and budget"): ``(effort, seconds per 128x128 image on the 2-core CPU, config)``, cheapest
 #: first; each point measured better than every cheaper one on held-out crops.  ``"denoise"``
 #: is Gaussian denoising, ``"noise-free"`` every other task but those with a front of their own.
 FRONT: dict[str, tuple[tuple[str, float, SamplerConfig], ...]] = {
-    "denoise": (("fast", 0.5, _ONE_STEP),
-                ("balanced", 0.5, _ONE_STEP.replace(ensemble=8)),
-                ("best", 0.5, _ONE_STEP.replace(ensemble=8, adapt=ADAPT_DENOISE))),
+    "denoise": (("fast", 0.1, _ONE_STEP),
+                ("balanced", 1.0, _ONE_STEP.replace(ensemble=8)),
+                ("best", 7.9, _ONE_STEP.replace(ensemble=8, adapt=ADAPT_DENOISE))),
     "noise-free": _NOISE_FREE_FRONT,
     **{task: (*_NOISE_FREE_FRONT[:2],
-              ("best", 34.0, CLASSICAL_MEAN.replace(adapt=ADAPT_NOISE_FREE)))
+              ("best", 18.0, CLASSICAL_MEAN.replace(adapt=ADAPT_NOISE_FREE)))
        for task in sorted(ADAPTED_TASKS)},
 }
 

@@ -190,7 +190,8 @@ class DIPInitializedSampler:
         n, cfg = len(ys), self.config
         dev = model_device(self.model, self.device)
         check_chains_fit(cfg.samples, n, max(math.prod(op.input_shape(y.shape)[-2:])
-                                             for y, op in zip(ys, ops, strict=True)), dev)
+                                             for y, op in zip(ys, ops, strict=True)), dev,
+                         cfg.ensemble)
         seeds = seeds_for(seed, generator, n)
         ys, ops, grey = whiten_grey(ys, ops, seeds)  # grey photos: noise the prior knows
         truths = per_image(ground_truth, n, "ground_truth")
