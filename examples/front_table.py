@@ -10,13 +10,13 @@ refinements of the task's recommended settings, for tuning on held-out crops).  
 only scores.
 
     # tune on held-out photos (CBSD432's 16 held out from the prior's training, ImageNet's)
-    python examples/front_table.py --data ../shared/data/train/CBSD432 --held-out --n-images 8 \\
+    python examples/front_table.py --data ../shared/data/train/CBSD432 --held-out --n-images 6 \\
         --methods fast --configs 'e8={"ensemble": 8};a20={"adapt": {"iterations": 20}}' \\
         --out runs/front/tune.jsonl
     # the test sets, once
     python examples/front_table.py --data ../shared/data/test/Urban100 --n-images 24 \\
-        --out docs/results/front/denoise.jsonl
-    python examples/front_table.py --summarize docs/results/front/denoise.jsonl
+        --out docs/results/front/test_denoise.jsonl
+    python examples/front_table.py --summarize docs/results/front/test_denoise.jsonl
 
 Rows are appended to ``--out`` (JSON lines); ``--summarize`` prints a markdown table per data set
 and task from such files (means, the difference to the peer and to the point below, with the

@@ -405,6 +405,8 @@ def test_the_rule_puts_the_prior_back_exactly_or_adapts_on(denoising):
 def test_bad_probes_are_named(inpainting):
     with pytest.raises(ValueError, match="probe"):
         AdaptConfig(iterations=3, probe=4)
+    with pytest.raises(ValueError, match="probe"):
+        AdaptConfig(probe=2, loss="measurement")
     with pytest.raises(ValueError, match="min_gain"):
         AdaptConfig(min_gain=0.1)  # a rule without a probe
     with pytest.raises(ValueError, match="min_gain"):

@@ -302,6 +302,21 @@ def test_the_budgets_run_what_the_front_says_and_each_point_costs_more():
     assert front_for(Inpaint(torch.ones(8, 8))) is FRONT["noise-free"]
     assert front_for(blur) is FRONT["deblur"] and front_for(blur)[-1][2].adapt is not None
     assert budget_config(blur, "best").lam == 3.0  # deblurring's own data weight
+    assert front_for(Denoise(0.0)) is FRONT["noise-free"]  # noise-free: no denoising front
+
+
+def test_a_best_budget_that_adapts_needs_a_prior_that_can_adapt():
+    from dipprior.operators import Blur, gaussian_kernel
+
+    def callable_prior(x, t):
+        return torch.zeros_like(x)
+
+    sampler = DIPInitializedSampler(callable_prior, Scheduler(), budget="best", progress=False)
+    for op in (Denoise(0.1), Blur(gaussian_kernel(3, 1.0), 0.01)):
+        with pytest.raises(ValueError, match="budget: 'best' adapts the prior"):
+            sampler.plan(torch.rand(3, 8, 8), op)
+    holes = Inpaint(torch.ones(8, 8))
+    assert sampler.plan(torch.rand(3, 8, 8), holes)[0].config.adapt is None  # no adapting
 
 
 def test_samples_average_chains_of_their_own_noise(model):

@@ -23,8 +23,8 @@ class Lopsided(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.calls.append(tuple(x.shape))
-        ramp = torch.linspace(0, 1, x.shape[-1]).expand_as(x)
-        return self.conv(x) * ramp + t.view(-1, 1, 1, 1) * 1e-3
+        ramp = torch.linspace(0, 1, x.shape[-1], dtype=x.dtype).expand_as(x)
+        return self.conv(x) * ramp + t.view(-1, 1, 1, 1).to(x.dtype) * 1e-3
 
 
 def by_hand(model, x, t, size):
@@ -70,7 +70,7 @@ def test_eight_symmetries_make_any_model_equivariant_in_one_batch_per_shape():
 def test_bad_sizes_are_named():
     with pytest.raises(ValueError, match="ensemble"):
         SelfEnsemble(Lopsided(), 3)
-    for bad in (0, 3, 16, True, "8"):
+    for bad in (0, 3, 16, True, "8", 8.0):
         with pytest.raises(ValueError, match="ensemble"):
             SamplerConfig(ensemble=bad)
 
@@ -121,3 +121,23 @@ def test_an_ensemble_that_cannot_fit_is_refused_before_any_call(monkeypatch):
         DIPInitializedSampler(model, Scheduler(), config.replace(ensemble=8),
                               progress=False)(torch.rand(3, 32, 32), op)
     assert not model.calls
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_the_callers_model_keeps_its_mode(training):
+    """The wrapper's own mode once switched the wrapped prior to train mode (dropout on)."""
+    model = Lopsided().train(training)
+    op = Denoise(0.1)
+    config = SamplerConfig(init="observation", steps=1, lam=320.0, ensemble=8)
+    DIPInitializedSampler(model, Scheduler(), config, progress=False)(torch.rand(3, 8, 8), op)
+    assert model.training == training
+
+
+def test_a_bfloat16_prior_is_averaged_in_float32():
+    model = Lopsided().to(torch.bfloat16)
+    x, t = torch.randn(1, 3, 8, 8).to(torch.bfloat16), torch.tensor([3])
+    with torch.no_grad():
+        out = SelfEnsemble(model, 8)(x, t)
+        reference = by_hand(lambda v, s: model(v, s).float(), x, t, 8)
+    assert out.dtype == torch.bfloat16  # the model's dtype back, the sum taken in float32
+    torch.testing.assert_close(out.float(), reference, rtol=1e-2, atol=1e-2)

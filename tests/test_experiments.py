@@ -303,6 +303,13 @@ def test_load_folder_sorted_first_n_center_crop(tmp_path):
     assert float(images["a"][0, 4, 4]) == 1.0  # the centre pixel stays in the centre
 
 
+def test_load_folder_held_out_takes_every_27th_from_the_14th(tmp_path):
+    for i in range(60):
+        save_image(torch.full((3, 4, 4), i / 60), tmp_path / f"p{i:02d}.png")
+    assert list(ex.load_folder(tmp_path, held_out=True)) == ["p13", "p40"]
+    assert list(ex.load_folder(tmp_path, n_images=1, held_out=True)) == ["p13"]
+
+
 # ----------------------------------------------------------------------------- CLI
 
 

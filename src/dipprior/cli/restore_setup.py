@@ -306,7 +306,7 @@ def plan_cost(args: argparse.Namespace, observation: Any, op: Any, sampler: Any,
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no memory check
         available = float("inf")
     what = f"{w}x{h} ({w * h / 1e6:.1f} MP)"
-    chains = TILE_BYTES_PER_PIXEL * tile_pixels  # the memory of one more chain
+    chains = TILE_BYTES_PER_PIXEL * tile_pixels * cfg.ensemble  # the memory of one more chain
     if memory > 0.8 * available and cfg.samples > 1 and memory - (cfg.samples - 1) * chains \
             <= 0.8 * available:  # the chains are what does not fit
         fit = int((0.8 * available - memory) // chains) + cfg.samples
@@ -317,7 +317,9 @@ def plan_cost(args: argparse.Namespace, observation: Any, op: Any, sampler: Any,
     if memory > 0.8 * available:
         raise ValueError(f"IMAGE: {what} needs about {memory / 2**30:.1f} GiB, more than this "
                          f"machine's {available / 2**30:.1f} GiB allows; use a smaller --tile "
-                         f"(now {tile or 'none'})")
+                         f"(now {tile or 'none'})"
+                         + (f" or a smaller --ensemble (now {cfg.ensemble})"
+                            if cfg.ensemble > 1 else ""))
     if seconds > args.time_limit:
         raise ValueError(f"IMAGE: {what} would take about {seconds / 60:.0f} min "
                          f"({nfe} NFE{f' + {iterations} DIP iterations' if iterations else ''}"

@@ -19,6 +19,7 @@ from dipprior.diffusion.checkpoint import (
     save,
 )
 from dipprior.diffusion.data import Augmentation, PatchDataset
+from dipprior.diffusion.ensemble import SelfEnsemble
 from dipprior.diffusion.loading import load_pretrained
 from dipprior.diffusion.sampling import reverse_diffusion, sample
 from dipprior.diffusion.scheduler import Scheduler, SchedulerOutput
@@ -46,6 +47,7 @@ __all__ = [
     "available_pretrained",
     "sample",
     "reverse_diffusion",
+    "SelfEnsemble",
     "DenoiserPrior",
     "DiffusersUNet",
     "load_diffusers",

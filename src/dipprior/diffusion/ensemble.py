@@ -57,10 +57,12 @@ class SelfEnsemble(nn.Module):
     quarter turns form a second batch).  Costs ``size`` model evaluations per call; holds no
     weights of its own (``model``'s are shared, never copied).
 
+    The wrapper takes the wrapped model's train/eval mode and never changes it.
+
     >>> import torch
-    >>> mirror_only = SelfEnsemble(lambda x, t: x.flip(-1), 2)
+    >>> right_half = lambda x, t: x * (torch.arange(x.shape[-1]) >= x.shape[-1] // 2)
     >>> x = torch.randn(1, 3, 4, 4)
-    >>> bool(torch.allclose(mirror_only(x, torch.zeros(1)), (x + x.flip(-1)) / 2))
+    >>> bool(torch.allclose(SelfEnsemble(right_half, 2)(x, torch.zeros(1)), x / 2))
     True
     """
 
@@ -68,6 +70,8 @@ class SelfEnsemble(nn.Module):
         super().__init__()
         self.transforms = symmetries(size)
         self.model = model
+        # its mode, set without touching the model's: a later .train() would switch the model's
+        self.training = bool(getattr(model, "training", False))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         total = None
@@ -78,6 +82,7 @@ class SelfEnsemble(nn.Module):
             views = torch.cat([_apply(x, *g) for g in group])
             out = _as_tensor(self.model(views, t.repeat(len(group))))
             for part, g in zip(out.chunk(len(group)), group, strict=True):
-                part = _undo(part, *g)
+                part = _undo(part, *g).float()  # summed in float32 whatever the model's dtype
                 total = part if total is None else total + part
-        return total / len(self.transforms)
+                dtype = out.dtype
+        return (total / len(self.transforms)).to(dtype)

@@ -101,6 +101,9 @@ class AdaptConfig:
                 raise ValueError(f"{name}: expected a number > 0, got {value!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
+        if self.probe and self.loss == "measurement":
+            raise ValueError("probe: the gain estimate needs the R2R loss (Gaussian denoising); "
+                             "set probe=0 for the measurement loss")
         if self.probe > self.iterations:
             raise ValueError(f"probe: expected at most iterations ({self.iterations}), got "
                              f"{self.probe}")

@@ -9,7 +9,8 @@ import torch
 
 from dipprior.operators import check_image
 
-__all__ = ["CHAIN_BYTES_PER_PIXEL", "check_chains_fit", "check_observation", "check_operator"]
+__all__ = ["CHAIN_BYTES_PER_PIXEL", "check_budget_adapts", "check_chains_fit", "check_observation",
+           "check_operator"]
 
 #: bytes per image pixel of one chain while the shipped prior runs on it (its activations,
 #: measured on CPU; larger priors such as ADM need more): what ``samples`` chains are checked
@@ -102,14 +103,29 @@ def check_chains_fit(samples: int, images: int, pixels: int, device: torch.devic
     available = device_memory(device)
     if samples * per_sample > available:
         fit = max(int(available // per_sample), 0)
+        name = "ensemble" if samples == 1 and ensemble > 1 else "samples"
         views = f", each evaluated in {ensemble} views (ensemble)," if ensemble > 1 else ""
-        raise ValueError(f"samples: {samples} chains for each of {images} image(s) of {pixels} "
+        advice = [f"use samples <= {fit}"] if fit else [
+            "restore it in tiles (dipprior.pipeline.tiles.restore_tiled)"]
+        advice += ["a smaller ensemble"] if ensemble > 1 else []
+        raise ValueError(f"{name}: {samples} chains for each of {images} image(s) of {pixels} "
                          f"pixels{views} need at least {samples * per_sample / 2**30:.1f} GiB "
                          f"({CHAIN_BYTES_PER_PIXEL} bytes per pixel per chain), more than the "
-                         f"{available / 2**30:.1f} GiB of {device}; "
-                         + (f"use samples <= {fit}" if fit else "restore it in tiles "
-                            "(dipprior.pipeline.tiles.restore_tiled)"
-                            + (" or a smaller ensemble" if ensemble > 1 else "")))
+                         f"{available / 2**30:.1f} GiB of {device}; " + " or ".join(advice))
+
+
+def check_budget_adapts(model: Any, config: Any, budget: object) -> None:
+    """A ``budget`` point that adapts the prior (``config.adapt``) needs a prior that can be
+    adapted: refuse, naming the budget, before any work."""
+    if budget is None or config.adapt is None:
+        return
+    from dipprior.pipeline.adapt import check_rank
+
+    try:
+        check_rank(model, config.adapt.rank)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"budget: {budget!r} adapts the prior for this task, but {exc}; use "
+                         "budget='balanced', or a prior that is an nn.Module") from None
 
 
 # the scheduler methods the sampler uses (any object that has them works)

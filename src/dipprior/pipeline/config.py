@@ -156,7 +156,7 @@ class SamplerConfig:
         if self.adapt is not None and not isinstance(self.adapt, AdaptConfig):
             raise TypeError(f"adapt: expected None or an AdaptConfig, got "
                             f"{type(self.adapt).__name__}")
-        if self.ensemble not in ENSEMBLES or isinstance(self.ensemble, bool):
+        if not is_int(self.ensemble) or self.ensemble not in ENSEMBLES:
             raise ValueError(f"ensemble: expected one of {ENSEMBLES}, got {self.ensemble!r}")
         if self.spacing not in SPACINGS:
             raise ValueError(f"spacing: expected one of {SPACINGS}, got {self.spacing!r}")

@@ -134,7 +134,8 @@ def front_for(operator: object) -> tuple[tuple[str, float, SamplerConfig], ...]:
     """The points of :data:`FRONT` that ``operator``'s task runs (before its data settings)."""
     if is_denoising([operator]):
         return FRONT["denoise"]
-    return FRONT.get(getattr(operator, "task", ""), FRONT["noise-free"])
+    task = getattr(operator, "task", "")  # Denoise(0.0) is noise-free: no denoising front
+    return FRONT[task] if task in FRONT and task != "denoise" else FRONT["noise-free"]
 
 
 def budget_config(operator: object, budget: float | str, pixels: int = 128 * 128

@@ -27,7 +27,12 @@ from dipprior.diffusion.sampling import reverse_diffusion
 from dipprior.estimators import estimate_error_std
 from dipprior.operators import Denoise, Operator
 from dipprior.pipeline.adapt import Adaptation, check_rank
-from dipprior.pipeline.checks import check_arguments, check_chains_fit, check_initial_image
+from dipprior.pipeline.checks import (
+    check_arguments,
+    check_budget_adapts,
+    check_chains_fit,
+    check_initial_image,
+)
 from dipprior.pipeline.config import SamplerConfig
 from dipprior.pipeline.consistency import observation_to_model_scale, proximal_step
 from dipprior.pipeline.grey import whiten_grey
@@ -156,6 +161,7 @@ class DIPInitializedSampler:
     def _plan(self, y: torch.Tensor, op: Operator) -> Plan:
         pixels = math.prod(op.input_shape(y.shape)[-2:])  # the restored image's
         config = resolve_settings(self.config, self.overrides, self.budget, op, pixels)
+        check_budget_adapts(self.model, config, self.budget)
         fits = uses_dip(config)
         if self.dip is not None and not fits and self.config is None:  # a keyword switched
             raise ValueError(f"dip: a DIP stage was given, but the settings for {op!r} fit no "
@@ -293,9 +299,6 @@ class DIPInitializedSampler:
                                      device=self.device, progress=self.progress)
 
     # ---------------------------------------------------------------- stages
-    def _dip_config(self, op: Operator) -> Any:
-        return dip_stage(self.dip, op)
-
     @property
     def uses_dip(self) -> bool:
         """Whether a call fits DIP (or takes ``dip_image``): as the start, or as the second
@@ -305,7 +308,7 @@ class DIPInitializedSampler:
 
     def _stops_by_reference(self, op: Operator) -> bool:
         """Whether the DIP fit for ``op`` stops by the prior's reference restoration."""
-        return self.uses_dip and getattr(self._dip_config(op), "early_stopping",
+        return self.uses_dip and getattr(dip_stage(self.dip, op), "early_stopping",
                                          None) == "reference"
 
     def _references(self, ys: list[torch.Tensor], ops: list[Operator], seeds: list[int],
@@ -337,7 +340,7 @@ class DIPInitializedSampler:
         """The DIP reconstruction: ``given`` (checked) or a fit -> ``(image, iterations)``."""
         if given is not None:
             return check_initial_image(given, tuple(op.input_shape(y.shape))), None
-        image, result = fit_dip(y, op, self._dip_config(op), seed=seed, device=dev,
+        image, result = fit_dip(y, op, dip_stage(self.dip, op), seed=seed, device=dev,
                                 progress=self.progress, ground_truth=truth,
                                 reference=reference if self._stops_by_reference(op) else None)
         return image, int(getattr(result, "iterations", 0)) or None
