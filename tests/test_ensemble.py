@@ -141,3 +141,19 @@ def test_a_bfloat16_prior_is_averaged_in_float32():
         reference = by_hand(lambda v, s: model(v, s).float(), x, t, 8)
     assert out.dtype == torch.bfloat16  # the model's dtype back, the sum taken in float32
     torch.testing.assert_close(out.float(), reference, rtol=1e-2, atol=1e-2)
+
+
+def test_an_output_object_or_tuple_is_unwrapped_as_the_sampler_does():
+    from types import SimpleNamespace
+
+    from dipprior.diffusion.sampling import as_tensor
+
+    model = Lopsided()
+    x, t = torch.randn(1, 3, 6, 6), torch.tensor([2])
+    with torch.no_grad():
+        plain = SelfEnsemble(model, 8)(x, t)
+        wrapped = SelfEnsemble(lambda v, s: SimpleNamespace(sample=model(v, s)), 8)(x, t)
+        tupled = SelfEnsemble(lambda v, s: (model(v, s),), 8)(x, t)
+    torch.testing.assert_close(wrapped, plain, rtol=0, atol=0)
+    torch.testing.assert_close(tupled, plain, rtol=0, atol=0)
+    assert as_tensor("other") == "other"  # left as it is, for model_output to refuse

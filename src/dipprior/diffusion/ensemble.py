@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dipprior._tensor import Model
+from dipprior.diffusion.sampling import as_tensor
 
 __all__ = ["ENSEMBLES", "Ensemble", "SelfEnsemble", "symmetries"]
 
@@ -44,13 +45,6 @@ def _undo(x: torch.Tensor, turns: int, mirrored: bool) -> torch.Tensor:
     return x.flip(-1) if mirrored else x
 
 
-def _as_tensor(out: object) -> torch.Tensor:
-    """A model's output as a tensor (a diffusers output object's ``.sample``, a tuple's first)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    return out.sample if hasattr(out, "sample") else out[0]  # type: ignore[attr-defined,index]
-
-
 class SelfEnsemble(nn.Module):
     """``model`` averaged over ``size`` symmetries of the square (:func:`symmetries`):
     ``mean_g g^-1 model(g x, t)``, in one batch per output shape (a non-square input's odd
@@ -75,12 +69,13 @@ class SelfEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         total = None
-        shapes: dict[tuple[int, ...], list[tuple[int, bool]]] = {}
-        for g in self.transforms:  # one batch per output shape
-            shapes.setdefault(_apply(x[:1, :1], *g).shape, []).append(g)
+        shapes: dict[tuple[int, int], list[tuple[int, bool]]] = {}
+        h, w = x.shape[-2:]
+        for g in self.transforms:  # one batch per output shape: odd turns swap height and width
+            shapes.setdefault((w, h) if g[0] % 2 else (h, w), []).append(g)
         for group in shapes.values():
             views = torch.cat([_apply(x, *g) for g in group])
-            out = _as_tensor(self.model(views, t.repeat(len(group))))
+            out = as_tensor(self.model(views, t.repeat(len(group))))
             for part, g in zip(out.chunk(len(group)), group, strict=True):
                 part = _undo(part, *g).float()  # summed in float32 whatever the model's dtype
                 total = part if total is None else total + part

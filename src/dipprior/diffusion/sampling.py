@@ -24,6 +24,14 @@ Consistency = Callable[[torch.Tensor, int], torch.Tensor]
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
+def as_tensor(out: Any) -> Any:
+    """A model's output as its tensor: a diffusers output object's ``.sample``, a tuple's first
+    item; anything else as it is."""
+    if isinstance(out, torch.Tensor):
+        return out
+    return out.sample if hasattr(out, "sample") else out[0] if isinstance(out, tuple) else out
+
+
 def model_output(model: Model, x: torch.Tensor, t: int) -> torch.Tensor:
     """``model(x, t)`` as a float32 tensor of ``x``'s shape, checked.
 
@@ -31,9 +39,8 @@ def model_output(model: Model, x: torch.Tensor, t: int) -> torch.Tensor:
     object is unwrapped (``.sample``); NaN/inf raise ``FloatingPointError`` naming ``t``.
     """
     dtype = model_dtype(model)
-    out = model(x.to(dtype), torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
-    if not isinstance(out, torch.Tensor):
-        out = out.sample if hasattr(out, "sample") else out[0] if isinstance(out, tuple) else out
+    out = as_tensor(model(x.to(dtype),
+                          torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)))
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"model: returned {type(out).__name__}, expected a tensor")
     if out.shape != x.shape:

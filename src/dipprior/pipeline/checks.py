@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from dipprior.operators import check_image
+from dipprior.pipeline.adapt import check_rank
 
 __all__ = ["CHAIN_BYTES_PER_PIXEL", "check_budget_adapts", "check_chains_fit", "check_observation",
            "check_operator"]
@@ -119,8 +120,6 @@ def check_budget_adapts(model: Any, config: Any, budget: object) -> None:
     adapted: refuse, naming the budget, before any work."""
     if budget is None or config.adapt is None:
         return
-    from dipprior.pipeline.adapt import check_rank
-
     try:
         check_rank(model, config.adapt.rank)
     except (TypeError, ValueError) as exc:
